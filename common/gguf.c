@@ -1,0 +1,2 @@
+/* gguf: being written (see meson.build). */
+#include "log.h"

@@ -1,0 +1,2 @@
+/* kernels: being written (see meson.build). */
+#include "log.h"

@@ -1,0 +1,2 @@
+/* kernels_avx2: being written (see meson.build). */
+#include "log.h"

@@ -1,0 +1,2 @@
+/* quant: being written (see meson.build). */
+#include "log.h"

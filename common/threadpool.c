@@ -1,0 +1,2 @@
+/* threadpool: being written (see meson.build). */
+#include "log.h"

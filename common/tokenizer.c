@@ -1,0 +1,2 @@
+/* tokenizer: being written (see meson.build). */
+#include "log.h"
