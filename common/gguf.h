@@ -6,7 +6,8 @@
  *
  * Ownership: everything returned by the reader (kv records, tensor records, names, string data,
  * tensor data) is borrowed and valid until gguf_close(). Threads: a struct gguf is read-only after
- * gguf_open and may be shared between threads. */
+ * gguf_open and may be shared between threads. A gguf_writer belongs to one thread; it copies
+ * everything it is given and holds no tensor data (written straight to the file). */
 #ifndef BATON_GGUF_H
 #define BATON_GGUF_H
 
@@ -14,9 +15,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GGUF_MAGIC 0x46554747u /* "GGUF" little-endian */
+#define GGUF_MAGIC             0x46554747u /* "GGUF" little-endian */
 #define GGUF_DEFAULT_ALIGNMENT 32
-#define GGUF_MAX_DIMS 4
+#define GGUF_MAX_DIMS          4
 
 enum gguf_vtype {
     GGUF_TYPE_UINT8 = 0,
@@ -44,34 +45,35 @@ struct gguf_str {
 };
 
 struct gguf_kv {
-    const char *key;   /* NUL-terminated copy owned by the gguf */
-    uint32_t type;     /* enum gguf_vtype */
-    union {            /* scalar value, widened; for STRING: .str */
-        uint64_t u64;  /* UINT8/16/32/64 and BOOL (0/1) */
-        int64_t i64;   /* INT8/16/32/64 */
-        double f64;    /* FLOAT32/64 */
+    const char *key;  /* NUL-terminated copy owned by the gguf */
+    uint32_t type;    /* enum gguf_vtype */
+    union {           /* scalar value, widened; for STRING: .str */
+        uint64_t u64; /* UINT8/16/32/64 and BOOL (0/1) */
+        int64_t i64;  /* INT8/16/32/64 */
+        double f64;   /* FLOAT32/64 */
         struct gguf_str str;
     } v;
     uint32_t arr_type;    /* ARRAY only: element type (never ARRAY; nested arrays are rejected) */
     uint64_t arr_n;       /* ARRAY only: element count */
-    const void *arr_data; /* ARRAY of numbers/bools: raw little-endian elements in the map */
+    const void *arr_data; /* ARRAY of numbers/bools: raw little-endian elements in the map;
+                           * ARRAY of STRING: an index owned by the gguf (use gguf_arr_str) */
 };
 
 struct gguf_tensor {
-    const char *name;        /* NUL-terminated copy owned by the gguf */
-    uint32_t type;           /* enum bt_type (quant.h) */
-    uint32_t n_dims;         /* 1..GGUF_MAX_DIMS */
+    const char *name;          /* NUL-terminated copy owned by the gguf */
+    uint32_t type;             /* enum bt_type (quant.h) */
+    uint32_t n_dims;           /* 1..GGUF_MAX_DIMS */
     int64_t ne[GGUF_MAX_DIMS]; /* ne[0] = row length (innermost); unused dims are 1 */
-    uint64_t offset;         /* from the start of the data section, aligned */
+    uint64_t offset;           /* from the start of the data section, aligned */
     uint64_t nbytes;
-    const void *data;        /* into the mapping */
+    const void *data; /* into the mapping */
 };
 
 struct gguf;
 
-/* Map and validate the file. On failure returns a negative status, *out = NULL, and err holds
- * "PATH: problem" (e.g. "m.gguf: tensor 'blk.0.attn_q.weight' data [.., ..) is past the end of
- * the file (size N)"). */
+/* Map and validate the file (the rules are listed in docs/gguf.md). On failure returns a
+ * negative status, *out = NULL, and err holds "PATH: problem" (e.g. "m.gguf: tensor
+ * 'blk.0.attn_q.weight' data [.., ..) is past the end of the file (size N)"). */
 int gguf_open(const char *path, struct gguf **out, char *err, size_t errsz);
 /* Same over a caller's buffer (not copied; must outlive the gguf). `name` is used in errors. */
 int gguf_open_mem(const void *data, size_t size, const char *name, struct gguf **out, char *err,
@@ -99,19 +101,23 @@ int gguf_get_i32(const struct gguf *g, const char *key, int32_t *out);
 int gguf_get_u64(const struct gguf *g, const char *key, uint64_t *out);
 int gguf_get_i64(const struct gguf *g, const char *key, int64_t *out);
 int gguf_get_f32(const struct gguf *g, const char *key, float *out);
+int gguf_get_f64(const struct gguf *g, const char *key, double *out);
 int gguf_get_bool(const struct gguf *g, const char *key, bool *out);
 int gguf_get_str(const struct gguf *g, const char *key, struct gguf_str *out);
 /* ARRAY: element type and count. */
 int gguf_get_arr(const struct gguf *g, const char *key, uint32_t *elem_type, uint64_t *n);
 
-/* Array element access (i < kv->arr_n is checked). Numeric getters convert like the above. */
+/* Array element access (i < kv->arr_n is checked: BT_EINVAL past the end; BT_EFORMAT for the
+ * wrong element type). Numeric getters convert like the above; gguf_arr_i64 also reads BOOL
+ * elements as 0/1. gguf_arr_str is O(1) (an offset index is built at open). */
 int gguf_arr_str(const struct gguf_kv *kv, uint64_t i, struct gguf_str *out);
 int gguf_arr_i64(const struct gguf_kv *kv, uint64_t i, int64_t *out);
 int gguf_arr_f64(const struct gguf_kv *kv, uint64_t i, double *out);
 
 int64_t gguf_n_tensors(const struct gguf *g);
 const struct gguf_tensor *gguf_tensor_at(const struct gguf *g, int64_t i);
-const struct gguf_tensor *gguf_find_tensor(const struct gguf *g, const char *name); /* NULL if absent */
+/* NULL if absent. */
+const struct gguf_tensor *gguf_find_tensor(const struct gguf *g, const char *name);
 
 /* ---- writer: metadata first, then tensor infos, then tensor data streamed in order ---- */
 
@@ -119,6 +125,9 @@ struct gguf_writer;
 
 struct gguf_writer *gguf_writer_new(void); /* version 3, alignment 32 (general.alignment sets it) */
 void gguf_writer_free(struct gguf_writer *w); /* NULL is fine; closes an unfinished file */
+/* The set_*, add_tensor and write calls have no err argument: the first failure's text is kept
+ * here (NULL if none) and is also reported by gguf_writer_begin / gguf_writer_finish. */
+const char *gguf_writer_error(const struct gguf_writer *w);
 
 /* Metadata. Keys are copied; setting a key twice replaces it. Strings and arrays are copied. */
 int gguf_writer_set_u32(struct gguf_writer *w, const char *key, uint32_t v);
