@@ -1,0 +1,295 @@
+#!/usr/bin/env python3
+"""chat_page_test.py BATON_SERVER: the chat page (server/static/index.html, served at GET /)
+in headless Chromium against a real baton-server on stories260K (suite 'chat').
+
+The server runs with --api-key, on a socket this test opened on 127.0.0.1 (--listen-fd).
+Chromium is driven over the DevTools protocol on a pipe (--remote-debugging-pipe) and every
+other address is sent to a dead local proxy, so no traffic leaves 127.0.0.1. Checked:
+
+1. the page loads from GET / and its cluster panel fills from /health (status ok, a rank row);
+2. a message sent without the key fails visibly (error banner "Unauthorized", turn marked);
+3. with the key typed in, Retry sends it again: a streamed answer appears (non-empty) and
+   the failed turn and the error are gone;
+4. a second message carries the conversation (system-less: user, assistant, user);
+5. the key was stored in localStorage.
+
+The screenshot goes to $BATON_BUILD/meson-logs/chat_page.png. Skips (77) without chromium,
+without the model, or while baton-server lacks GET /.
+Run alone: meson test -C BUILD chat_page --print-errorlogs   (or: python3 this.py BUILD/baton-server)
+"""
+import base64
+import fcntl
+import http.client
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHARED = os.environ.get("BATON_SHARED") or os.path.join(HERE, "../../../shared")
+BUILD = os.environ.get("BATON_BUILD") or os.getcwd()
+MODEL = os.path.join(SHARED, "models", "stories260K.gguf")
+KEY = "chat-page-key"
+DEADLINE = time.monotonic() + 100  # the whole test
+
+
+def skip(msg):
+    print("SKIP:", msg)
+    sys.exit(77)
+
+
+class Fail(Exception):
+    pass
+
+
+def wait_for(what, fn, timeout):
+    """Poll fn() until it returns a true value; return it, or raise Fail after timeout s."""
+    end = min(time.monotonic() + timeout, DEADLINE)
+    last = None
+    while time.monotonic() < end:
+        last = fn()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise Fail(f"timed out waiting for {what} (last: {last!r})")
+
+
+def http_get(port, path, headers=None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        c.request("GET", path, headers=headers or {})
+        r = c.getresponse()
+        return r.status, r.getheader("Content-Type") or "", r.read()
+    finally:
+        c.close()
+
+
+class CDP:
+    """The DevTools protocol over Chromium's pipe: JSON messages ending in NUL."""
+
+    def __init__(self, wfd, rfd):
+        self.w, self.r = wfd, rfd
+        self.buf = b""
+        self.next_id = 0
+
+    def call(self, method, params=None, session=None, timeout=15):
+        self.next_id += 1
+        msg = {"id": self.next_id, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        os.write(self.w, json.dumps(msg).encode() + b"\0")
+        end = min(time.monotonic() + timeout, DEADLINE)
+        while True:
+            while b"\0" in self.buf:
+                raw, self.buf = self.buf.split(b"\0", 1)
+                m = json.loads(raw)
+                if m.get("id") == self.next_id:
+                    if "error" in m:
+                        raise Fail(f"{method}: {m['error']}")
+                    return m.get("result", {})
+            left = end - time.monotonic()
+            if left <= 0:
+                raise Fail(f"no answer from Chromium to {method}")
+            ready, _, _ = select.select([self.r], [], [], left)
+            if ready:
+                chunk = os.read(self.r, 1 << 16)
+                if not chunk:
+                    raise Fail("Chromium closed the DevTools pipe")
+                self.buf += chunk
+
+
+class Page:
+    def __init__(self, cdp, session):
+        self.cdp, self.s = cdp, session
+
+    def js(self, expr):
+        r = self.cdp.call("Runtime.evaluate", {"expression": expr, "returnByValue": True,
+                                               "awaitPromise": True}, self.s)
+        if "exceptionDetails" in r:
+            raise Fail(f"JS error in {expr!r}: {r['exceptionDetails'].get('text')}")
+        return r.get("result", {}).get("value")
+
+    def screenshot(self, path):
+        r = self.cdp.call("Page.captureScreenshot", {"format": "png"}, self.s, timeout=30)
+        with open(path, "wb") as f:
+            f.write(base64.b64decode(r["data"]))
+
+
+def main():
+    if len(sys.argv) != 2:
+        print("usage: chat_page_test.py BATON_SERVER")
+        return 2
+    server = sys.argv[1]
+    chromium = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
+                     if shutil.which(n)), None)
+    if not chromium:
+        skip("chromium is not installed (Debian package chromium)")
+    if not (os.path.isfile(server) and os.access(server, os.X_OK)):
+        skip(f"baton-server is not built ({server})")
+    if not os.path.isfile(MODEL):
+        skip(f"no model at {MODEL}")
+
+    tmp = tempfile.mkdtemp(prefix="baton-chat-page-")
+    procs = []
+    try:
+        return run(server, chromium, tmp, procs)
+    except Fail as e:
+        print("FAIL:", e)
+        log = os.path.join(tmp, "server.log")
+        if os.path.exists(log):
+            with open(log, errors="replace") as f:
+                print("---- baton-server log (tail) ----\n" + f.read()[-3000:])
+        return 1
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(server, chromium, tmp, procs):
+    # ---- baton-server on a socket we own ----
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    port = sock.getsockname()[1]
+    env = dict(os.environ)
+    env.pop("BATON_API_KEY", None)
+    with open(os.path.join(tmp, "server.log"), "wb") as log:
+        srv = subprocess.Popen([server, "-m", MODEL, "-t", "1", "--http-threads", "2",
+                                "--listen-fd", str(sock.fileno()), "--api-key", KEY],
+                               stdout=log, stderr=log, pass_fds=(sock.fileno(),), env=env)
+    procs.append(srv)
+    sock.close()
+
+    def healthy():
+        if srv.poll() is not None:
+            raise Fail(f"baton-server exited with {srv.returncode}")
+        try:
+            return http_get(port, "/health")[0] == 200
+        except OSError:
+            return False
+
+    wait_for("baton-server's /health to answer 200", healthy, 60)
+    status, ctype, body = http_get(port, "/")
+    if status != 200 or "text/html" not in ctype or b"/v1/chat/completions" not in body:
+        skip(f"baton-server does not serve the chat page at GET / yet (HTTP {status}, {ctype!r}); "
+             "wire index_html.h into server/http.c")
+
+    # ---- Chromium, driven over a pipe; everything but loopback goes to a dead proxy ----
+    to_chrome_r, to_chrome_w = os.pipe()
+    from_chrome_r, from_chrome_w = os.pipe()
+
+    def child_fds():  # Chromium reads commands on fd 3 and writes on fd 4
+        a = fcntl.fcntl(to_chrome_r, fcntl.F_DUPFD, 10)
+        b = fcntl.fcntl(from_chrome_w, fcntl.F_DUPFD, 10)
+        os.dup2(a, 3)
+        os.dup2(b, 4)
+
+    args = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            "--no-default-browser-check", "--disable-extensions", "--disable-sync",
+            "--disable-background-networking", "--disable-component-update",
+            "--disable-default-apps", "--disable-domain-reliability", "--no-pings",
+            "--proxy-server=127.0.0.1:9", "--remote-debugging-pipe",
+            f"--user-data-dir={tmp}/profile", "--window-size=1280,860", "about:blank"]
+    chrome = subprocess.Popen(args, preexec_fn=child_fds, pass_fds=(3, 4), stdout=subprocess.DEVNULL,
+                              stderr=open(os.path.join(tmp, "chromium.log"), "wb"),
+                              start_new_session=True)
+    procs.append(chrome)
+    os.close(to_chrome_r)
+    os.close(from_chrome_w)
+    cdp = CDP(to_chrome_w, from_chrome_r)
+    target = cdp.call("Target.createTarget", {"url": "about:blank"}, timeout=30)["targetId"]
+    session = cdp.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+    page = Page(cdp, session)
+    cdp.call("Page.enable", session=session)
+    cdp.call("Runtime.enable", session=session)
+    cdp.call("Emulation.setDeviceMetricsOverride", {"width": 1280, "height": 860,
+                                                     "deviceScaleFactor": 1, "mobile": False}, session)
+    base = f"http://127.0.0.1:{port}"
+    cdp.call("Page.navigate", {"url": base + "/"}, session)
+    wait_for("the page to load", lambda: page.js(
+        "document.readyState === 'complete' && !!document.getElementById('input')"), 20)
+
+    # 1. cluster panel from /health
+    wait_for("the health chip to say ok", lambda: page.js(
+        "document.getElementById('health-chip-text').textContent") == "ok", 15)
+    rows = wait_for("rank rows", lambda: page.js(
+        "[...document.querySelectorAll('#ranks-body tr')].map(r => [...r.cells].map(c => c.textContent))"), 10)
+    if not rows or rows[0][0] != "0":
+        raise Fail(f"unexpected rank table {rows}")
+
+    # Record what the page sends.
+    page.js("""window.__sent = []; (() => { const f = window.fetch;
+        window.fetch = (u, o) => { if (String(u).includes('/chat/completions')) window.__sent.push(JSON.parse(o.body));
+                                   return f(u, o); }; })(); true""")
+
+    def send(text):
+        page.js(f"""(() => {{ const i = document.getElementById('input'); i.value = {json.dumps(text)};
+            document.getElementById('composer').requestSubmit(); return true; }})()""")
+
+    # 2. no key: a clear error, the turn marked, nothing kept
+    page.js("localStorage.removeItem('baton.apiKey'); document.getElementById('api-key').value = ''; true")
+    send("Once upon a time")
+    err = wait_for("the 401 error banner", lambda: page.js(
+        "document.getElementById('error').classList.contains('show') && document.getElementById('error-text').textContent"), 15)
+    if "Unauthorized" not in err:
+        raise Fail(f"error banner says {err!r}")
+    if page.js("document.querySelectorAll('.msg.user.failed').length") != 1:
+        raise Fail("the unanswered message is not marked")
+
+    # 3. key typed in, Retry: a streamed answer
+    page.js(f"""(() => {{ const k = document.getElementById('api-key'); k.value = {json.dumps(KEY)};
+        k.dispatchEvent(new Event('change')); document.getElementById('retry').click(); return true; }})()""")
+    answers = wait_for("a finished answer", lambda: page.js(
+        "[...document.querySelectorAll('.msg.assistant.done .text')].map(t => t.textContent)"), 60)
+    if not answers[0].strip():
+        raise Fail("the answer is empty")
+    if page.js("document.querySelectorAll('.msg.failed').length") or page.js(
+            "document.getElementById('error').classList.contains('show')"):
+        raise Fail("the failed turn or its error is still shown after a successful retry")
+    print("answer 1:", answers[0][:200].replace("\n", " "))
+
+    # 4. the conversation goes on
+    send("The end")
+    answers = wait_for("a second answer", lambda: (lambda a: a if len(a) == 2 else None)(page.js(
+        "[...document.querySelectorAll('.msg.assistant.done .text')].map(t => t.textContent)")), 60)
+    sent = page.js("window.__sent")
+    roles = [m["role"] for m in sent[-1]["messages"]]
+    if roles != ["user", "assistant", "user"] or sent[-1]["messages"][1]["content"] != answers[0]:
+        raise Fail(f"second request's messages: {sent[-1]['messages']}")
+    if not all(s.get("stream") is True for s in sent):
+        raise Fail("a request was not streamed")
+    if page.js("document.querySelectorAll('.msg.assistant.failed').length"):
+        raise Fail("an answer is marked failed")
+
+    # 5. the key is remembered
+    if page.js("localStorage.getItem('baton.apiKey')") != KEY:
+        raise Fail("the API key was not stored in localStorage")
+
+    shot = os.path.join(BUILD, "meson-logs", "chat_page.png")
+    os.makedirs(os.path.dirname(shot), exist_ok=True)
+    page.screenshot(shot)
+    print("screenshot:", shot)
+    try:
+        cdp.call("Browser.close", timeout=5)
+    except Fail:
+        pass  # it may close the pipe before it answers
+    srv.send_signal(signal.SIGTERM)
+    try:
+        srv.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        raise Fail("baton-server did not stop within 10 s of SIGTERM")
+    print("PASS")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
