@@ -1,2 +1,654 @@
-/* kernels_avx2: being written (see meson.build). */
-#include "log.h"
+/* kernels_avx2: AVX2 + FMA + F16C kernels, for x86 CPUs without AVX-512.
+ *
+ * Compiled with -mavx2 -mfma -mf16c (meson.build); only called after kernels.c has checked the
+ * CPU. Integer dot products use vpmaddubsw (unsigned weight bytes x signed activation bytes,
+ * pairs summed to int16 without saturation for weights below 64) and vpmaddwd; weights are
+ * brought to unsigned bytes q + off (off = 8 for Q4_0, 16 for Q5_0, 32 for Q6_K, 0 for types with
+ * a min); Q8_0 keeps signed weights and uses the sign trick (|w| x sign(a, w)) instead.
+ * Structure as in kernels_avx512.c. Thread-safe: pure functions of their arguments. */
+#include "kernels_isa.h"
+
+#include <immintrin.h>
+#include <stdbool.h>
+#include <string.h>
+
+#define AI static inline __attribute__((always_inline))
+
+/* ---------------------------------------------------------------------------------------- */
+/* helpers                                                                                   */
+
+AI float h2f(const uint8_t *p)
+{
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+AI uint64_t ld16(const uint8_t *p)
+{
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return h;
+}
+
+AI uint32_t ld32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+AI __m256 gather_f16(const uint8_t *p, size_t bs, int g)
+{
+    uint64_t lo, hi;
+    if (g == 8) {
+        lo = ld16(p) | ld16(p + bs) << 16 | ld16(p + 2 * bs) << 32 | ld16(p + 3 * bs) << 48;
+        hi = ld16(p + 4 * bs) | ld16(p + 5 * bs) << 16 | ld16(p + 6 * bs) << 32 |
+             ld16(p + 7 * bs) << 48;
+    } else {
+        uint64_t v[2] = {0, 0};
+        for (int i = 0; i < g; i++) v[i >> 2] |= ld16(p + (size_t)i * bs) << (16 * (i & 3));
+        lo = v[0];
+        hi = v[1];
+    }
+    return _mm256_cvtph_ps(_mm_set_epi64x((long long)hi, (long long)lo));
+}
+
+AI __m256i lane_mask(int g) /* lanes < g all ones */
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(g), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+AI float hsum256(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* unsigned w (< 64) x signed a: 8 int32 sums of 4 products */
+AI __m256i dot_u8s8(__m256i w, const int8_t *a)
+{
+    __m256i p = _mm256_maddubs_epi16(w, _mm256_loadu_si256((const __m256i *)a));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+/* signed w x signed a */
+AI __m256i dot_s8s8(__m256i w, const int8_t *a)
+{
+    __m256i av = _mm256_loadu_si256((const __m256i *)a);
+    __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(av, w));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+AI int hsum_epi32(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* activation conversion (bit-identical to the reference quantisers in quant.c)              */
+
+AI __m256 round_away(__m256 v)
+{
+    __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    __m256 f = _mm256_sub_ps(v, t);
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 k = _mm256_cmp_ps(_mm256_andnot_ps(sign, f), _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+    __m256 one = _mm256_or_ps(_mm256_set1_ps(1.0f), _mm256_and_ps(v, sign));
+    return _mm256_add_ps(t, _mm256_and_ps(k, one));
+}
+
+/* 32 int32 (4 vectors) to 32 int8 with signed saturation, in order */
+AI __m256i pack_i8(__m256i a, __m256i b, __m256i c, __m256i d)
+{
+    __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
+    __m256i v = _mm256_packs_epi16(ab, cd);
+    return _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+AI int sum_i8(__m256i v)
+{
+    return hsum_epi32(
+        _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), v), _mm256_set1_epi16(1)));
+}
+
+AI float hmax256(__m256 v)
+{
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+static void quant_q8_01(const float *x, uint8_t *dst, const struct kern_act *L)
+{
+    int8_t *q = (int8_t *)dst;
+    float *d = (float *)(dst + L->off_d), *s = (float *)(dst + L->off_s);
+    int32_t *corr = (int32_t *)(dst + L->off_corr);
+    const bool q81 = L->kind == KACT_Q8_1;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t b = 0; b < L->nb; b++, x += 32, q += 32) {
+        __m256 v[4];
+        __m256 am = _mm256_setzero_ps();
+        for (int k = 0; k < 4; k++) {
+            v[k] = _mm256_loadu_ps(x + 8 * k);
+            am = _mm256_max_ps(am, _mm256_andnot_ps(sign, v[k]));
+        }
+        const float amax = hmax256(am);
+        const float dd = amax / 127;
+        const float id = dd != 0.0f ? 1.0f / dd : 0.0f;
+        const __m256 vid = _mm256_set1_ps(id);
+        __m256i iv[4];
+        for (int k = 0; k < 4; k++)
+            iv[k] = _mm256_cvtps_epi32(round_away(_mm256_mul_ps(v[k], vid)));
+        __m256i q8 = pack_i8(iv[0], iv[1], iv[2], iv[3]);
+        _mm256_storeu_si256((__m256i *)q, q8);
+        int sum = sum_i8(q8);
+        const float dr = _cvtsh_ss(_cvtss_sh(dd, 0));
+        d[b] = dr;
+        s[b] = q81 ? _cvtsh_ss(_cvtss_sh((float)sum * dd, 0)) : dr * (float)sum;
+        corr[b] = -L->off * sum;
+    }
+}
+
+static void quant_q8_k(const float *x, uint8_t *dst, const struct kern_act *L)
+{
+    int8_t *q = (int8_t *)dst;
+    float *d = (float *)(dst + L->off_d), *s = (float *)(dst + L->off_s);
+    int32_t *corr = (int32_t *)(dst + L->off_corr);
+    const int per = QK_K / L->B, B = L->B;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t i = 0; i < L->n / QK_K; i++, x += QK_K, q += QK_K) {
+        __m256 am = _mm256_setzero_ps();
+        for (int k = 0; k < 32; k++)
+            am = _mm256_max_ps(am, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * k)));
+        const float amax = hmax256(am);
+        float *dd = d + i * per, *ss = s + i * per;
+        int32_t *cc = corr + i * per;
+        if (amax == 0.0f) {
+            memset(q, 0, QK_K);
+            for (int j = 0; j < per; j++) dd[j] = ss[j] = 0.0f, cc[j] = 0;
+            continue;
+        }
+        float max = 0.0f;
+        const __m256 vam = _mm256_set1_ps(amax);
+        for (int k = 0; k < 32; k++) {
+            int m = _mm256_movemask_ps(
+                _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * k)), vam, _CMP_EQ_OQ));
+            if (m) {
+                max = x[8 * k + __builtin_ctz((unsigned)m)];
+                break;
+            }
+        }
+        const float iscale = -127.f / max;
+        const float dq = 1 / iscale;
+        const __m256 vis = _mm256_set1_ps(iscale);
+        const __m256i v127 = _mm256_set1_epi32(127);
+        int sum16[16];
+        for (int k = 0; k < 8; k++) {
+            __m256i iv[4];
+            for (int u = 0; u < 4; u++)
+                iv[u] = _mm256_min_epi32(
+                    _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 32 * k + 8 * u), vis)),
+                    v127);
+            __m256i q8 = pack_i8(iv[0], iv[1], iv[2], iv[3]);
+            _mm256_storeu_si256((__m256i *)(q + 32 * k), q8);
+            __m256i s16 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q8),
+                                            _mm256_set1_epi16(1));
+            /* lanes 0-3: first 16 values, 4-7: second 16 */
+            __m128i lo = _mm256_castsi256_si128(s16), hi = _mm256_extracti128_si256(s16, 1);
+            lo = _mm_add_epi32(lo, _mm_shuffle_epi32(lo, 0x4e));
+            hi = _mm_add_epi32(hi, _mm_shuffle_epi32(hi, 0x4e));
+            lo = _mm_add_epi32(lo, _mm_shuffle_epi32(lo, 0xb1));
+            hi = _mm_add_epi32(hi, _mm_shuffle_epi32(hi, 0xb1));
+            sum16[2 * k] = _mm_cvtsi128_si32(lo);
+            sum16[2 * k + 1] = _mm_cvtsi128_si32(hi);
+        }
+        for (int j = 0; j < per; j++) {
+            int sum = B == 16 ? sum16[j] : sum16[2 * j] + sum16[2 * j + 1];
+            dd[j] = dq;
+            ss[j] = dq * (float)sum;
+            cc[j] = -L->off * sum;
+        }
+    }
+}
+
+static void quant_f16(const float *x, uint8_t *dst, const struct kern_act *L)
+{
+    float *y = (float *)dst;
+    int64_t i = 0;
+    for (; i + 8 <= L->n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(x + i),
+                                                                _MM_FROUND_TO_NEAREST_INT)));
+    for (; i < L->n; i++) y[i] = _cvtsh_ss(_cvtss_sh(x[i], 0));
+}
+
+static void quant_bf16(const float *x, uint8_t *dst, const struct kern_act *L)
+{
+    uint16_t *y = (uint16_t *)dst;
+    for (int64_t i = 0; i < L->n; i++) y[i] = bt_f32_to_bf16(x[i]);
+    if (L->n & 1) y[L->n] = 0; /* gemm kernels read values in pairs */
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* weights of the 32-blocks as bytes, natural order (unsigned q + off; Q8_0 signed)          */
+
+AI size_t bsize32(const int T)
+{
+    return T == BT_Q4_0 ? 18 : T == BT_Q4_1 ? 20 : T == BT_Q5_0 ? 22 : T == BT_Q5_1 ? 24 : 34;
+}
+
+AI __m256i nibbles32(const uint8_t *qs)
+{
+    __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
+    return _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4)),
+                            _mm256_set1_epi8(15));
+}
+
+/* bit i of m (32 bits) -> byte i = 16 or 0 */
+AI __m256i bits_to_16(uint32_t m)
+{
+    const __m256i shuf =
+        _mm256_setr_epi64x(0, 0x0101010101010101ll, 0x0202020202020202ll, 0x0303030303030303ll);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)m), shuf);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+    return _mm256_and_si256(v, _mm256_set1_epi8(16));
+}
+
+AI __m256i unpack32(const int T, const uint8_t *blk)
+{
+    switch (T) {
+    case BT_Q4_0:
+        return nibbles32(blk + 2);
+    case BT_Q4_1:
+        return nibbles32(blk + 4);
+    case BT_Q5_0:
+        return _mm256_or_si256(nibbles32(blk + 6), bits_to_16(ld32(blk + 2)));
+    case BT_Q5_1:
+        return _mm256_or_si256(nibbles32(blk + 8), bits_to_16(ld32(blk + 4)));
+    default: /* Q8_0, signed */
+        return _mm256_loadu_si256((const __m256i *)(blk + 2));
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* matvec, 32-blocks                                                                         */
+
+AI void mv32(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t nr,
+             const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy)
+{
+    const size_t bs = bsize32(T);
+    const bool has_min = T == BT_Q4_1 || T == BT_Q5_1;
+    const bool has_off = T == BT_Q4_0 || T == BT_Q5_0;
+    const int NA = NC == 1 ? 2 : 1;
+    const int64_t nb = L->nb;
+    for (int64_t r = 0; r < nr; r++) {
+        const uint8_t *row = W + (size_t)r * wrow;
+        __m256 acc[KERN_MV_COLS][4], cacc[KERN_MV_COLS];
+        for (int c = 0; c < NC; c++) {
+            cacc[c] = _mm256_setzero_ps();
+            for (int a = 0; a < NA; a++) acc[c][a] = _mm256_setzero_ps();
+        }
+        for (int64_t b0 = 0; b0 < nb; b0 += 8) {
+            const int g = nb - b0 < 8 ? (int)(nb - b0) : 8;
+            const __m256i km = lane_mask(g);
+            const uint8_t *bp = row + (size_t)b0 * bs;
+            const __m256 dw = gather_f16(bp, bs, g);
+            __m256 mw = _mm256_setzero_ps();
+            if (has_min) mw = gather_f16(bp + 2, bs, g);
+            float sv[KERN_MV_COLS][8] __attribute__((aligned(32)));
+            for (int c = 0; c < NC; c++) {
+                const uint8_t *ar = act + (size_t)c * L->stride;
+                __m256 dx = _mm256_maskload_ps((const float *)(ar + L->off_d) + b0, km);
+                __m256 s = _mm256_mul_ps(dw, dx);
+                _mm256_store_ps(sv[c], s);
+                if (has_off)
+                    cacc[c] = _mm256_fmadd_ps(s,
+                                              _mm256_cvtepi32_ps(_mm256_maskload_epi32(
+                                                  (const int *)(ar + L->off_corr) + b0, km)),
+                                              cacc[c]);
+                if (has_min)
+                    cacc[c] = _mm256_fmadd_ps(
+                        mw, _mm256_maskload_ps((const float *)(ar + L->off_s) + b0, km), cacc[c]);
+            }
+            __asm__ volatile("" : "+m"(sv));
+#pragma GCC unroll 8
+            for (int i = 0; i < g; i++) {
+                __m256i w = unpack32(T, bp + (size_t)i * bs);
+                for (int c = 0; c < NC; c++) {
+                    const int8_t *a = (const int8_t *)(act + (size_t)c * L->stride) + 32 * (b0 + i);
+                    __m256i p = T == BT_Q8_0 ? dot_s8s8(w, a) : dot_u8s8(w, a);
+                    acc[c][i % NA] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
+                                                     _mm256_set1_ps(sv[c][i]), acc[c][i % NA]);
+                }
+            }
+        }
+        for (int c = 0; c < NC; c++) {
+            __m256 t = cacc[c];
+            for (int a = 0; a < NA; a++) t = _mm256_add_ps(t, acc[c][a]);
+            Y[c * ldy + r] = hsum256(t);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* matvec, K-quants                                                                          */
+
+AI void kscales(const uint8_t *s, uint64_t *sc, uint64_t *mn)
+{
+    uint32_t a = ld32(s), b = ld32(s + 4), c = ld32(s + 8);
+    uint32_t sc_lo = a & 0x3f3f3f3fu, mn_lo = b & 0x3f3f3f3fu;
+    uint32_t sc_hi = (c & 0x0f0f0f0fu) | ((a >> 6) & 0x03030303u) << 4;
+    uint32_t mn_hi = ((c >> 4) & 0x0f0f0f0fu) | ((b >> 6) & 0x03030303u) << 4;
+    *sc = sc_lo | (uint64_t)sc_hi << 32;
+    *mn = mn_lo | (uint64_t)mn_hi << 32;
+}
+
+AI __m256 u8x8_to_ps(uint64_t v)
+{
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)v)));
+}
+
+AI void unpack_k4(const int T, const uint8_t *blk, int j, __m256i *lo, __m256i *hi)
+{
+    const uint8_t *qs = blk + (T == BT_Q4_K ? 16 : 48) + 32 * j;
+    __m256i v = _mm256_loadu_si256((const __m256i *)qs);
+    const __m256i m4 = _mm256_set1_epi8(15);
+    *lo = _mm256_and_si256(v, m4);
+    *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    if (T == BT_Q5_K) {
+        __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 16));
+        const __m256i b0 = _mm256_set1_epi8((char)(1 << (2 * j)));
+        const __m256i b1 = _mm256_set1_epi8((char)(2 << (2 * j)));
+        const __m256i s16 = _mm256_set1_epi8(16);
+        *lo = _mm256_or_si256(
+            *lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b0), b0), s16));
+        *hi = _mm256_or_si256(
+            *hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), s16));
+    }
+}
+
+AI void mv_k45(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t nr,
+               const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy)
+{
+    const size_t bs = T == BT_Q4_K ? 144 : 176;
+    const int64_t nsb = L->n / QK_K;
+    for (int64_t r = 0; r < nr; r++) {
+        const uint8_t *row = W + (size_t)r * wrow;
+        __m256 acc[KERN_MV_COLS][2], cacc[KERN_MV_COLS];
+        for (int c = 0; c < NC; c++) cacc[c] = acc[c][0] = acc[c][1] = _mm256_setzero_ps();
+        for (int64_t i = 0; i < nsb; i++) {
+            const uint8_t *blk = row + (size_t)i * bs;
+            const float d = h2f(blk), dmin = h2f(blk + 2);
+            uint64_t sc, mn;
+            kscales(blk + 4, &sc, &mn);
+            const __m256 scv = u8x8_to_ps(sc);
+            const __m256 mnv = _mm256_mul_ps(u8x8_to_ps(mn), _mm256_set1_ps(-dmin));
+            float sv[KERN_MV_COLS][8] __attribute__((aligned(32)));
+            for (int c = 0; c < NC; c++) {
+                const uint8_t *ar = act + (size_t)c * L->stride;
+                const float dy = ((const float *)(ar + L->off_d))[8 * i];
+                _mm256_store_ps(sv[c], _mm256_mul_ps(scv, _mm256_set1_ps(d * dy)));
+                cacc[c] = _mm256_fmadd_ps(
+                    mnv, _mm256_loadu_ps((const float *)(ar + L->off_s) + 8 * i), cacc[c]);
+            }
+            __asm__ volatile("" : "+m"(sv));
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++) {
+                __m256i lo, hi;
+                unpack_k4(T, blk, j, &lo, &hi);
+                for (int c = 0; c < NC; c++) {
+                    const int8_t *a =
+                        (const int8_t *)(act + (size_t)c * L->stride) + QK_K * i + 64 * j;
+                    __m256i p0 = dot_u8s8(lo, a), p1 = dot_u8s8(hi, a + 32);
+                    acc[c][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0),
+                                                _mm256_set1_ps(sv[c][2 * j]), acc[c][0]);
+                    acc[c][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1),
+                                                _mm256_set1_ps(sv[c][2 * j + 1]), acc[c][1]);
+                }
+            }
+        }
+        for (int c = 0; c < NC; c++)
+            Y[c * ldy + r] = hsum256(_mm256_add_ps(cacc[c], _mm256_add_ps(acc[c][0], acc[c][1])));
+    }
+}
+
+AI void unpack_q6k(const uint8_t *blk, int h, __m256i *v)
+{
+    const uint8_t *ql = blk + 64 * h, *qh = blk + 128 + 32 * h;
+    const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);
+    __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
+    __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+    __m256i hb = _mm256_loadu_si256((const __m256i *)qh);
+    v[0] =
+        _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m30));
+    v[1] =
+        _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m30));
+    v[2] =
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hb, m30));
+    v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                           _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30));
+}
+
+AI void mv_q6k(const int NC, const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
+               const struct kern_act *L, float *Y, int64_t ldy)
+{
+    const size_t bs = 210;
+    const int64_t nsb = L->n / QK_K;
+    for (int64_t r = 0; r < nr; r++) {
+        const uint8_t *row = W + (size_t)r * wrow;
+        __m256 acc[KERN_MV_COLS][2], cacc[KERN_MV_COLS];
+        for (int c = 0; c < NC; c++) cacc[c] = acc[c][0] = acc[c][1] = _mm256_setzero_ps();
+        for (int64_t i = 0; i < nsb; i++) {
+            const uint8_t *blk = row + (size_t)i * bs;
+            const float d = h2f(blk + 208);
+            __m128i sc8 = _mm_loadu_si128((const __m128i *)(blk + 192));
+            const __m256 sc_lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc8));
+            const __m256 sc_hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc8, 8)));
+            float sv[KERN_MV_COLS][16] __attribute__((aligned(32)));
+            for (int c = 0; c < NC; c++) {
+                const uint8_t *ar = act + (size_t)c * L->stride;
+                const float dy = ((const float *)(ar + L->off_d))[16 * i];
+                const __m256 f = _mm256_set1_ps(d * dy);
+                const __m256 s0 = _mm256_mul_ps(sc_lo, f), s1 = _mm256_mul_ps(sc_hi, f);
+                _mm256_store_ps(sv[c], s0);
+                _mm256_store_ps(sv[c] + 8, s1);
+                const int *cr = (const int *)(ar + L->off_corr) + 16 * i;
+                cacc[c] = _mm256_fmadd_ps(
+                    s0, _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)cr)), cacc[c]);
+                cacc[c] = _mm256_fmadd_ps(
+                    s1, _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(cr + 8))), cacc[c]);
+            }
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                __m256i v[4];
+                unpack_q6k(blk, h, v);
+#pragma GCC unroll 4
+                for (int k = 0; k < 4; k++) {
+                    const int si = 8 * h + 2 * k;
+                    for (int c = 0; c < NC; c++) {
+                        const int8_t *a = (const int8_t *)(act + (size_t)c * L->stride) + QK_K * i +
+                                          128 * h + 32 * k;
+                        __m256i p = dot_u8s8(v[k], a);
+                        __m256 s =
+                            _mm256_set_m128(_mm_set1_ps(sv[c][si + 1]), _mm_set1_ps(sv[c][si]));
+                        acc[c][k & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s, acc[c][k & 1]);
+                    }
+                }
+            }
+        }
+        for (int c = 0; c < NC; c++)
+            Y[c * ldy + r] = hsum256(_mm256_add_ps(cacc[c], _mm256_add_ps(acc[c][0], acc[c][1])));
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* matvec, float types                                                                       */
+
+AI __m256 load_w8(const int T, const uint8_t *row, int64_t k)
+{
+    if (T == BT_F32) return _mm256_loadu_ps((const float *)row + k);
+    if (T == BT_F16)
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + k)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(
+        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + k))), 16));
+}
+
+AI __m256 load_x8(const int T, const uint8_t *ar, int64_t k)
+{
+    if (T == BT_BF16)
+        return _mm256_castsi256_ps(_mm256_slli_epi32(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)ar + k))),
+            16));
+    return _mm256_loadu_ps((const float *)ar + k);
+}
+
+AI float w_scalar(const int T, const uint8_t *row, int64_t k)
+{
+    if (T == BT_F32) return ((const float *)row)[k];
+    uint16_t h = ((const uint16_t *)row)[k];
+    if (T == BT_F16) return _cvtsh_ss(h);
+    return bt_bf16_to_f32(h);
+}
+
+AI float x_scalar(const int T, const uint8_t *ar, int64_t k)
+{
+    if (T == BT_BF16) return bt_bf16_to_f32(((const uint16_t *)ar)[k]);
+    return ((const float *)ar)[k];
+}
+
+AI void mv_float(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t nr,
+                 const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy)
+{
+    const int64_t n = L->n;
+    const int NA = NC == 1 ? 4 : 2;
+    for (int64_t r = 0; r < nr; r++) {
+        const uint8_t *row = W + (size_t)r * wrow;
+        __m256 acc[KERN_MV_COLS][4];
+        for (int c = 0; c < NC; c++)
+            for (int a = 0; a < NA; a++) acc[c][a] = _mm256_setzero_ps();
+        int64_t k = 0;
+        for (; k + 8 * NA <= n; k += 8 * NA) {
+#pragma GCC unroll 4
+            for (int a = 0; a < NA; a++) {
+                __m256 w = load_w8(T, row, k + 8 * a);
+                for (int c = 0; c < NC; c++)
+                    acc[c][a] = _mm256_fmadd_ps(
+                        w, load_x8(T, act + (size_t)c * L->stride, k + 8 * a), acc[c][a]);
+            }
+        }
+        for (int c = 0; c < NC; c++) {
+            __m256 t = acc[c][0];
+            for (int a = 1; a < NA; a++) t = _mm256_add_ps(t, acc[c][a]);
+            float s = hsum256(t);
+            for (int64_t kk = k; kk < n; kk++)
+                s += w_scalar(T, row, kk) * x_scalar(T, act + (size_t)c * L->stride, kk);
+            Y[c * ldy + r] = s;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* matvec entry points                                                                       */
+
+#define MV_ENTRY(name, call)                                                                       \
+    static void name(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,                \
+                     const struct kern_act *L, int nc, float *Y, int64_t ldy)                      \
+    {                                                                                              \
+        switch (nc) {                                                                              \
+        case 1:                                                                                    \
+            call(1);                                                                               \
+            break;                                                                                 \
+        case 2:                                                                                    \
+            call(2);                                                                               \
+            break;                                                                                 \
+        case 3:                                                                                    \
+            call(3);                                                                               \
+            break;                                                                                 \
+        default:                                                                                   \
+            call(4);                                                                               \
+            break;                                                                                 \
+        }                                                                                          \
+    }
+
+#define C_Q4_0(NC) mv32(BT_Q4_0, NC, W, wrow, nr, act, L, Y, ldy)
+#define C_Q4_1(NC) mv32(BT_Q4_1, NC, W, wrow, nr, act, L, Y, ldy)
+#define C_Q5_0(NC) mv32(BT_Q5_0, NC, W, wrow, nr, act, L, Y, ldy)
+#define C_Q5_1(NC) mv32(BT_Q5_1, NC, W, wrow, nr, act, L, Y, ldy)
+#define C_Q8_0(NC) mv32(BT_Q8_0, NC, W, wrow, nr, act, L, Y, ldy)
+#define C_Q4_K(NC) mv_k45(BT_Q4_K, NC, W, wrow, nr, act, L, Y, ldy)
+#define C_Q5_K(NC) mv_k45(BT_Q5_K, NC, W, wrow, nr, act, L, Y, ldy)
+#define C_Q6_K(NC) mv_q6k(NC, W, wrow, nr, act, L, Y, ldy)
+#define C_F32(NC)  mv_float(BT_F32, NC, W, wrow, nr, act, L, Y, ldy)
+#define C_F16(NC)  mv_float(BT_F16, NC, W, wrow, nr, act, L, Y, ldy)
+#define C_BF16(NC) mv_float(BT_BF16, NC, W, wrow, nr, act, L, Y, ldy)
+
+MV_ENTRY(mv_q4_0, C_Q4_0)
+MV_ENTRY(mv_q4_1, C_Q4_1)
+MV_ENTRY(mv_q5_0, C_Q5_0)
+MV_ENTRY(mv_q5_1, C_Q5_1)
+MV_ENTRY(mv_q8_0, C_Q8_0)
+MV_ENTRY(mv_q4_k, C_Q4_K)
+MV_ENTRY(mv_q5_k, C_Q5_K)
+MV_ENTRY(mv_q6_k, C_Q6_K)
+MV_ENTRY(mv_f32, C_F32)
+MV_ENTRY(mv_f16, C_F16)
+MV_ENTRY(mv_bf16, C_BF16)
+
+static void read_stream(const void *buf, size_t bytes, float *sink)
+{
+    const __m256i *p = buf;
+    __m256i a = _mm256_setzero_si256(), b = a, c = a, d = a;
+    for (size_t i = 0; i + 4 <= bytes / 32; i += 4) {
+        a = _mm256_xor_si256(a, _mm256_load_si256(p + i));
+        b = _mm256_xor_si256(b, _mm256_load_si256(p + i + 1));
+        c = _mm256_xor_si256(c, _mm256_load_si256(p + i + 2));
+        d = _mm256_xor_si256(d, _mm256_load_si256(p + i + 3));
+    }
+    a = _mm256_xor_si256(_mm256_xor_si256(a, b), _mm256_xor_si256(c, d));
+    *sink += (float)(hsum_epi32(a) & 1);
+}
+
+static const struct kern_ops ops = {
+    .name = "avx2",
+    .quant =
+        {
+            [KACT_F16] = quant_f16,
+            [KACT_BF16] = quant_bf16,
+            [KACT_Q8_0] = quant_q8_01,
+            [KACT_Q8_1] = quant_q8_01,
+            [KACT_Q8_K] = quant_q8_k,
+        },
+    .mv =
+        {
+            [BT_F32] = mv_f32,
+            [BT_F16] = mv_f16,
+            [BT_BF16] = mv_bf16,
+            [BT_Q4_0] = mv_q4_0,
+            [BT_Q4_1] = mv_q4_1,
+            [BT_Q5_0] = mv_q5_0,
+            [BT_Q5_1] = mv_q5_1,
+            [BT_Q8_0] = mv_q8_0,
+            [BT_Q4_K] = mv_q4_k,
+            [BT_Q5_K] = mv_q5_k,
+            [BT_Q6_K] = mv_q6_k,
+        },
+    .act_off =
+        {
+            [BT_Q4_0] = 8,
+            [BT_Q5_0] = 16,
+            [BT_Q6_K] = 32,
+        },
+    .read_stream = read_stream,
+};
+
+const struct kern_ops *kern_ops_avx2(void)
+{
+    return &ops;
+}

@@ -1,2 +1,1333 @@
-/* kernels_avx512: being written (see meson.build). */
-#include "log.h"
+/* kernels_avx512: AVX-512 (F, BW, VL, DQ, VNNI; BF16 when the CPU has it) kernels.
+ *
+ * Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni (meson.build); only
+ * called after kernels.c has checked the CPU. Integer dot products use vpdpbusd (unsigned weight
+ * bytes x signed activation bytes): every weight type is brought to unsigned bytes q + off
+ * (off = 8 for Q4_0, 16 for Q5_0, 128 for Q8_0, 32 for Q6_K, 0 for types with a min), and the
+ * activations carry -off * sum(a) per block (see kernels_isa.h), so results are exact integers.
+ *
+ * matvec (mv_*): one weight row at a time, 1..4 activation rows; per group of 8 blocks the f16
+ * scales are gathered once; the offset and min corrections are applied per group of 8 blocks in
+ * float. gemm_*: 32 weight rows are unpacked and transposed ("repacked") into a small tile so that
+ * one zmm holds 4 consecutive bytes of 16 rows; the microkernel broadcasts 4 activation bytes per
+ * column and accumulates 2 x 16 rows x 4 columns in registers; the tile is reused across all
+ * columns. Thread-safe: pure functions of their arguments. */
+#include "kernels_isa.h"
+
+#include <immintrin.h>
+#include <stdbool.h>
+#include <string.h>
+
+#define AI static inline __attribute__((always_inline))
+
+/* ---------------------------------------------------------------------------------------- */
+/* helpers                                                                                   */
+
+AI float h2f(const uint8_t *p)
+{
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+AI uint64_t ld16(const uint8_t *p)
+{
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return h;
+}
+
+AI uint32_t ld32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* 8 f16 values at p + off, p + bs + off, ... (g <= 8 of them, the rest 0) as floats. Two word
+ * permutes over 128-byte windows of 4 blocks each; loads never go past block g - 1. Needs
+ * 3 * bs + off + 2 <= 128. */
+AI __m512i load_words(const uint8_t *p, int nwords)
+{
+    const __mmask32 k = nwords >= 32  ? (__mmask32)0xffffffffu
+                        : nwords <= 0 ? (__mmask32)0
+                                      : (__mmask32)((1u << nwords) - 1);
+    return _mm512_maskz_loadu_epi16(k, p);
+}
+
+AI __m256 gather_f16(const uint8_t *p, size_t bs, int off, int g)
+{
+    const int gA = g < 4 ? g : 4, gB = g - gA;
+    const int nA = gA * (int)bs / 2, nB = gB * (int)bs / 2;
+    const int h = (int)bs / 2, o = off / 2;
+    const __m512i idx = _mm512_zextsi128_si512(
+        _mm_setr_epi16((short)o, (short)(o + h), (short)(o + 2 * h), (short)(o + 3 * h), (short)o,
+                       (short)(o + h), (short)(o + 2 * h), (short)(o + 3 * h)));
+    __m512i a0 = load_words(p, nA), a1 = load_words(p + 64, nA - 32);
+    __m512i r = _mm512_permutex2var_epi16(a0, idx, a1);
+    if (gB > 0) {
+        const uint8_t *q = p + 4 * bs;
+        __m512i b0 = load_words(q, nB), b1 = load_words(q + 64, nB - 32);
+        r = _mm512_mask_blend_epi16(0xf0, r, _mm512_permutex2var_epi16(b0, idx, b1));
+    }
+    return _mm256_cvtph_ps(_mm512_castsi512_si128(r));
+}
+
+AI float hsum256(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+AI float hsum512(__m512 v)
+{
+    return hsum256(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
+}
+
+AI __m256i dot_u8s8(__m256i acc, __m256i w, const int8_t *a)
+{
+    return _mm256_dpbusd_epi32(acc, w, _mm256_loadu_si256((const __m256i *)a));
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* activation conversion (bit-identical to the reference quantisers in quant.c)              */
+
+/* (int)roundf(v) (ties away from zero) for |v| < 2^22: trunc(v + copysign(0.5 - 2^-25, v)) is
+ * exact there (checked exhaustively for |v| <= 128, the range used here). */
+AI __m512i round_away_i32(__m512 v)
+{
+    const __m512i c = _mm512_castps_si512(_mm512_set1_ps(0.49999997f));
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+    /* (v & sign) | c */
+    __m512 h =
+        _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_castps_si512(v), sign, c, 0xEA));
+    return _mm512_cvttps_epi32(_mm512_add_ps(v, h));
+}
+
+/* lane k of the result = reduction of v[k] over its 16 lanes (op: 0 max_ps, 1 add_epi32) */
+AI __m512i reduce16(__m512i *v, const int op)
+{
+#define RED(a, b)                                                                                  \
+    (op == 0 ? _mm512_castps_si512(_mm512_max_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(b)))  \
+             : _mm512_add_epi32(a, b))
+    for (int i = 0; i < 8; i++) {
+        __m512i a = v[2 * i], b = v[2 * i + 1];
+        v[i] = RED(_mm512_mask_shuffle_epi32(a, 0xAAAA, b, _MM_PERM_CDAB),
+                   _mm512_mask_shuffle_epi32(b, 0x5555, a, _MM_PERM_CDAB));
+    }
+    for (int i = 0; i < 4; i++) {
+        __m512i a = v[2 * i], b = v[2 * i + 1];
+        v[i] = RED(_mm512_mask_shuffle_epi32(a, 0xCCCC, b, _MM_PERM_BADC),
+                   _mm512_mask_shuffle_epi32(b, 0x3333, a, _MM_PERM_BADC));
+    }
+    for (int i = 0; i < 2; i++) {
+        __m512i a = v[2 * i], b = v[2 * i + 1];
+        v[i] = RED(_mm512_mask_shuffle_i32x4(a, 0xF0F0, b, b, 0xB1),
+                   _mm512_mask_shuffle_i32x4(b, 0x0F0F, a, a, 0xB1));
+    }
+    return RED(_mm512_mask_shuffle_i32x4(v[0], 0xFF00, v[1], v[1], 0x4E),
+               _mm512_mask_shuffle_i32x4(v[1], 0x00FF, v[0], v[0], 0x4E));
+#undef RED
+}
+
+/* Q8_0 / Q8_1 numerics, 16 blocks of 32 at a time (nb16 <= 16 blocks; the rest are zero) */
+AI void quant_q8_01_16(const float *x, int nb16, int8_t *q, float *d, int32_t *corr, float *s,
+                       int off, bool q81)
+{
+    __m512i v[16];
+    for (int k = 0; k < 16; k++) {
+        if (k < nb16) {
+            __m512 a = _mm512_abs_ps(_mm512_loadu_ps(x + 32 * k));
+            __m512 b = _mm512_abs_ps(_mm512_loadu_ps(x + 32 * k + 16));
+            v[k] = _mm512_castps_si512(_mm512_max_ps(a, b));
+        } else {
+            v[k] = _mm512_setzero_si512();
+        }
+    }
+    const __m512 amax = _mm512_castsi512_ps(reduce16(v, 0));
+    const __m512 dd = _mm512_div_ps(amax, _mm512_set1_ps(127.0f));
+    const __mmask16 nz = _mm512_cmp_ps_mask(dd, _mm512_setzero_ps(), _CMP_NEQ_OQ);
+    const __m512 id = _mm512_maskz_div_ps(nz, _mm512_set1_ps(1.0f), dd);
+    float ids[16] __attribute__((aligned(64)));
+    _mm512_store_ps(ids, id);
+    for (int k = 0; k < nb16; k++) {
+        const __m512 vid = _mm512_set1_ps(ids[k]);
+        __m512i i0 = round_away_i32(_mm512_mul_ps(_mm512_loadu_ps(x + 32 * k), vid));
+        __m512i i1 = round_away_i32(_mm512_mul_ps(_mm512_loadu_ps(x + 32 * k + 16), vid));
+        /* the reference clamps to [-128, 127]; saturation does the same */
+        __m128i b0 = _mm512_cvtsepi32_epi8(i0), b1 = _mm512_cvtsepi32_epi8(i1);
+        _mm_storeu_si128((__m128i *)(q + 32 * k), b0);
+        _mm_storeu_si128((__m128i *)(q + 32 * k + 16), b1);
+        v[k] = _mm512_add_epi32(_mm512_cvtepi8_epi32(b0), _mm512_cvtepi8_epi32(b1));
+    }
+    for (int k = nb16; k < 16; k++) v[k] = _mm512_setzero_si512();
+    const __m512i sum = reduce16(v, 1);
+    const __m512 sumf = _mm512_cvtepi32_ps(sum);
+    const __m512 dr = _mm512_cvtph_ps(_mm512_cvtps_ph(dd, _MM_FROUND_TO_NEAREST_INT));
+    const __m512 sv =
+        q81 ? _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_mul_ps(sumf, dd), _MM_FROUND_TO_NEAREST_INT))
+            : _mm512_mul_ps(dr, sumf);
+    const __mmask16 km = nb16 >= 16 ? 0xffff : (__mmask16)((1u << nb16) - 1);
+    _mm512_mask_storeu_ps(d, km, dr);
+    _mm512_mask_storeu_ps(s, km, sv);
+    _mm512_mask_storeu_epi32(corr, km, _mm512_mullo_epi32(sum, _mm512_set1_epi32(-off)));
+}
+
+static void quant_q8_01(const float *x, uint8_t *dst, const struct kern_act *L)
+{
+    int8_t *q = (int8_t *)dst;
+    float *d = (float *)(dst + L->off_d), *s = (float *)(dst + L->off_s);
+    int32_t *corr = (int32_t *)(dst + L->off_corr);
+    const bool q81 = L->kind == KACT_Q8_1;
+    for (int64_t b = 0; b < L->nb; b += 16) {
+        const int nb16 = L->nb - b < 16 ? (int)(L->nb - b) : 16;
+        quant_q8_01_16(x + 32 * b, nb16, q + 32 * b, d + b, corr + b, s + b, L->off, q81);
+    }
+}
+
+static void quant_q8_k(const float *x, uint8_t *dst, const struct kern_act *L)
+{
+    int8_t *q = (int8_t *)dst;
+    float *d = (float *)(dst + L->off_d), *s = (float *)(dst + L->off_s);
+    int32_t *corr = (int32_t *)(dst + L->off_corr);
+    const int per = QK_K / L->B;
+    for (int64_t i = 0; i < L->n / QK_K; i++, x += QK_K, q += QK_K) {
+        __m512 am = _mm512_setzero_ps();
+        for (int k = 0; k < 16; k++)
+            am = _mm512_max_ps(am, _mm512_abs_ps(_mm512_loadu_ps(x + 16 * k)));
+        const float amax = _mm512_reduce_max_ps(am);
+        float *dd = d + i * per, *ss = s + i * per;
+        int32_t *cc = corr + i * per;
+        if (amax == 0.0f) {
+            memset(q, 0, QK_K);
+            for (int j = 0; j < per; j++) dd[j] = ss[j] = 0.0f, cc[j] = 0;
+            continue;
+        }
+        /* the first value of largest magnitude, with its sign */
+        float max = 0.0f;
+        const __m512 vam = _mm512_set1_ps(amax);
+        for (int k = 0; k < 16; k++) {
+            __mmask16 m =
+                _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(x + 16 * k)), vam, _CMP_EQ_OQ);
+            if (m) {
+                max = x[16 * k + __builtin_ctz(m)];
+                break;
+            }
+        }
+        const float iscale = -127.f / max;
+        const float dq = 1 / iscale;
+        const __m512 vis = _mm512_set1_ps(iscale);
+        const __m512i v127 = _mm512_set1_epi32(127);
+        __m512i v[16];
+        for (int k = 0; k < 16; k++) {
+            /* nearest_int: round to nearest even, as cvtps does by default */
+            __m512i t = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + 16 * k), vis));
+            t = _mm512_min_epi32(t, v127);
+            __m128i b8 = _mm512_cvtsepi32_epi8(t);
+            _mm_storeu_si128((__m128i *)(q + 16 * k), b8);
+            v[k] = _mm512_cvtepi8_epi32(b8);
+        }
+        int sum16[16] __attribute__((aligned(64)));
+        _mm512_store_si512(sum16, reduce16(v, 1));
+        for (int j = 0; j < per; j++) {
+            int sum = L->B == 16 ? sum16[j] : sum16[2 * j] + sum16[2 * j + 1];
+            dd[j] = dq;
+            ss[j] = dq * (float)sum;
+            cc[j] = -L->off * sum;
+        }
+    }
+}
+
+static void quant_f16(const float *x, uint8_t *dst, const struct kern_act *L)
+{
+    float *y = (float *)dst;
+    int64_t i = 0;
+    for (; i + 16 <= L->n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(x + i),
+                                                                _MM_FROUND_TO_NEAREST_INT)));
+    if (i < L->n) {
+        __mmask16 k = (__mmask16)((1u << (L->n - i)) - 1);
+        _mm512_mask_storeu_ps(y + i, k,
+                              _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_maskz_loadu_ps(k, x + i),
+                                                              _MM_FROUND_TO_NEAREST_INT)));
+    }
+}
+
+/* round to nearest even like bt_f32_to_bf16 (NaN quietened) */
+AI __m256i f32_to_bf16_16(__m512 v)
+{
+    __m512i u = _mm512_castps_si512(v);
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(
+        _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), 16);
+    __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(64));
+    return _mm512_cvtepi32_epi16(r);
+}
+
+static void quant_bf16(const float *x, uint8_t *dst, const struct kern_act *L)
+{
+    uint16_t *y = (uint16_t *)dst;
+    int64_t i = 0;
+    for (; i + 16 <= L->n; i += 16)
+        _mm256_storeu_si256((__m256i *)(y + i), f32_to_bf16_16(_mm512_loadu_ps(x + i)));
+    if (i < L->n) {
+        __mmask16 k = (__mmask16)((1u << (L->n - i)) - 1);
+        _mm256_mask_storeu_epi16(y + i, k, f32_to_bf16_16(_mm512_maskz_loadu_ps(k, x + i)));
+    }
+    if (L->n & 1) y[L->n] = 0; /* the gemm reads values in pairs */
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* weights of the 32-blocks as unsigned bytes (q + off), natural order                      */
+
+AI size_t bsize32(const int T)
+{
+    return T == BT_Q4_0 ? 18 : T == BT_Q4_1 ? 20 : T == BT_Q5_0 ? 22 : T == BT_Q5_1 ? 24 : 34;
+}
+
+AI __m256i nibbles32(const uint8_t *qs)
+{
+    __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
+    return _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4)),
+                            _mm256_set1_epi8(15));
+}
+
+AI __m256i unpack32(const int T, const uint8_t *blk)
+{
+    switch (T) {
+    case BT_Q4_0:
+        return nibbles32(blk + 2);
+    case BT_Q4_1:
+        return nibbles32(blk + 4);
+    case BT_Q5_0: {
+        __m256i v = nibbles32(blk + 6);
+        return _mm256_mask_add_epi8(v, (__mmask32)ld32(blk + 2), v, _mm256_set1_epi8(16));
+    }
+    case BT_Q5_1: {
+        __m256i v = nibbles32(blk + 8);
+        return _mm256_mask_add_epi8(v, (__mmask32)ld32(blk + 4), v, _mm256_set1_epi8(16));
+    }
+    default: /* Q8_0 */
+        return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blk + 2)),
+                                _mm256_set1_epi8((char)0x80));
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* matvec, 32-blocks                                                                         */
+
+/* Blocks per scale pass: the scales of a chunk of a row are computed first (and stored), then
+ * read back by the block loop as broadcast loads; storing and reloading right away would stall
+ * on store-to-load forwarding of a part of a vector. */
+#define MV_CHUNK 256
+
+/* R weight rows (R <= 2) x NC activation rows */
+AI void mv32_tile(const int T, const int R, const int NC, const uint8_t *row0, size_t wrow,
+                  const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy)
+{
+    const size_t bs = bsize32(T);
+    const bool has_min = T == BT_Q4_1 || T == BT_Q5_1;
+    const bool has_off = !has_min;
+    const int NA = R * NC == 1 ? 4 : R * NC == 2 ? 2 : 1;
+    const int64_t nb = L->nb;
+    float sv[2][KERN_MV_COLS][MV_CHUNK] __attribute__((aligned(64)));
+    __m256 acc[2][KERN_MV_COLS][4], cacc[2][KERN_MV_COLS];
+    for (int q = 0; q < R; q++)
+        for (int c = 0; c < NC; c++) {
+            cacc[q][c] = _mm256_setzero_ps();
+            for (int a = 0; a < NA; a++) acc[q][c][a] = _mm256_setzero_ps();
+        }
+    for (int64_t ch0 = 0; ch0 < nb; ch0 += MV_CHUNK) {
+        const int64_t ch1 = nb - ch0 < MV_CHUNK ? nb : ch0 + MV_CHUNK;
+        for (int64_t b0 = ch0; b0 < ch1; b0 += 8) {
+            const int g = ch1 - b0 < 8 ? (int)(ch1 - b0) : 8;
+            const __mmask8 km = (__mmask8)((1u << g) - 1);
+            __m256 dx[KERN_MV_COLS], corr[KERN_MV_COLS], sx[KERN_MV_COLS];
+            for (int c = 0; c < NC; c++) {
+                const uint8_t *ar = act + (size_t)c * L->stride;
+                dx[c] = _mm256_maskz_loadu_ps(km, (const float *)(ar + L->off_d) + b0);
+                if (has_off)
+                    corr[c] = _mm256_cvtepi32_ps(
+                        _mm256_maskz_loadu_epi32(km, (const int32_t *)(ar + L->off_corr) + b0));
+                if (has_min) sx[c] = _mm256_maskz_loadu_ps(km, (const float *)(ar + L->off_s) + b0);
+            }
+            for (int q = 0; q < R; q++) {
+                const uint8_t *bp = row0 + (size_t)q * wrow + (size_t)b0 * bs;
+                const __m256 dw = gather_f16(bp, bs, 0, g);
+                __m256 mw = _mm256_setzero_ps();
+                if (has_min) mw = gather_f16(bp, bs, 2, g);
+                for (int c = 0; c < NC; c++) {
+                    __m256 s = _mm256_mul_ps(dw, dx[c]);
+                    _mm256_store_ps(sv[q][c] + (b0 - ch0), s);
+                    if (has_off) cacc[q][c] = _mm256_fmadd_ps(s, corr[c], cacc[q][c]);
+                    if (has_min) cacc[q][c] = _mm256_fmadd_ps(mw, sx[c], cacc[q][c]);
+                }
+            }
+        }
+        /* the block loop reads the scales back with (free) broadcast loads */
+        __asm__ volatile("" : "+m"(sv));
+        int64_t b = ch0;
+        for (; b + 8 <= ch1; b += 8) {
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) {
+                __m256i w[2];
+                for (int q = 0; q < R; q++)
+                    w[q] = unpack32(T, row0 + (size_t)q * wrow + (size_t)(b + i) * bs);
+                for (int c = 0; c < NC; c++) {
+                    const __m256i a = _mm256_loadu_si256(
+                        (const __m256i *)((const int8_t *)(act + (size_t)c * L->stride) +
+                                          32 * (b + i)));
+                    for (int q = 0; q < R; q++) {
+                        __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), w[q], a);
+                        acc[q][c][i % NA] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
+                                                            _mm256_set1_ps(sv[q][c][b - ch0 + i]),
+                                                            acc[q][c][i % NA]);
+                    }
+                }
+            }
+        }
+        for (; b < ch1; b++) {
+            for (int q = 0; q < R; q++) {
+                __m256i w = unpack32(T, row0 + (size_t)q * wrow + (size_t)b * bs);
+                for (int c = 0; c < NC; c++) {
+                    const int8_t *a = (const int8_t *)(act + (size_t)c * L->stride) + 32 * b;
+                    __m256i p = dot_u8s8(_mm256_setzero_si256(), w, a);
+                    acc[q][c][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
+                                                   _mm256_set1_ps(sv[q][c][b - ch0]), acc[q][c][0]);
+                }
+            }
+        }
+    }
+    for (int q = 0; q < R; q++)
+        for (int c = 0; c < NC; c++) {
+            __m256 t = cacc[q][c];
+            for (int a = 0; a < NA; a++) t = _mm256_add_ps(t, acc[q][c][a]);
+            Y[c * ldy + q] = hsum256(t);
+        }
+}
+
+AI void mv32(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t nr,
+             const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy)
+{
+    int64_t r = 0;
+    if (NC <= 2)
+        for (; r + 2 <= nr; r += 2)
+            mv32_tile(T, 2, NC, W + (size_t)r * wrow, wrow, act, L, Y + r, ldy);
+    for (; r < nr; r++) mv32_tile(T, 1, NC, W + (size_t)r * wrow, wrow, act, L, Y + r, ldy);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* matvec, K-quants                                                                          */
+
+/* the 8 6-bit scales and mins of a Q4_K/Q5_K super-block, as bytes */
+AI void kscales(const uint8_t *s, uint64_t *sc, uint64_t *mn)
+{
+    uint32_t a = ld32(s), b = ld32(s + 4), c = ld32(s + 8);
+    uint32_t sc_lo = a & 0x3f3f3f3fu, mn_lo = b & 0x3f3f3f3fu;
+    uint32_t sc_hi = (c & 0x0f0f0f0fu) | ((a >> 6) & 0x03030303u) << 4;
+    uint32_t mn_hi = ((c >> 4) & 0x0f0f0f0fu) | ((b >> 6) & 0x03030303u) << 4;
+    *sc = sc_lo | (uint64_t)sc_hi << 32;
+    *mn = mn_lo | (uint64_t)mn_hi << 32;
+}
+
+AI __m256 u8x8_to_ps(uint64_t v)
+{
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)v)));
+}
+
+/* 64 values of chunk j (0..3) of a Q4_K/Q5_K super-block: lo = sub-block 2j, hi = 2j + 1 */
+AI void unpack_k4(const int T, const uint8_t *blk, int j, __m256i *lo, __m256i *hi)
+{
+    const uint8_t *qs = blk + (T == BT_Q4_K ? 16 : 48) + 32 * j;
+    __m256i v = _mm256_loadu_si256((const __m256i *)qs);
+    const __m256i m4 = _mm256_set1_epi8(15);
+    *lo = _mm256_and_si256(v, m4);
+    *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    if (T == BT_Q5_K) {
+        __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 16));
+        const __m256i s16 = _mm256_set1_epi8(16);
+        __mmask32 k0 = _mm256_test_epi8_mask(qh, _mm256_set1_epi8((char)(1 << (2 * j))));
+        __mmask32 k1 = _mm256_test_epi8_mask(qh, _mm256_set1_epi8((char)(2 << (2 * j))));
+        *lo = _mm256_mask_add_epi8(*lo, k0, *lo, s16);
+        *hi = _mm256_mask_add_epi8(*hi, k1, *hi, s16);
+    }
+}
+
+AI void mv_k45(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t nr,
+               const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy)
+{
+    const size_t bs = T == BT_Q4_K ? 144 : 176;
+    const int64_t nsb = L->n / QK_K;
+    const int NA = NC == 1 ? 2 : 1;
+    for (int64_t r = 0; r < nr; r++) {
+        const uint8_t *row = W + (size_t)r * wrow;
+        __m256 acc[KERN_MV_COLS][4], cacc[KERN_MV_COLS];
+        for (int c = 0; c < NC; c++) {
+            cacc[c] = _mm256_setzero_ps();
+            for (int a = 0; a < 2 * NA; a++) acc[c][a] = _mm256_setzero_ps();
+        }
+        for (int64_t i = 0; i < nsb; i++) {
+            const uint8_t *blk = row + (size_t)i * bs;
+            const float d = h2f(blk), dmin = h2f(blk + 2);
+            uint64_t sc, mn;
+            kscales(blk + 4, &sc, &mn);
+            const __m256 scv = u8x8_to_ps(sc);
+            const __m256 mnv = _mm256_mul_ps(u8x8_to_ps(mn), _mm256_set1_ps(-dmin));
+            float sv[KERN_MV_COLS][8] __attribute__((aligned(32)));
+            for (int c = 0; c < NC; c++) {
+                const uint8_t *ar = act + (size_t)c * L->stride;
+                const float dy = ((const float *)(ar + L->off_d))[8 * i];
+                _mm256_store_ps(sv[c], _mm256_mul_ps(scv, _mm256_set1_ps(d * dy)));
+                cacc[c] = _mm256_fmadd_ps(
+                    mnv, _mm256_loadu_ps((const float *)(ar + L->off_s) + 8 * i), cacc[c]);
+            }
+            __asm__ volatile("" : "+m"(sv));
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++) {
+                __m256i lo, hi;
+                unpack_k4(T, blk, j, &lo, &hi);
+                for (int c = 0; c < NC; c++) {
+                    const int8_t *a =
+                        (const int8_t *)(act + (size_t)c * L->stride) + QK_K * i + 64 * j;
+                    __m256i p0 = dot_u8s8(_mm256_setzero_si256(), lo, a);
+                    __m256i p1 = dot_u8s8(_mm256_setzero_si256(), hi, a + 32);
+                    const int a0 = (j % NA) * 2;
+                    acc[c][a0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0),
+                                                 _mm256_set1_ps(sv[c][2 * j]), acc[c][a0]);
+                    acc[c][a0 + 1] = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(p1), _mm256_set1_ps(sv[c][2 * j + 1]), acc[c][a0 + 1]);
+                }
+            }
+        }
+        for (int c = 0; c < NC; c++) {
+            __m256 t = cacc[c];
+            for (int a = 0; a < 2 * NA; a++) t = _mm256_add_ps(t, acc[c][a]);
+            Y[c * ldy + r] = hsum256(t);
+        }
+    }
+}
+
+/* 128 values of half h of a Q6_K super-block as 4 x 32 unsigned bytes (q + 32) */
+AI void unpack_q6k(const uint8_t *blk, int h, __m256i *v)
+{
+    const uint8_t *ql = blk + 64 * h, *qh = blk + 128 + 32 * h;
+    const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);
+    __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
+    __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+    __m256i hb = _mm256_loadu_si256((const __m256i *)qh);
+    v[0] =
+        _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m30));
+    v[1] =
+        _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m30));
+    v[2] =
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hb, m30));
+    v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                           _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30));
+}
+
+AI void mv_q6k(const int NC, const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
+               const struct kern_act *L, float *Y, int64_t ldy)
+{
+    const size_t bs = 210;
+    const int64_t nsb = L->n / QK_K;
+    const int NA = NC == 1 ? 4 : 2;
+    for (int64_t r = 0; r < nr; r++) {
+        const uint8_t *row = W + (size_t)r * wrow;
+        __m256 acc[KERN_MV_COLS][4];
+        __m512 cacc[KERN_MV_COLS];
+        for (int c = 0; c < NC; c++) {
+            cacc[c] = _mm512_setzero_ps();
+            for (int a = 0; a < NA; a++) acc[c][a] = _mm256_setzero_ps();
+        }
+        for (int64_t i = 0; i < nsb; i++) {
+            const uint8_t *blk = row + (size_t)i * bs;
+            const float d = h2f(blk + 208);
+            const __m512 scf = _mm512_cvtepi32_ps(
+                _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 192))));
+            __m512 svz[KERN_MV_COLS];
+            for (int c = 0; c < NC; c++) {
+                const uint8_t *ar = act + (size_t)c * L->stride;
+                const float dy = ((const float *)(ar + L->off_d))[16 * i];
+                svz[c] = _mm512_mul_ps(scf, _mm512_set1_ps(d * dy));
+                cacc[c] = _mm512_fmadd_ps(svz[c],
+                                          _mm512_cvtepi32_ps(_mm512_loadu_si512(
+                                              (const int32_t *)(ar + L->off_corr) + 16 * i)),
+                                          cacc[c]);
+            }
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                __m256i v[4];
+                unpack_q6k(blk, h, v);
+#pragma GCC unroll 4
+                for (int k = 0; k < 4; k++) {
+                    /* lanes 0-3: scale 8h + 2k, lanes 4-7: 8h + 2k + 1 */
+                    const int si = 8 * h + 2 * k;
+                    const __m512i idx = _mm512_setr_epi32(si, si, si, si, si + 1, si + 1, si + 1,
+                                                          si + 1, 0, 0, 0, 0, 0, 0, 0, 0);
+                    for (int c = 0; c < NC; c++) {
+                        const int8_t *a = (const int8_t *)(act + (size_t)c * L->stride) + QK_K * i +
+                                          128 * h + 32 * k;
+                        __m256i p = dot_u8s8(_mm256_setzero_si256(), v[k], a);
+                        __m256 s = _mm512_castps512_ps256(_mm512_permutexvar_ps(idx, svz[c]));
+                        acc[c][(2 * h + k) % NA] =
+                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s, acc[c][(2 * h + k) % NA]);
+                    }
+                }
+            }
+        }
+        for (int c = 0; c < NC; c++) {
+            __m256 t = _mm256_setzero_ps();
+            for (int a = 0; a < NA; a++) t = _mm256_add_ps(t, acc[c][a]);
+            Y[c * ldy + r] = hsum256(t) + hsum512(cacc[c]);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* matvec, float types                                                                       */
+
+AI void mv_f32f16(const bool F16, const int NC, const uint8_t *W, size_t wrow, int64_t nr,
+                  const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy)
+{
+    const int64_t n = L->n;
+    const int NA = NC == 1 ? 4 : 2;
+    for (int64_t r = 0; r < nr; r++) {
+        const uint8_t *row = W + (size_t)r * wrow;
+        __m512 acc[KERN_MV_COLS][4];
+        for (int c = 0; c < NC; c++)
+            for (int a = 0; a < NA; a++) acc[c][a] = _mm512_setzero_ps();
+        int64_t k = 0;
+        for (; k + 16 * NA <= n; k += 16 * NA) {
+#pragma GCC unroll 4
+            for (int a = 0; a < NA; a++) {
+                __m512 w = F16 ? _mm512_cvtph_ps(_mm256_loadu_si256(
+                                     (const __m256i *)((const uint16_t *)row + k + 16 * a)))
+                               : _mm512_loadu_ps((const float *)row + k + 16 * a);
+                for (int c = 0; c < NC; c++)
+                    acc[c][a] = _mm512_fmadd_ps(
+                        w,
+                        _mm512_loadu_ps((const float *)(act + (size_t)c * L->stride) + k + 16 * a),
+                        acc[c][a]);
+            }
+        }
+        for (; k < n; k += 16) {
+            const __mmask16 km = n - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - k)) - 1);
+            __m512 w =
+                F16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(km, (const uint16_t *)row + k))
+                    : _mm512_maskz_loadu_ps(km, (const float *)row + k);
+            for (int c = 0; c < NC; c++)
+                acc[c][0] = _mm512_fmadd_ps(
+                    w, _mm512_maskz_loadu_ps(km, (const float *)(act + (size_t)c * L->stride) + k),
+                    acc[c][0]);
+        }
+        for (int c = 0; c < NC; c++) {
+            __m512 t = acc[c][0];
+            for (int a = 1; a < NA; a++) t = _mm512_add_ps(t, acc[c][a]);
+            Y[c * ldy + r] = hsum512(t);
+        }
+    }
+}
+
+/* bf16 without AVX512_BF16: widen to f32 */
+AI __m512 bf16_to_ps(__m256i v)
+{
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+}
+
+AI void mv_bf16_cvt(const int NC, const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
+                    const struct kern_act *L, float *Y, int64_t ldy)
+{
+    const int64_t n = L->n;
+    for (int64_t r = 0; r < nr; r++) {
+        const uint16_t *row = (const uint16_t *)(W + (size_t)r * wrow);
+        __m512 acc[KERN_MV_COLS][2];
+        for (int c = 0; c < NC; c++) acc[c][0] = acc[c][1] = _mm512_setzero_ps();
+        for (int64_t k = 0; k < n; k += 16) {
+            const __mmask16 km = n - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - k)) - 1);
+            __m512 w = bf16_to_ps(_mm256_maskz_loadu_epi16(km, row + k));
+            for (int c = 0; c < NC; c++) {
+                const uint16_t *x = (const uint16_t *)(act + (size_t)c * L->stride);
+                acc[c][(k >> 4) & 1] = _mm512_fmadd_ps(
+                    w, bf16_to_ps(_mm256_maskz_loadu_epi16(km, x + k)), acc[c][(k >> 4) & 1]);
+            }
+        }
+        for (int c = 0; c < NC; c++) Y[c * ldy + r] = hsum512(_mm512_add_ps(acc[c][0], acc[c][1]));
+    }
+}
+
+#define BF16_TARGET __attribute__((target("avx512bf16")))
+
+static inline __attribute__((always_inline)) BF16_TARGET void
+mv_bf16_dp(const int NC, const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
+           const struct kern_act *L, float *Y, int64_t ldy)
+{
+    const int64_t n = L->n;
+    const int NA = NC == 1 ? 4 : 2;
+    for (int64_t r = 0; r < nr; r++) {
+        const uint16_t *row = (const uint16_t *)(W + (size_t)r * wrow);
+        __m512 acc[KERN_MV_COLS][4];
+        for (int c = 0; c < NC; c++)
+            for (int a = 0; a < NA; a++) acc[c][a] = _mm512_setzero_ps();
+        int64_t k = 0;
+        for (; k + 32 * NA <= n; k += 32 * NA) {
+#pragma GCC unroll 4
+            for (int a = 0; a < NA; a++) {
+                __m512i w = _mm512_loadu_si512(row + k + 32 * a);
+                for (int c = 0; c < NC; c++) {
+                    const uint16_t *x = (const uint16_t *)(act + (size_t)c * L->stride);
+                    acc[c][a] = _mm512_dpbf16_ps(acc[c][a], (__m512bh)w,
+                                                 (__m512bh)_mm512_loadu_si512(x + k + 32 * a));
+                }
+            }
+        }
+        for (; k < n; k += 32) {
+            const __mmask32 km =
+                n - k >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (n - k)) - 1);
+            __m512i w = _mm512_maskz_loadu_epi16(km, row + k);
+            for (int c = 0; c < NC; c++) {
+                const uint16_t *x = (const uint16_t *)(act + (size_t)c * L->stride);
+                acc[c][0] = _mm512_dpbf16_ps(acc[c][0], (__m512bh)w,
+                                             (__m512bh)_mm512_maskz_loadu_epi16(km, x + k));
+            }
+        }
+        for (int c = 0; c < NC; c++) {
+            __m512 t = acc[c][0];
+            for (int a = 1; a < NA; a++) t = _mm512_add_ps(t, acc[c][a]);
+            Y[c * ldy + r] = hsum512(t);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* matvec entry points: dispatch on the column count                                         */
+
+#define MV_ENTRY(name, call)                                                                       \
+    static void name(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,                \
+                     const struct kern_act *L, int nc, float *Y, int64_t ldy)                      \
+    {                                                                                              \
+        switch (nc) {                                                                              \
+        case 1:                                                                                    \
+            call(1);                                                                               \
+            break;                                                                                 \
+        case 2:                                                                                    \
+            call(2);                                                                               \
+            break;                                                                                 \
+        case 3:                                                                                    \
+            call(3);                                                                               \
+            break;                                                                                 \
+        default:                                                                                   \
+            call(4);                                                                               \
+            break;                                                                                 \
+        }                                                                                          \
+    }
+
+#define C_Q4_0(NC)  mv32(BT_Q4_0, NC, W, wrow, nr, act, L, Y, ldy)
+#define C_Q4_1(NC)  mv32(BT_Q4_1, NC, W, wrow, nr, act, L, Y, ldy)
+#define C_Q5_0(NC)  mv32(BT_Q5_0, NC, W, wrow, nr, act, L, Y, ldy)
+#define C_Q5_1(NC)  mv32(BT_Q5_1, NC, W, wrow, nr, act, L, Y, ldy)
+#define C_Q8_0(NC)  mv32(BT_Q8_0, NC, W, wrow, nr, act, L, Y, ldy)
+#define C_Q4_K(NC)  mv_k45(BT_Q4_K, NC, W, wrow, nr, act, L, Y, ldy)
+#define C_Q5_K(NC)  mv_k45(BT_Q5_K, NC, W, wrow, nr, act, L, Y, ldy)
+#define C_Q6_K(NC)  mv_q6k(NC, W, wrow, nr, act, L, Y, ldy)
+#define C_F32(NC)   mv_f32f16(false, NC, W, wrow, nr, act, L, Y, ldy)
+#define C_F16(NC)   mv_f32f16(true, NC, W, wrow, nr, act, L, Y, ldy)
+#define C_BF16C(NC) mv_bf16_cvt(NC, W, wrow, nr, act, L, Y, ldy)
+#define C_BF16D(NC) mv_bf16_dp(NC, W, wrow, nr, act, L, Y, ldy)
+
+MV_ENTRY(mv_q4_0, C_Q4_0)
+MV_ENTRY(mv_q4_1, C_Q4_1)
+MV_ENTRY(mv_q5_0, C_Q5_0)
+MV_ENTRY(mv_q5_1, C_Q5_1)
+MV_ENTRY(mv_q8_0, C_Q8_0)
+MV_ENTRY(mv_q4_k, C_Q4_K)
+MV_ENTRY(mv_q5_k, C_Q5_K)
+MV_ENTRY(mv_q6_k, C_Q6_K)
+MV_ENTRY(mv_f32, C_F32)
+MV_ENTRY(mv_f16, C_F16)
+MV_ENTRY(mv_bf16_c, C_BF16C)
+
+static BF16_TARGET void mv_bf16_d(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
+                                  const struct kern_act *L, int nc, float *Y, int64_t ldy)
+{
+    switch (nc) {
+    case 1:
+        C_BF16D(1);
+        break;
+    case 2:
+        C_BF16D(2);
+        break;
+    case 3:
+        C_BF16D(3);
+        break;
+    default:
+        C_BF16D(4);
+        break;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* gemm: 32 weight rows x many activation rows                                               */
+
+#define GEMM_ROWS 32  /* rows per tile: two zmm of 16 lanes */
+#define GEMM_KC   16  /* 32-value groups per k-chunk (a multiple of 8: whole K-quant blocks) */
+#define GEMM_NC   4   /* activation rows per microkernel call */
+#define FGEMM_KC  128 /* float types: k values (BF16: k pairs) per chunk */
+
+AI int gemm_B(const int T)
+{
+    return T == BT_Q6_K ? 16 : 32;
+}
+
+AI bool gemm_min(const int T)
+{
+    return T == BT_Q4_1 || T == BT_Q5_1 || T == BT_Q4_K || T == BT_Q5_K;
+}
+
+/* bytes of one scale block in the tile: B/4 steps x (2 x 64 bytes), then dw[32], mw[32] */
+AI size_t gemm_tbs(const int T)
+{
+    return (size_t)gemm_B(T) * 32 + 128 + (gemm_min(T) ? 128 : 0);
+}
+
+/* Unpack groups g0 .. g0 + ng - 1 (of 32 values) of one row into out[] (q + off as bytes) and
+ * the scales of their blocks into dw[], mw[] (stride 32 floats: one slot per tile row). */
+AI void gemm_unpack_row(const int T, const uint8_t *row, int64_t g0, int ng, __m256i *out,
+                        float *dw, float *mw)
+{
+    const size_t tstride = gemm_tbs(T) / 4; /* floats between blocks in the tile */
+    if (T == BT_Q4_K || T == BT_Q5_K) {
+        const size_t bs = T == BT_Q4_K ? 144 : 176;
+        for (int g = 0; g < ng; g += 8) {
+            const uint8_t *blk = row + (size_t)((g0 + g) / 8) * bs;
+            const float d = h2f(blk), dmin = h2f(blk + 2);
+            uint64_t sc, mn;
+            kscales(blk + 4, &sc, &mn);
+            for (int j = 0; j < 4; j++) unpack_k4(T, blk, j, &out[g + 2 * j], &out[g + 2 * j + 1]);
+            for (int j = 0; j < 8; j++) {
+                dw[(size_t)(g + j) * tstride] = d * (float)((sc >> (8 * j)) & 0xff);
+                mw[(size_t)(g + j) * tstride] = -dmin * (float)((mn >> (8 * j)) & 0xff);
+            }
+        }
+    } else if (T == BT_Q6_K) {
+        for (int g = 0; g < ng; g += 8) {
+            const uint8_t *blk = row + (size_t)((g0 + g) / 8) * 210;
+            const float d = h2f(blk + 208);
+            unpack_q6k(blk, 0, &out[g]);
+            unpack_q6k(blk, 1, &out[g + 4]);
+            for (int j = 0; j < 16; j++)
+                dw[(size_t)(2 * g + j) * tstride] = d * (float)(int8_t)blk[192 + j];
+        }
+    } else {
+        const size_t bs = bsize32(T);
+        for (int g = 0; g < ng; g++) {
+            const uint8_t *blk = row + (size_t)(g0 + g) * bs;
+            out[g] = unpack32(T, blk);
+            dw[(size_t)g * tstride] = h2f(blk);
+            if (gemm_min(T)) mw[(size_t)g * tstride] = h2f(blk + 2);
+        }
+    }
+}
+
+/* O[s] lane r = dword s of R[r]: 16 rows of 8 dwords to 8 vectors of 16 rows. */
+AI void transpose16x8(const __m256i *R, __m512i *O)
+{
+    __m512i Z[8];
+    for (int i = 0; i < 8; i++)
+        Z[i] = _mm512_inserti64x4(_mm512_castsi256_si512(R[i]), R[i + 8], 1);
+    for (int i = 0; i < 8; i += 2) { /* swap register bit 0 with lane bit 0 */
+        __m512i a = Z[i], b = Z[i + 1];
+        Z[i] = _mm512_mask_shuffle_epi32(a, 0xAAAA, b, _MM_PERM_CDAB);
+        Z[i + 1] = _mm512_mask_shuffle_epi32(b, 0x5555, a, _MM_PERM_CDAB);
+    }
+    for (int i = 0; i < 8; i++) { /* register bit 1 with lane bit 1 */
+        if (i & 2) continue;
+        __m512i a = Z[i], b = Z[i + 2];
+        Z[i] = _mm512_mask_shuffle_epi32(a, 0xCCCC, b, _MM_PERM_BADC);
+        Z[i + 2] = _mm512_mask_shuffle_epi32(b, 0x3333, a, _MM_PERM_BADC);
+    }
+    for (int i = 0; i < 4; i++) { /* register bit 2 with lane bit 2 */
+        __m512i a = Z[i], b = Z[i + 4];
+        Z[i] = _mm512_mask_shuffle_i32x4(a, 0xF0F0, b, b, 0xB1);
+        Z[i + 4] = _mm512_mask_shuffle_i32x4(b, 0x0F0F, a, a, 0xB1);
+    }
+    for (int i = 0; i < 8; i++) O[i] = Z[i];
+}
+
+/* Repack rows [0, nr) (nr <= 32; the rest are zero) of groups g0 .. g0 + ng - 1 into tile. */
+AI void gemm_repack(const int T, const uint8_t *W, size_t wrow, int64_t nr, int64_t g0, int ng,
+                    uint8_t *tile, __m256i *tmp /* [32][GEMM_KC] */)
+{
+    const size_t tbs = gemm_tbs(T);
+    const int B = gemm_B(T), nblk = ng * 32 / B;
+    float *dw0 = (float *)(tile + (size_t)B * 32), *mw0 = dw0 + 32;
+    for (int r = 0; r < GEMM_ROWS; r++) {
+        if (r < nr) {
+            gemm_unpack_row(T, W + (size_t)r * wrow, g0, ng, tmp + r * GEMM_KC, dw0 + r, mw0 + r);
+        } else {
+            for (int g = 0; g < ng; g++) tmp[r * GEMM_KC + g] = _mm256_setzero_si256();
+            for (int j = 0; j < nblk; j++) {
+                dw0[(size_t)j * tbs / 4 + r] = 0.0f;
+                if (gemm_min(T)) mw0[(size_t)j * tbs / 4 + r] = 0.0f;
+            }
+        }
+    }
+    for (int g = 0; g < ng; g++) {
+        for (int rv = 0; rv < 2; rv++) {
+            __m256i R[16];
+            __m512i O[8];
+            for (int i = 0; i < 16; i++) R[i] = tmp[(rv * 16 + i) * GEMM_KC + g];
+            transpose16x8(R, O);
+            for (int st = 0; st < 8; st++) {
+                const int blk = B == 32 ? g : 2 * g + st / 4, step = B == 32 ? st : st % 4;
+                _mm512_store_si512(
+                    (__m512i *)(tile + (size_t)blk * tbs + (size_t)step * 128 + rv * 64), O[st]);
+            }
+        }
+    }
+}
+
+/* NC activation rows against the repacked tile (nblk scale blocks starting at block j0 of the
+ * act rows); adds to or stores into Y rows [0, nr). */
+AI void gemm_micro(const int T, const int NC, const uint8_t *tile, int nblk, int64_t j0,
+                   const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy, int64_t nr,
+                   bool add)
+{
+    const int B = gemm_B(T);
+    const size_t tbs = gemm_tbs(T);
+    const bool has_min = gemm_min(T);
+    __m512 facc[2][GEMM_NC];
+    for (int c = 0; c < NC; c++) facc[0][c] = facc[1][c] = _mm512_setzero_ps();
+    const int8_t *aq[GEMM_NC];
+    const float *ad[GEMM_NC], *as[GEMM_NC];
+    const int32_t *ac[GEMM_NC];
+    for (int c = 0; c < NC; c++) {
+        const uint8_t *ar = act + (size_t)c * L->stride;
+        aq[c] = (const int8_t *)ar + j0 * B;
+        ad[c] = (const float *)(ar + L->off_d) + j0;
+        ac[c] = (const int32_t *)(ar + L->off_corr) + j0;
+        as[c] = (const float *)(ar + L->off_s) + j0;
+    }
+    for (int j = 0; j < nblk; j++) {
+        const uint8_t *tb = tile + (size_t)j * tbs;
+        __m512i ci[2][GEMM_NC];
+        for (int c = 0; c < NC; c++) ci[0][c] = ci[1][c] = _mm512_set1_epi32(ac[c][j]);
+#pragma GCC unroll 8
+        for (int st = 0; st < B / 4; st++) {
+            const __m512i w0 = _mm512_load_si512((const __m512i *)(tb + st * 128));
+            const __m512i w1 = _mm512_load_si512((const __m512i *)(tb + st * 128 + 64));
+            for (int c = 0; c < NC; c++) {
+                int32_t a4;
+                memcpy(&a4, aq[c] + j * B + 4 * st, 4);
+                const __m512i a = _mm512_set1_epi32(a4);
+                ci[0][c] = _mm512_dpbusd_epi32(ci[0][c], w0, a);
+                ci[1][c] = _mm512_dpbusd_epi32(ci[1][c], w1, a);
+            }
+        }
+        const __m512 dw0 = _mm512_load_ps((const float *)(tb + B * 32));
+        const __m512 dw1 = _mm512_load_ps((const float *)(tb + B * 32 + 64));
+        for (int c = 0; c < NC; c++) {
+            const __m512 dx = _mm512_set1_ps(ad[c][j]);
+            facc[0][c] =
+                _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(ci[0][c]), dx), dw0, facc[0][c]);
+            facc[1][c] =
+                _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(ci[1][c]), dx), dw1, facc[1][c]);
+        }
+        if (has_min) {
+            const __m512 mw0 = _mm512_load_ps((const float *)(tb + B * 32 + 128));
+            const __m512 mw1 = _mm512_load_ps((const float *)(tb + B * 32 + 192));
+            for (int c = 0; c < NC; c++) {
+                const __m512 sx = _mm512_set1_ps(as[c][j]);
+                facc[0][c] = _mm512_fmadd_ps(mw0, sx, facc[0][c]);
+                facc[1][c] = _mm512_fmadd_ps(mw1, sx, facc[1][c]);
+            }
+        }
+    }
+    const __mmask16 k0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
+    const __mmask16 k1 = nr >= 32   ? (__mmask16)0xffff
+                         : nr <= 16 ? 0
+                                    : (__mmask16)((1u << (nr - 16)) - 1);
+    for (int c = 0; c < NC; c++) {
+        float *y = Y + c * ldy;
+        __m512 v0 = facc[0][c], v1 = facc[1][c];
+        if (add) {
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(k0, y));
+            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(k1, y + 16));
+        }
+        _mm512_mask_storeu_ps(y, k0, v0);
+        _mm512_mask_storeu_ps(y + 16, k1, v1);
+    }
+}
+
+AI void gemm(const int T, const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
+             const struct kern_act *L, int64_t nc, float *Y, int64_t ldy, void *scratch)
+{
+    const int B = gemm_B(T);
+    const int64_t ngroups = L->n / 32;
+    uint8_t *tile = scratch;
+    __m256i *tmp = (__m256i *)((uint8_t *)scratch + gemm_tbs(T) * (GEMM_KC * 32 / 16));
+    for (int64_t r0 = 0; r0 < nr; r0 += GEMM_ROWS) {
+        const int64_t rows = nr - r0 < GEMM_ROWS ? nr - r0 : GEMM_ROWS;
+        for (int64_t g0 = 0; g0 < ngroups; g0 += GEMM_KC) {
+            const int ng = ngroups - g0 < GEMM_KC ? (int)(ngroups - g0) : GEMM_KC;
+            const int nblk = ng * 32 / B;
+            gemm_repack(T, W + (size_t)r0 * wrow, wrow, rows, g0, ng, tile, tmp);
+            const bool add = g0 > 0;
+            const int64_t j0 = g0 * 32 / B;
+            int64_t c = 0;
+            for (; c + GEMM_NC <= nc; c += GEMM_NC)
+                gemm_micro(T, GEMM_NC, tile, nblk, j0, act + (size_t)c * L->stride, L,
+                           Y + c * ldy + r0, ldy, rows, add);
+            switch (nc - c) {
+            case 1:
+                gemm_micro(T, 1, tile, nblk, j0, act + (size_t)c * L->stride, L, Y + c * ldy + r0,
+                           ldy, rows, add);
+                break;
+            case 2:
+                gemm_micro(T, 2, tile, nblk, j0, act + (size_t)c * L->stride, L, Y + c * ldy + r0,
+                           ldy, rows, add);
+                break;
+            case 3:
+                gemm_micro(T, 3, tile, nblk, j0, act + (size_t)c * L->stride, L, Y + c * ldy + r0,
+                           ldy, rows, add);
+                break;
+            default:
+                break;
+            }
+        }
+    }
+}
+
+static size_t gemm_scratch(uint32_t wtype, int64_t n)
+{
+    (void)n;
+    if (wtype == BT_F32 || wtype == BT_F16 || wtype == BT_BF16) return (size_t)FGEMM_KC * 32 * 4;
+    /* tile: at most GEMM_KC * 2 scale blocks of <= 1280 bytes; tmp: 32 rows x GEMM_KC x 32 */
+    return (size_t)GEMM_KC * 2 * 1280 + (size_t)GEMM_ROWS * GEMM_KC * 32;
+}
+
+#define GEMM_ENTRY(name, T)                                                                        \
+    static void name(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,                \
+                     const struct kern_act *L, int64_t nc, float *Y, int64_t ldy, void *scratch)   \
+    {                                                                                              \
+        gemm(T, W, wrow, nr, act, L, nc, Y, ldy, scratch);                                         \
+    }
+GEMM_ENTRY(gemm_q4_0, BT_Q4_0)
+GEMM_ENTRY(gemm_q4_1, BT_Q4_1)
+GEMM_ENTRY(gemm_q5_0, BT_Q5_0)
+GEMM_ENTRY(gemm_q5_1, BT_Q5_1)
+GEMM_ENTRY(gemm_q8_0, BT_Q8_0)
+GEMM_ENTRY(gemm_q4_k, BT_Q4_K)
+GEMM_ENTRY(gemm_q5_k, BT_Q5_K)
+GEMM_ENTRY(gemm_q6_k, BT_Q6_K)
+
+/* ---------------------------------------------------------------------------------------- */
+/* gemm for float weights: repacked k-major (f32 for F32/F16, bf16 pairs for BF16)           */
+
+#define FGEMM_NC 8
+
+/* 16 x 16 dwords: O[j] lane i = Z[i] lane j (in place) */
+AI void transpose16x16(__m512i *Z)
+{
+    for (int i = 0; i < 16; i += 2) {
+        __m512i a = Z[i], b = Z[i + 1];
+        Z[i] = _mm512_mask_shuffle_epi32(a, 0xAAAA, b, _MM_PERM_CDAB);
+        Z[i + 1] = _mm512_mask_shuffle_epi32(b, 0x5555, a, _MM_PERM_CDAB);
+    }
+    for (int i = 0; i < 16; i++) {
+        if (i & 2) continue;
+        __m512i a = Z[i], b = Z[i + 2];
+        Z[i] = _mm512_mask_shuffle_epi32(a, 0xCCCC, b, _MM_PERM_BADC);
+        Z[i + 2] = _mm512_mask_shuffle_epi32(b, 0x3333, a, _MM_PERM_BADC);
+    }
+    for (int i = 0; i < 16; i++) {
+        if (i & 4) continue;
+        __m512i a = Z[i], b = Z[i + 4];
+        Z[i] = _mm512_mask_shuffle_i32x4(a, 0xF0F0, b, b, 0xB1);
+        Z[i + 4] = _mm512_mask_shuffle_i32x4(b, 0x0F0F, a, a, 0xB1);
+    }
+    for (int i = 0; i < 8; i++) {
+        __m512i a = Z[i], b = Z[i + 8];
+        Z[i] = _mm512_mask_shuffle_i32x4(a, 0xFF00, b, b, 0x4E);
+        Z[i + 8] = _mm512_mask_shuffle_i32x4(b, 0x00FF, a, a, 0x4E);
+    }
+}
+
+/* Repack rows [0, nr) x dwords [d0, d0 + nd) of the weights into tile[nd][32] (dwords: an f32
+ * value, or for BF16 a pair of bf16 values; F16 is converted to f32). n: values per row. */
+AI void fgemm_repack(const int T, const uint8_t *W, size_t wrow, int64_t nr, int64_t n, int64_t d0,
+                     int nd, uint32_t *tile)
+{
+    for (int rv = 0; rv < 2; rv++) {
+        for (int k = 0; k < nd; k += 16) {
+            __m512i Z[16];
+            for (int i = 0; i < 16; i++) {
+                const int64_t r = rv * 16 + i;
+                const int64_t v0 = T == BT_BF16 ? 2 * (d0 + k) : d0 + k; /* first value */
+                int64_t left = n - v0;
+                if (r >= nr || left <= 0) {
+                    Z[i] = _mm512_setzero_si512();
+                    continue;
+                }
+                const uint8_t *row = W + (size_t)r * wrow;
+                if (T == BT_F32) {
+                    const __mmask16 km = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+                    Z[i] = _mm512_maskz_loadu_epi32(km, (const float *)row + v0);
+                } else if (T == BT_F16) {
+                    const __mmask16 km = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+                    Z[i] = _mm512_castps_si512(
+                        _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(km, (const uint16_t *)row + v0)));
+                } else {
+                    const __mmask32 km = left >= 32 ? 0xffffffffu : (__mmask32)((1u << left) - 1);
+                    Z[i] = _mm512_maskz_loadu_epi16(km, (const uint16_t *)row + v0);
+                }
+            }
+            transpose16x16(Z);
+            const int kk = nd - k < 16 ? nd - k : 16;
+            for (int j = 0; j < kk; j++)
+                _mm512_store_si512((__m512i *)(tile + (size_t)(k + j) * 32 + rv * 16), Z[j]);
+        }
+    }
+}
+
+AI void fgemm_store(const int NC, __m512 (*acc)[FGEMM_NC], float *Y, int64_t ldy, int64_t nr,
+                    bool add)
+{
+    const __mmask16 k0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
+    const __mmask16 k1 = nr >= 32   ? (__mmask16)0xffff
+                         : nr <= 16 ? 0
+                                    : (__mmask16)((1u << (nr - 16)) - 1);
+    for (int c = 0; c < NC; c++) {
+        float *y = Y + c * ldy;
+        __m512 v0 = acc[0][c], v1 = acc[1][c];
+        if (add) {
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(k0, y));
+            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(k1, y + 16));
+        }
+        _mm512_mask_storeu_ps(y, k0, v0);
+        _mm512_mask_storeu_ps(y + 16, k1, v1);
+    }
+}
+
+/* f32 tile x NC act rows (f32 values starting at value k0) */
+AI void fgemm_micro_f32(const int NC, const uint32_t *tile, int nk, int64_t k0, const uint8_t *act,
+                        const struct kern_act *L, float *Y, int64_t ldy, int64_t nr, bool add)
+{
+    __m512 acc[2][FGEMM_NC];
+    const float *x[FGEMM_NC];
+    for (int c = 0; c < NC; c++) {
+        acc[0][c] = acc[1][c] = _mm512_setzero_ps();
+        x[c] = (const float *)(act + (size_t)c * L->stride) + k0;
+    }
+    for (int k = 0; k < nk; k++) {
+        const __m512 w0 = _mm512_load_ps((const float *)(tile + (size_t)k * 32));
+        const __m512 w1 = _mm512_load_ps((const float *)(tile + (size_t)k * 32 + 16));
+        for (int c = 0; c < NC; c++) {
+            const __m512 xv = _mm512_set1_ps(x[c][k]);
+            acc[0][c] = _mm512_fmadd_ps(w0, xv, acc[0][c]);
+            acc[1][c] = _mm512_fmadd_ps(w1, xv, acc[1][c]);
+        }
+    }
+    fgemm_store(NC, acc, Y, ldy, nr, add);
+}
+
+static inline __attribute__((always_inline)) BF16_TARGET void
+fgemm_micro_bf16(const int NC, const uint32_t *tile, int nk, int64_t k0, const uint8_t *act,
+                 const struct kern_act *L, float *Y, int64_t ldy, int64_t nr, bool add)
+{
+    __m512 acc[2][FGEMM_NC];
+    const uint32_t *x[FGEMM_NC];
+    for (int c = 0; c < NC; c++) {
+        acc[0][c] = acc[1][c] = _mm512_setzero_ps();
+        x[c] = (const uint32_t *)(act + (size_t)c * L->stride) + k0;
+    }
+    for (int k = 0; k < nk; k++) {
+        const __m512i w0 = _mm512_load_si512((const __m512i *)(tile + (size_t)k * 32));
+        const __m512i w1 = _mm512_load_si512((const __m512i *)(tile + (size_t)k * 32 + 16));
+        for (int c = 0; c < NC; c++) {
+            const __m512i xv = _mm512_set1_epi32((int)x[c][k]);
+            acc[0][c] = _mm512_dpbf16_ps(acc[0][c], (__m512bh)w0, (__m512bh)xv);
+            acc[1][c] = _mm512_dpbf16_ps(acc[1][c], (__m512bh)w1, (__m512bh)xv);
+        }
+    }
+    fgemm_store(NC, acc, Y, ldy, nr, add);
+}
+
+#define FGEMM_COLS(MICRO)                                                                          \
+    do {                                                                                           \
+        int64_t c = 0;                                                                             \
+        for (; c + FGEMM_NC <= nc; c += FGEMM_NC)                                                  \
+            MICRO(FGEMM_NC, tile, nk, d0, act + (size_t)c * L->stride, L, Y + c * ldy + r0, ldy,   \
+                  rows, add);                                                                      \
+        switch (nc - c) {                                                                          \
+        case 1:                                                                                    \
+            MICRO(1, tile, nk, d0, act + (size_t)c * L->stride, L, Y + c * ldy + r0, ldy, rows,    \
+                  add);                                                                            \
+            break;                                                                                 \
+        case 2:                                                                                    \
+            MICRO(2, tile, nk, d0, act + (size_t)c * L->stride, L, Y + c * ldy + r0, ldy, rows,    \
+                  add);                                                                            \
+            break;                                                                                 \
+        case 3:                                                                                    \
+            MICRO(3, tile, nk, d0, act + (size_t)c * L->stride, L, Y + c * ldy + r0, ldy, rows,    \
+                  add);                                                                            \
+            break;                                                                                 \
+        case 4:                                                                                    \
+            MICRO(4, tile, nk, d0, act + (size_t)c * L->stride, L, Y + c * ldy + r0, ldy, rows,    \
+                  add);                                                                            \
+            break;                                                                                 \
+        case 5:                                                                                    \
+            MICRO(5, tile, nk, d0, act + (size_t)c * L->stride, L, Y + c * ldy + r0, ldy, rows,    \
+                  add);                                                                            \
+            break;                                                                                 \
+        case 6:                                                                                    \
+            MICRO(6, tile, nk, d0, act + (size_t)c * L->stride, L, Y + c * ldy + r0, ldy, rows,    \
+                  add);                                                                            \
+            break;                                                                                 \
+        case 7:                                                                                    \
+            MICRO(7, tile, nk, d0, act + (size_t)c * L->stride, L, Y + c * ldy + r0, ldy, rows,    \
+                  add);                                                                            \
+            break;                                                                                 \
+        default:                                                                                   \
+            break;                                                                                 \
+        }                                                                                          \
+    } while (0)
+
+AI void fgemm(const int T, const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
+              const struct kern_act *L, int64_t nc, float *Y, int64_t ldy, void *scratch)
+{
+    uint32_t *tile = scratch;
+    const int64_t nd = T == BT_BF16 ? (L->n + 1) / 2 : L->n; /* dwords per row */
+    for (int64_t r0 = 0; r0 < nr; r0 += 32) {
+        const int64_t rows = nr - r0 < 32 ? nr - r0 : 32;
+        for (int64_t d0 = 0; d0 < nd; d0 += FGEMM_KC) {
+            const int nk = nd - d0 < FGEMM_KC ? (int)(nd - d0) : FGEMM_KC;
+            fgemm_repack(T, W + (size_t)r0 * wrow, wrow, rows, L->n, d0, nk, tile);
+            const bool add = d0 > 0;
+            FGEMM_COLS(fgemm_micro_f32);
+        }
+    }
+}
+
+static void fgemm_f32(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
+                      const struct kern_act *L, int64_t nc, float *Y, int64_t ldy, void *scratch)
+{
+    fgemm(BT_F32, W, wrow, nr, act, L, nc, Y, ldy, scratch);
+}
+
+static void fgemm_f16(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
+                      const struct kern_act *L, int64_t nc, float *Y, int64_t ldy, void *scratch)
+{
+    fgemm(BT_F16, W, wrow, nr, act, L, nc, Y, ldy, scratch);
+}
+
+static BF16_TARGET void fgemm_bf16(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
+                                   const struct kern_act *L, int64_t nc, float *Y, int64_t ldy,
+                                   void *scratch)
+{
+    uint32_t *tile = scratch;
+    const int64_t nd = (L->n + 1) / 2;
+    for (int64_t r0 = 0; r0 < nr; r0 += 32) {
+        const int64_t rows = nr - r0 < 32 ? nr - r0 : 32;
+        for (int64_t d0 = 0; d0 < nd; d0 += FGEMM_KC) {
+            const int nk = nd - d0 < FGEMM_KC ? (int)(nd - d0) : FGEMM_KC;
+            fgemm_repack(BT_BF16, W + (size_t)r0 * wrow, wrow, rows, L->n, d0, nk, tile);
+            const bool add = d0 > 0;
+            FGEMM_COLS(fgemm_micro_bf16);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* read bandwidth                                                                            */
+
+static void read_stream(const void *buf, size_t bytes, float *sink)
+{
+    const __m512i *p = buf;
+    __m512i a = _mm512_setzero_si512(), b = a, c = a, d = a;
+    for (size_t i = 0; i + 4 <= bytes / 64; i += 4) {
+        a = _mm512_xor_si512(a, _mm512_load_si512(p + i));
+        b = _mm512_xor_si512(b, _mm512_load_si512(p + i + 1));
+        c = _mm512_xor_si512(c, _mm512_load_si512(p + i + 2));
+        d = _mm512_xor_si512(d, _mm512_load_si512(p + i + 3));
+    }
+    a = _mm512_xor_si512(_mm512_xor_si512(a, b), _mm512_xor_si512(c, d));
+    *sink += (float)(_mm512_reduce_add_epi32(a) & 1);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+static struct kern_ops ops = {
+    .name = "avx512",
+    .quant =
+        {
+            [KACT_F16] = quant_f16,
+            [KACT_BF16] = quant_bf16,
+            [KACT_Q8_0] = quant_q8_01,
+            [KACT_Q8_1] = quant_q8_01,
+            [KACT_Q8_K] = quant_q8_k,
+        },
+    .mv =
+        {
+            [BT_F32] = mv_f32,
+            [BT_F16] = mv_f16,
+            [BT_BF16] = mv_bf16_c,
+            [BT_Q4_0] = mv_q4_0,
+            [BT_Q4_1] = mv_q4_1,
+            [BT_Q5_0] = mv_q5_0,
+            [BT_Q5_1] = mv_q5_1,
+            [BT_Q8_0] = mv_q8_0,
+            [BT_Q4_K] = mv_q4_k,
+            [BT_Q5_K] = mv_q5_k,
+            [BT_Q6_K] = mv_q6_k,
+        },
+    .act_off =
+        {
+            [BT_Q4_0] = 8,
+            [BT_Q5_0] = 16,
+            [BT_Q8_0] = 128,
+            [BT_Q6_K] = 32,
+        },
+    .gemm =
+        {
+            [BT_Q4_0] = gemm_q4_0,
+            [BT_Q4_1] = gemm_q4_1,
+            [BT_Q5_0] = gemm_q5_0,
+            [BT_Q5_1] = gemm_q5_1,
+            [BT_Q8_0] = gemm_q8_0,
+            [BT_Q4_K] = gemm_q4_k,
+            [BT_Q5_K] = gemm_q5_k,
+            [BT_Q6_K] = gemm_q6_k,
+            [BT_F32] = fgemm_f32,
+            [BT_F16] = fgemm_f16,
+        },
+    .gemm_rows = 64,
+    /* measured: below these the matvec kernels (4 rows of X per pass) are faster */
+    .gemm_min_m =
+        {
+            [BT_Q4_0] = 4,
+            [BT_Q4_1] = 4,
+            [BT_Q5_0] = 4,
+            [BT_Q5_1] = 4,
+            [BT_Q8_0] = 4,
+            [BT_Q4_K] = 4,
+            [BT_Q5_K] = 4,
+            [BT_Q6_K] = 4,
+            [BT_F32] = 16,
+            [BT_F16] = 16,
+            [BT_BF16] = 16,
+        },
+    .gemm_scratch = gemm_scratch,
+    .read_stream = read_stream,
+};
+
+const struct kern_ops *kern_ops_avx512(void)
+{
+    if (__builtin_cpu_supports("avx512bf16")) {
+        ops.mv[BT_BF16] = mv_bf16_d;
+        ops.gemm[BT_BF16] = fgemm_bf16;
+    }
+    return &ops;
+}

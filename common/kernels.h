@@ -1,0 +1,59 @@
+/* kernels: CPU matrix products against weights of every supported type, parallel over a pool.
+ *
+ * Numerics follow llama.cpp: activations are quantised per row to the weight type's partner
+ * type with the reference quantisers of quant.h (Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1,
+ * Q8_K for Q4_K/Q5_K/Q6_K), integer dot products per block, f32 accumulation; F16 weights meet
+ * activations rounded to f16, BF16 weights activations rounded to bf16; F32 is plain f32.
+ *
+ * Instruction sets: chosen at run time (AVX-512 with VNNI, AVX2+FMA+F16C, or portable scalar C);
+ * kern_set_isa can force a lower level for tests and benchmarks.
+ *
+ * Memory: the activations are quantised into a per-thread scratch buffer owned by this module
+ * (one per thread that calls kern_matmul or runs its pool jobs, freed when that thread exits).
+ * A buffer grows (geometrically) only when a call needs more than it holds, so after the first
+ * calls at the largest shapes, or after kern_reserve for them, hot calls never allocate.
+ *
+ * Threads: kern_matmul may be called from any thread, concurrently on different pools (a pool
+ * itself runs one job at a time). kern_set_isa is for start-up and tests: not concurrently with
+ * kern_matmul. */
+#ifndef BATON_KERNELS_H
+#define BATON_KERNELS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct bt_pool;
+
+/* Y (m, rows) = X (m, n) @ W^T.
+ * W: `rows` rows of n elements of type wtype, each bt_row_size(wtype, n) bytes, contiguous
+ * (borrowed, typically the mmap). X, Y: row-major f32, Y[i * rows + r]; Y must not overlap X.
+ * n must be a multiple of the type's block size. Work is split over the pool's threads (by rows,
+ * and by rows of X when m > 1); p == NULL runs on the caller only.
+ * Returns 0, BT_EINVAL (bad sizes), BT_EUNSUP (type) or BT_ENOMEM (scratch could not grow). */
+int kern_matmul(struct bt_pool *p, uint32_t wtype, const void *W, int64_t rows, int64_t n,
+                const float *X, int64_t m, float *Y);
+
+/* Grow the scratch of every thread of p (and of the caller) so that kern_matmul with this
+ * type, n <= n and m <= m will not allocate. Optional. */
+int kern_reserve(struct bt_pool *p, uint32_t wtype, int64_t n, int64_t m);
+
+/* kern_matmul handles weights of this type. */
+bool kern_supports(uint32_t wtype);
+
+/* "avx512" | "avx2" | "scalar": the instruction set in use. */
+const char *kern_isa(void);
+/* Force an instruction set ("avx512", "avx2", "scalar", or "auto" for the best available).
+ * BT_EUNSUP if the CPU lacks it (or it was not compiled in), BT_EINVAL for an unknown name. */
+int kern_set_isa(const char *isa);
+
+/* Quantise one row of activations x[n] to `type` (BT_Q8_0, BT_Q8_1 or BT_Q8_K) in the standard
+ * block layout, with the current instruction set; bit-identical to bt_quantize_row. */
+int kern_quantize_row(uint32_t type, const float *x, void *dst, int64_t n);
+
+/* Bytes per second of a streaming read of a `bytes` buffer over the pool's threads (best of a
+ * few passes); for benchmarks, to put kernel speeds in relation to memory bandwidth. Allocates
+ * and frees the buffer. Returns a negative value if it could not allocate. */
+double kern_measure_read_bw(struct bt_pool *p, size_t bytes);
+
+#endif

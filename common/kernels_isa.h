@@ -1,0 +1,88 @@
+/* kernels_isa: the private interface between kernels.c (dispatch, threading, scalar code) and
+ * the instruction-set files kernels_avx2.c and kernels_avx512.c. Not for use outside kernels*.c.
+ *
+ * Activations ("act rows"): kern_matmul converts each row of X once into an act row, whose
+ * layout depends on the weight type's partner type:
+ *  - F32 weights: the f32 row itself; F16: f32 values rounded to f16; BF16: bf16 values.
+ *  - quantised weights: structure of arrays, each part 64-byte aligned within the row:
+ *      int8_t  q[n]        quantised values (Q8_0/Q8_1/Q8_K numerics)
+ *      float   d[n / B]    scale of each block of B values (f16-rounded for Q8_0/Q8_1; the
+ *                          super-block scale, repeated, for Q8_K)
+ *      int32_t corr[n / B] -off * sum(q) over the block: added to an integer dot product with
+ *                          weights stored as q_w + off (unsigned) it removes the offset exactly
+ *      float   s[n / B]    d * sum(q) over the block (f16-rounded as llama.cpp's Q8_1.s for the
+ *                          Q8_1 family): multiplies a weight block's "min" term
+ *    B is 32, or 16 for Q6_K (whose scales cover 16 values). */
+#ifndef BATON_KERNELS_ISA_H
+#define BATON_KERNELS_ISA_H
+
+#include "quant.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum kern_act_kind { KACT_F32, KACT_F16, KACT_BF16, KACT_Q8_0, KACT_Q8_1, KACT_Q8_K, KACT_COUNT };
+
+/* Columns (rows of X) that one matvec call handles at most, reusing each weight block. */
+#define KERN_MV_COLS 4
+
+struct kern_act {
+    int kind;     /* enum kern_act_kind */
+    int B;        /* values per scale block (quantised kinds) */
+    int off;      /* weight offset folded into corr */
+    int64_t n;    /* values per row */
+    int64_t nb;   /* n / B */
+    size_t off_d; /* byte offsets within a row */
+    size_t off_corr;
+    size_t off_s;
+    size_t stride; /* bytes per act row (multiple of 64) */
+};
+
+/* Quantise x[n] into the act row `dst` (layout L). */
+typedef void (*kern_quant_fn)(const float *x, uint8_t *dst, const struct kern_act *L);
+
+/* Y[c * ldy + r] = W row r . act row c for r < nr, c < nc (1 <= nc <= KERN_MV_COLS).
+ * W rows are wrow bytes apart; act rows L->stride bytes apart. */
+typedef void (*kern_mv_fn)(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
+                           const struct kern_act *L, int nc, float *Y, int64_t ldy);
+
+/* Matrix-matrix for nr rows (nr <= rows_per_call) and nc columns: like kern_mv_fn but reuses
+ * repacked weights across all nc columns. scratch: gemm_scratch(n) bytes, 64-aligned. */
+typedef void (*kern_gemm_fn)(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
+                             const struct kern_act *L, int64_t nc, float *Y, int64_t ldy,
+                             void *scratch);
+
+struct kern_ops {
+    const char *name;
+    kern_quant_fn quant[KACT_COUNT];  /* NULL: scalar */
+    kern_mv_fn mv[BT_TYPE_COUNT];     /* NULL: scalar */
+    kern_gemm_fn gemm[BT_TYPE_COUNT]; /* NULL: matvec in groups of KERN_MV_COLS */
+    int act_off[BT_TYPE_COUNT];       /* offset (see corr) the ISA's kernels expect */
+    int gemm_rows;                    /* rows per gemm call (a multiple of its tile) */
+    int gemm_min_m[BT_TYPE_COUNT];    /* use gemm from this many columns on */
+    size_t (*gemm_scratch)(uint32_t wtype, int64_t n);
+    void (*read_stream)(const void *buf, size_t bytes, float *sink);
+};
+
+/* Weight block unpacking (portable, in kernels.c): one block of weights of qk values into
+ * q[qk] (the signed integer multipliers), dw[qk / B] and mw[qk / B], so that the block's dot
+ * product with an act block is sum_j dw[j] * d[j] * (sum_i q * a) + mw[j] * s[j]. */
+typedef void (*kern_unpack_fn)(const uint8_t *blk, int8_t *q, float *dw, float *mw);
+
+struct kern_wtype {
+    int qk;       /* values per weight block */
+    int B;        /* values per scale block (for quantised types) */
+    int act;      /* enum kern_act_kind */
+    bool has_min; /* mw is not all zero */
+    kern_unpack_fn unpack;
+};
+
+const struct kern_wtype *kern_wtype_get(uint32_t wtype);
+
+const struct kern_ops *kern_ops_avx2(void); /* NULL if not compiled for x86 */
+const struct kern_ops *kern_ops_avx512(void);
+
+/* Round to f16 and back (scalar helpers shared by the ISA files). */
+float kern_f16_round(float x);
+
+#endif
