@@ -225,6 +225,18 @@ static void quant_bf16_scalar(const float *x, uint8_t *dst, const struct kern_ac
     if (L->n & 1) y[L->n] = 0; /* gemm kernels read values in pairs */
 }
 
+/* the 32 q of block b at their place in the act row (see kern_act.paired) */
+static void act_store_q(const struct kern_act *L, int8_t *q, int64_t b, const int8_t *src)
+{
+    if (!L->paired || (b ^ 1) >= L->nb) {
+        memcpy(q + 32 * b, src, 32);
+        return;
+    }
+    int8_t *base = q + 64 * (b / 2) + 16 * (b & 1);
+    memcpy(base, src, 16);
+    memcpy(base + 32, src + 16, 16);
+}
+
 /* Q8_0 and Q8_1 through the reference quantiser, one block at a time. */
 static void quant_q8_01_scalar(const float *x, uint8_t *dst, const struct kern_act *L)
 {
@@ -236,14 +248,14 @@ static void quant_q8_01_scalar(const float *x, uint8_t *dst, const struct kern_a
         if (L->kind == KACT_Q8_1) {
             block_q8_1 blk;
             bt_quantize_row(BT_Q8_1, x + 32 * b, &blk, 32);
-            memcpy(q + 32 * b, blk.qs, 32);
+            act_store_q(L, q, b, blk.qs);
             for (int i = 0; i < 32; i++) sum += blk.qs[i];
             d[b] = f16(blk.d);
             s[b] = f16(blk.s);
         } else {
             block_q8_0 blk;
             bt_quantize_row(BT_Q8_0, x + 32 * b, &blk, 32);
-            memcpy(q + 32 * b, blk.qs, 32);
+            act_store_q(L, q, b, blk.qs);
             for (int i = 0; i < 32; i++) sum += blk.qs[i];
             d[b] = f16(blk.d);
             s[b] = d[b] * (float)sum;
@@ -428,6 +440,7 @@ static void merge_ops(struct kern_ops *dst, const struct kern_ops *src)
         if (src->mv[i]) {
             dst->mv[i] = src->mv[i];
             dst->act_off[i] = src->act_off[i];
+            dst->mv_paired[i] = src->mv_paired[i];
             dst->gemm[i] = NULL; /* a lower level's gemm may expect another offset */
         }
         if (src->gemm[i]) {
@@ -547,6 +560,9 @@ static void *scratch_get(size_t need)
 
 /* Up to this many rows of X, every thread converts all of X itself (no barrier). */
 #define ACT_PRIVATE_MAX_M 4
+/* Bounds that keep every size computation far from overflow. */
+#define KERN_MAX_DIM  ((int64_t)1 << 28)
+#define KERN_MAX_ROWS ((int64_t)1 << 40)
 
 struct mm_job {
     const struct kern_ops *ops;
@@ -658,6 +674,7 @@ static void mm_plan(struct mm_job *j, const struct kern_ops *ops, uint32_t wtype
     j->act_private = !j->act_direct && (m <= ACT_PRIVATE_MAX_M || nth == 1);
     j->act_bytes = j->act_direct ? 0 : (size_t)m * j->L.stride;
     j->gemm = ops->gemm[wtype] && ops->gemm_rows > 0 && m >= ops->gemm_min_m[wtype];
+    j->L.paired = !j->gemm && ops->mv_paired[wtype];
     j->priv_bytes = j->gemm ? ops->gemm_scratch(wtype, n) : 0;
     if (j->gemm) {
         j->unit_rows = ops->gemm_rows;
@@ -671,6 +688,10 @@ static void mm_plan(struct mm_job *j, const struct kern_ops *ops, uint32_t wtype
         j->unit_cols = m <= 64 ? m : 64;
     }
     j->n_rtiles = (rows + j->unit_rows - 1) / j->unit_rows;
+    /* few row tiles for many threads (a small matrix, a big batch): split the columns too */
+    while (j->gemm && j->n_rtiles * ((m + j->unit_cols - 1) / j->unit_cols) < 2 * (int64_t)nth &&
+           j->unit_cols > 16)
+        j->unit_cols = (j->unit_cols / 2 + 3) & ~(int64_t)3;
     j->n_ctiles = (m + j->unit_cols - 1) / j->unit_cols;
     *caller_need = j->act_bytes + j->priv_bytes;
     *worker_need = (j->act_private ? j->act_bytes : 0) + j->priv_bytes;
@@ -682,6 +703,7 @@ int kern_matmul(struct bt_pool *p, uint32_t wtype, const void *W, int64_t rows, 
     const struct kern_wtype *wt = kern_wtype_get(wtype);
     if (!wt) return BT_EUNSUP;
     if (!W || !X || !Y || rows < 0 || m < 0 || n <= 0 || n % wt->qk != 0) return BT_EINVAL;
+    if (n > KERN_MAX_DIM || m > KERN_MAX_DIM || rows > KERN_MAX_ROWS) return BT_EINVAL;
     if (rows == 0 || m == 0) return BT_OK;
     const struct kern_ops *ops = ops_get();
     int nth = bt_pool_size(p);
@@ -720,7 +742,8 @@ int kern_reserve(struct bt_pool *p, uint32_t wtype, int64_t n, int64_t m)
 {
     const struct kern_wtype *wt = kern_wtype_get(wtype);
     if (!wt) return BT_EUNSUP;
-    if (n <= 0 || m <= 0 || n % wt->qk != 0) return BT_EINVAL;
+    if (n <= 0 || m <= 0 || n % wt->qk != 0 || n > KERN_MAX_DIM || m > KERN_MAX_DIM)
+        return BT_EINVAL;
     struct mm_job j;
     size_t caller_need, worker_need;
     memset(&j, 0, sizeof(j));

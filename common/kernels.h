@@ -1,16 +1,23 @@
 /* kernels: CPU matrix products against weights of every supported type, parallel over a pool.
  *
  * Numerics follow llama.cpp: activations are quantised per row to the weight type's partner
- * type with the reference quantisers of quant.h (Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1,
- * Q8_K for Q4_K/Q5_K/Q6_K), integer dot products per block, f32 accumulation; F16 weights meet
- * activations rounded to f16, BF16 weights activations rounded to bf16; F32 is plain f32.
+ * type exactly as the reference quantisers of quant.h do (Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for
+ * Q4_1/Q5_1, Q8_K for Q4_K/Q5_K/Q6_K), integer dot products per block, f32 accumulation; F16
+ * weights meet activations rounded to f16, BF16 weights activations rounded to bf16; F32 is plain
+ * f32. Results do not depend on the number of threads.
  *
- * Instruction sets: chosen at run time (AVX-512 with VNNI, AVX2+FMA+F16C, or portable scalar C);
- * kern_set_isa can force a lower level for tests and benchmarks.
+ * Kernels: for a few rows of X (decode) a matvec kernel streams each weight row once and reuses
+ * it for up to 4 rows of X; from 4 rows of X (quantised types) or 16 (float types) on, a gemm
+ * kernel unpacks and transposes 32 weight rows at a time into a small tile that is reused for
+ * every row of X (prefill), so prefill is bound by arithmetic, not by memory.
  *
- * Memory: the activations are quantised into a per-thread scratch buffer owned by this module
- * (one per thread that calls kern_matmul or runs its pool jobs, freed when that thread exits).
- * A buffer grows (geometrically) only when a call needs more than it holds, so after the first
+ * Instruction sets: chosen at run time (AVX-512 with VNNI, plus AVX512_BF16 for BF16 when the
+ * CPU has it; AVX2+FMA+F16C; or portable scalar C). kern_set_isa, or the environment variable
+ * BATON_KERN_ISA=avx512|avx2|scalar read once at the first call, force a lower level.
+ *
+ * Memory: activations are quantised into a per-thread scratch buffer owned by this module (one
+ * per thread that calls kern_matmul or runs its pool jobs; freed when that thread exits). A
+ * buffer grows (geometrically) only when a call needs more than it holds, so after the first
  * calls at the largest shapes, or after kern_reserve for them, hot calls never allocate.
  *
  * Threads: kern_matmul may be called from any thread, concurrently on different pools (a pool
@@ -34,8 +41,9 @@ struct bt_pool;
 int kern_matmul(struct bt_pool *p, uint32_t wtype, const void *W, int64_t rows, int64_t n,
                 const float *X, int64_t m, float *Y);
 
-/* Grow the scratch of every thread of p (and of the caller) so that kern_matmul with this
- * type, n <= n and m <= m will not allocate. Optional. */
+/* Grow the scratch of the calling thread and of every worker of p so that kern_matmul from this
+ * thread on p, with this type and at most these n and m, will not allocate. Optional; call it from
+ * the thread that will call kern_matmul. BT_ENOMEM if a buffer could not grow. */
 int kern_reserve(struct bt_pool *p, uint32_t wtype, int64_t n, int64_t m);
 
 /* kern_matmul handles weights of this type. */

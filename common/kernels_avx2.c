@@ -557,24 +557,22 @@ AI void mv_float(const int T, const int NC, const uint8_t *W, size_t wrow, int64
 /* ---------------------------------------------------------------------------------------- */
 /* matvec entry points                                                                       */
 
+/* 1, 2 or 4 activation rows per pass (3 = 2 + 1: fewer variants, less code) */
 #define MV_ENTRY(name, call)                                                                       \
     static void name(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,                \
                      const struct kern_act *L, int nc, float *Y, int64_t ldy)                      \
     {                                                                                              \
-        switch (nc) {                                                                              \
-        case 1:                                                                                    \
-            call(1);                                                                               \
-            break;                                                                                 \
-        case 2:                                                                                    \
-            call(2);                                                                               \
-            break;                                                                                 \
-        case 3:                                                                                    \
-            call(3);                                                                               \
-            break;                                                                                 \
-        default:                                                                                   \
+        if (nc >= 4) {                                                                             \
             call(4);                                                                               \
-            break;                                                                                 \
+            return;                                                                                \
         }                                                                                          \
+        if (nc >= 2) {                                                                             \
+            call(2);                                                                               \
+            act += 2 * L->stride;                                                                  \
+            Y += 2 * ldy;                                                                          \
+            nc -= 2;                                                                               \
+        }                                                                                          \
+        if (nc == 1) call(1);                                                                      \
     }
 
 #define C_Q4_0(NC) mv32(BT_Q4_0, NC, W, wrow, nr, act, L, Y, ldy)
@@ -600,6 +598,297 @@ MV_ENTRY(mv_q6_k, C_Q6_K)
 MV_ENTRY(mv_f32, C_F32)
 MV_ENTRY(mv_f16, C_F16)
 MV_ENTRY(mv_bf16, C_BF16)
+
+/* ---------------------------------------------------------------------------------------- */
+/* gemm: 8 weight rows (one vector) x many activation rows; see kernels_avx512.c             */
+
+#define GEMM_ROWS 8
+#define GEMM_KC   16 /* 32-value groups per k-chunk (a multiple of 8) */
+#define GEMM_NC   4
+#define FGEMM_KC  256
+
+AI int gemm_B(const int T)
+{
+    return T == BT_Q6_K ? 16 : 32;
+}
+
+AI bool gemm_min(const int T)
+{
+    return T == BT_Q4_1 || T == BT_Q5_1 || T == BT_Q4_K || T == BT_Q5_K;
+}
+
+/* bytes of one scale block in the tile: B/4 steps x 32 bytes, then dw[8], mw[8] */
+AI size_t gemm_tbs(const int T)
+{
+    return (size_t)gemm_B(T) * 8 + 64;
+}
+
+AI void gemm_unpack_row(const int T, const uint8_t *row, int64_t g0, int ng, __m256i *out,
+                        float *dw, float *mw)
+{
+    const size_t tstride = gemm_tbs(T) / 4;
+    if (T == BT_Q4_K || T == BT_Q5_K) {
+        const size_t bs = T == BT_Q4_K ? 144 : 176;
+        for (int g = 0; g < ng; g += 8) {
+            const uint8_t *blk = row + (size_t)((g0 + g) / 8) * bs;
+            const float d = h2f(blk), dmin = h2f(blk + 2);
+            uint64_t sc, mn;
+            kscales(blk + 4, &sc, &mn);
+            for (int j = 0; j < 4; j++) unpack_k4(T, blk, j, &out[g + 2 * j], &out[g + 2 * j + 1]);
+            for (int j = 0; j < 8; j++) {
+                dw[(size_t)(g + j) * tstride] = d * (float)((sc >> (8 * j)) & 0xff);
+                mw[(size_t)(g + j) * tstride] = -dmin * (float)((mn >> (8 * j)) & 0xff);
+            }
+        }
+    } else if (T == BT_Q6_K) {
+        for (int g = 0; g < ng; g += 8) {
+            const uint8_t *blk = row + (size_t)((g0 + g) / 8) * 210;
+            const float d = h2f(blk + 208);
+            unpack_q6k(blk, 0, &out[g]);
+            unpack_q6k(blk, 1, &out[g + 4]);
+            for (int j = 0; j < 16; j++)
+                dw[(size_t)(2 * g + j) * tstride] = d * (float)(int8_t)blk[192 + j];
+        }
+    } else {
+        const size_t bs = bsize32(T);
+        for (int g = 0; g < ng; g++) {
+            const uint8_t *blk = row + (size_t)(g0 + g) * bs;
+            out[g] = unpack32(T, blk);
+            dw[(size_t)g * tstride] = h2f(blk);
+            if (gemm_min(T)) mw[(size_t)g * tstride] = h2f(blk + 2);
+        }
+    }
+}
+
+/* o[s] lane r = dword s of r[r] (8 x 8 dwords) */
+AI void transpose8x8(const __m256i *r, __m256i *o)
+{
+    __m256i t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
+        u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
+        u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int i = 0; i < 4; i++) {
+        o[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
+        o[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
+    }
+}
+
+AI void gemm_repack(const int T, const uint8_t *W, size_t wrow, int64_t nr, int64_t g0, int ng,
+                    uint8_t *tile, __m256i *tmp /* [8][GEMM_KC] */)
+{
+    const size_t tbs = gemm_tbs(T);
+    const int B = gemm_B(T), nblk = ng * 32 / B;
+    float *dw0 = (float *)(tile + (size_t)B * 8), *mw0 = dw0 + 8;
+    for (int r = 0; r < GEMM_ROWS; r++) {
+        if (r < nr) {
+            gemm_unpack_row(T, W + (size_t)r * wrow, g0, ng, tmp + r * GEMM_KC, dw0 + r, mw0 + r);
+        } else {
+            for (int g = 0; g < ng; g++) tmp[r * GEMM_KC + g] = _mm256_setzero_si256();
+            for (int j = 0; j < nblk; j++)
+                dw0[(size_t)j * tbs / 4 + r] = mw0[(size_t)j * tbs / 4 + r] = 0.0f;
+        }
+    }
+    for (int g = 0; g < ng; g++) {
+        __m256i R[8], O[8];
+        for (int i = 0; i < 8; i++) R[i] = tmp[i * GEMM_KC + g];
+        transpose8x8(R, O);
+        for (int st = 0; st < 8; st++) {
+            const int blk = B == 32 ? g : 2 * g + st / 4, step = B == 32 ? st : st % 4;
+            _mm256_store_si256((__m256i *)(tile + (size_t)blk * tbs + (size_t)step * 32), O[st]);
+        }
+    }
+}
+
+AI void gemm_store(const int NC, const __m256 *acc, float *Y, int64_t ldy, int64_t nr, bool add)
+{
+    const __m256i km = lane_mask((int)(nr < 8 ? nr : 8));
+    for (int c = 0; c < NC; c++) {
+        float *y = Y + c * ldy;
+        __m256 v = acc[c];
+        if (add) v = _mm256_add_ps(v, _mm256_maskload_ps(y, km));
+        _mm256_maskstore_ps(y, km, v);
+    }
+}
+
+AI void gemm_micro(const int T, const int NC, const uint8_t *tile, int nblk, int64_t j0,
+                   const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy, int64_t nr,
+                   bool add)
+{
+    const int B = gemm_B(T);
+    const size_t tbs = gemm_tbs(T);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 facc[GEMM_NC];
+    const int8_t *aq[GEMM_NC];
+    const float *ad[GEMM_NC], *as[GEMM_NC];
+    const int32_t *ac[GEMM_NC];
+    for (int c = 0; c < NC; c++) {
+        const uint8_t *ar = act + (size_t)c * L->stride;
+        facc[c] = _mm256_setzero_ps();
+        aq[c] = (const int8_t *)ar + j0 * B;
+        ad[c] = (const float *)(ar + L->off_d) + j0;
+        ac[c] = (const int32_t *)(ar + L->off_corr) + j0;
+        as[c] = (const float *)(ar + L->off_s) + j0;
+    }
+    for (int j = 0; j < nblk; j++) {
+        const uint8_t *tb = tile + (size_t)j * tbs;
+        __m256i ci[GEMM_NC];
+        for (int c = 0; c < NC; c++) ci[c] = _mm256_set1_epi32(ac[c][j]);
+#pragma GCC unroll 8
+        for (int st = 0; st < B / 4; st++) {
+            const __m256i w = _mm256_load_si256((const __m256i *)(tb + st * 32));
+            const __m256i wa = T == BT_Q8_0 ? _mm256_sign_epi8(w, w) : w;
+            for (int c = 0; c < NC; c++) {
+                int32_t a4;
+                memcpy(&a4, aq[c] + j * B + 4 * st, 4);
+                __m256i a = _mm256_set1_epi32(a4);
+                if (T == BT_Q8_0) a = _mm256_sign_epi8(a, w);
+                ci[c] =
+                    _mm256_add_epi32(ci[c], _mm256_madd_epi16(_mm256_maddubs_epi16(wa, a), ones));
+            }
+        }
+        const __m256 dw = _mm256_load_ps((const float *)(tb + B * 8));
+        for (int c = 0; c < NC; c++)
+            facc[c] = _mm256_fmadd_ps(
+                _mm256_mul_ps(_mm256_cvtepi32_ps(ci[c]), _mm256_set1_ps(ad[c][j])), dw, facc[c]);
+        if (gemm_min(T)) {
+            const __m256 mw = _mm256_load_ps((const float *)(tb + B * 8 + 32));
+            for (int c = 0; c < NC; c++)
+                facc[c] = _mm256_fmadd_ps(mw, _mm256_set1_ps(as[c][j]), facc[c]);
+        }
+    }
+    gemm_store(NC, facc, Y, ldy, nr, add);
+}
+
+AI void gemm(const int T, const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
+             const struct kern_act *L, int64_t nc, float *Y, int64_t ldy, void *scratch)
+{
+    const int B = gemm_B(T);
+    const int64_t ngroups = L->n / 32;
+    uint8_t *tile = scratch;
+    __m256i *tmp = (__m256i *)((uint8_t *)scratch + gemm_tbs(T) * (GEMM_KC * 32 / 16));
+    for (int64_t r0 = 0; r0 < nr; r0 += GEMM_ROWS) {
+        const int64_t rows = nr - r0 < GEMM_ROWS ? nr - r0 : GEMM_ROWS;
+        for (int64_t g0 = 0; g0 < ngroups; g0 += GEMM_KC) {
+            const int ng = ngroups - g0 < GEMM_KC ? (int)(ngroups - g0) : GEMM_KC;
+            const int nblk = ng * 32 / B;
+            gemm_repack(T, W + (size_t)r0 * wrow, wrow, rows, g0, ng, tile, tmp);
+            const bool add = g0 > 0;
+            const int64_t j0 = g0 * 32 / B;
+            int64_t c = 0;
+            for (; c + GEMM_NC <= nc; c += GEMM_NC)
+                gemm_micro(T, GEMM_NC, tile, nblk, j0, act + (size_t)c * L->stride, L,
+                           Y + c * ldy + r0, ldy, rows, add);
+            for (; c < nc; c++)
+                gemm_micro(T, 1, tile, nblk, j0, act + (size_t)c * L->stride, L, Y + c * ldy + r0,
+                           ldy, rows, add);
+        }
+    }
+}
+
+/* float weights: tile [k][16 rows] of f32 */
+AI void fgemm_repack(const int T, const uint8_t *W, size_t wrow, int64_t nr, int64_t n, int64_t k0,
+                     int nk, float *tile)
+{
+    for (int rv = 0; rv < 2; rv++) {
+        for (int k = 0; k < nk; k += 8) {
+            __m256i R[8], O[8];
+            for (int i = 0; i < 8; i++) {
+                const int64_t r = rv * 8 + i, left = n - (k0 + k);
+                if (r >= nr || left <= 0) {
+                    R[i] = _mm256_setzero_si256();
+                    continue;
+                }
+                const uint8_t *row = W + (size_t)r * wrow;
+                if (left >= 8) {
+                    R[i] = _mm256_castps_si256(load_w8(T, row, k0 + k));
+                } else {
+                    float t[8] = {0};
+                    for (int64_t q = 0; q < left; q++) t[q] = w_scalar(T, row, k0 + k + q);
+                    R[i] = _mm256_castps_si256(_mm256_loadu_ps(t));
+                }
+            }
+            transpose8x8(R, O);
+            const int kk = nk - k < 8 ? nk - k : 8;
+            for (int j = 0; j < kk; j++)
+                _mm256_store_si256((__m256i *)(tile + (size_t)(k + j) * 16 + rv * 8), O[j]);
+        }
+    }
+}
+
+AI void fgemm_micro(const int NC, const float *tile, int nk, int64_t k0, const uint8_t *act,
+                    const struct kern_act *L, float *Y, int64_t ldy, int64_t nr, bool add)
+{
+    __m256 acc0[GEMM_NC], acc1[GEMM_NC];
+    const float *x[GEMM_NC];
+    for (int c = 0; c < NC; c++) {
+        acc0[c] = acc1[c] = _mm256_setzero_ps();
+        x[c] = (const float *)(act + (size_t)c * L->stride) + k0;
+    }
+    for (int k = 0; k < nk; k++) {
+        const __m256 w0 = _mm256_load_ps(tile + (size_t)k * 16);
+        const __m256 w1 = _mm256_load_ps(tile + (size_t)k * 16 + 8);
+        for (int c = 0; c < NC; c++) {
+            const __m256 xv = _mm256_broadcast_ss(x[c] + k);
+            acc0[c] = _mm256_fmadd_ps(w0, xv, acc0[c]);
+            acc1[c] = _mm256_fmadd_ps(w1, xv, acc1[c]);
+        }
+    }
+    gemm_store(NC, acc0, Y, ldy, nr, add);
+    if (nr > 8) gemm_store(NC, acc1, Y + 8, ldy, nr - 8, add);
+}
+
+AI void fgemm(const int T, const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
+              const struct kern_act *L, int64_t nc, float *Y, int64_t ldy, void *scratch)
+{
+    float *tile = scratch;
+    for (int64_t r0 = 0; r0 < nr; r0 += 16) {
+        const int64_t rows = nr - r0 < 16 ? nr - r0 : 16;
+        for (int64_t k0 = 0; k0 < L->n; k0 += FGEMM_KC) {
+            const int nk = L->n - k0 < FGEMM_KC ? (int)(L->n - k0) : FGEMM_KC;
+            fgemm_repack(T, W + (size_t)r0 * wrow, wrow, rows, L->n, k0, nk, tile);
+            const bool add = k0 > 0;
+            int64_t c = 0;
+            for (; c + GEMM_NC <= nc; c += GEMM_NC)
+                fgemm_micro(GEMM_NC, tile, nk, k0, act + (size_t)c * L->stride, L, Y + c * ldy + r0,
+                            ldy, rows, add);
+            for (; c < nc; c++)
+                fgemm_micro(1, tile, nk, k0, act + (size_t)c * L->stride, L, Y + c * ldy + r0, ldy,
+                            rows, add);
+        }
+    }
+}
+
+static size_t gemm_scratch(uint32_t wtype, int64_t n)
+{
+    (void)n;
+    if (wtype == BT_F32 || wtype == BT_F16) return (size_t)FGEMM_KC * 16 * 4;
+    /* tile: at most GEMM_KC * 2 scale blocks of <= 320 bytes; tmp: 8 rows x GEMM_KC x 32 */
+    return (size_t)GEMM_KC * 2 * 320 + (size_t)GEMM_ROWS * GEMM_KC * 32;
+}
+
+#define GEMM_ENTRY(name, F, T)                                                                     \
+    static void name(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,                \
+                     const struct kern_act *L, int64_t nc, float *Y, int64_t ldy, void *scratch)   \
+    {                                                                                              \
+        F(T, W, wrow, nr, act, L, nc, Y, ldy, scratch);                                            \
+    }
+GEMM_ENTRY(gemm_q4_0, gemm, BT_Q4_0)
+GEMM_ENTRY(gemm_q4_1, gemm, BT_Q4_1)
+GEMM_ENTRY(gemm_q5_0, gemm, BT_Q5_0)
+GEMM_ENTRY(gemm_q5_1, gemm, BT_Q5_1)
+GEMM_ENTRY(gemm_q8_0, gemm, BT_Q8_0)
+GEMM_ENTRY(gemm_q4_k, gemm, BT_Q4_K)
+GEMM_ENTRY(gemm_q5_k, gemm, BT_Q5_K)
+GEMM_ENTRY(gemm_q6_k, gemm, BT_Q6_K)
+GEMM_ENTRY(fgemm_f32, fgemm, BT_F32)
+GEMM_ENTRY(fgemm_f16, fgemm, BT_F16)
 
 static void read_stream(const void *buf, size_t bytes, float *sink)
 {
@@ -645,6 +934,34 @@ static const struct kern_ops ops = {
             [BT_Q5_0] = 16,
             [BT_Q6_K] = 32,
         },
+    .gemm =
+        {
+            [BT_Q4_0] = gemm_q4_0,
+            [BT_Q4_1] = gemm_q4_1,
+            [BT_Q5_0] = gemm_q5_0,
+            [BT_Q5_1] = gemm_q5_1,
+            [BT_Q8_0] = gemm_q8_0,
+            [BT_Q4_K] = gemm_q4_k,
+            [BT_Q5_K] = gemm_q5_k,
+            [BT_Q6_K] = gemm_q6_k,
+            [BT_F32] = fgemm_f32,
+            [BT_F16] = fgemm_f16,
+        },
+    .gemm_rows = 32,
+    .gemm_min_m =
+        {
+            [BT_Q4_0] = 4,
+            [BT_Q4_1] = 4,
+            [BT_Q5_0] = 4,
+            [BT_Q5_1] = 4,
+            [BT_Q8_0] = 4,
+            [BT_Q4_K] = 4,
+            [BT_Q5_K] = 4,
+            [BT_Q6_K] = 4,
+            [BT_F32] = 16,
+            [BT_F16] = 16,
+        },
+    .gemm_scratch = gemm_scratch,
     .read_stream = read_stream,
 };
 

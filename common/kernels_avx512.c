@@ -1,17 +1,25 @@
 /* kernels_avx512: AVX-512 (F, BW, VL, DQ, VNNI; BF16 when the CPU has it) kernels.
  *
  * Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni (meson.build); only
- * called after kernels.c has checked the CPU. Integer dot products use vpdpbusd (unsigned weight
- * bytes x signed activation bytes): every weight type is brought to unsigned bytes q + off
- * (off = 8 for Q4_0, 16 for Q5_0, 128 for Q8_0, 32 for Q6_K, 0 for types with a min), and the
- * activations carry -off * sum(a) per block (see kernels_isa.h), so results are exact integers.
+ * called after kernels.c has checked the CPU (the BF16 functions carry their own target
+ * attribute and are installed only if the CPU has AVX512_BF16). Integer dot products use
+ * vpdpbusd (unsigned weight bytes x signed activation bytes): every weight type is brought to
+ * unsigned bytes q + off (off = 8 for Q4_0, 16 for Q5_0, 128 for Q8_0, 32 for Q6_K, 0 for types
+ * with a min), and the activations carry -off * sum(a) per block (see kernels_isa.h), so the
+ * integer parts are exact.
  *
- * matvec (mv_*): one weight row at a time, 1..4 activation rows; per group of 8 blocks the f16
- * scales are gathered once; the offset and min corrections are applied per group of 8 blocks in
- * float. gemm_*: 32 weight rows are unpacked and transposed ("repacked") into a small tile so that
- * one zmm holds 4 consecutive bytes of 16 rows; the microkernel broadcasts 4 activation bytes per
- * column and accumulates 2 x 16 rows x 4 columns in registers; the tile is reused across all
- * columns. Thread-safe: pure functions of their arguments. */
+ * matvec (mv_*), one weight row at a time against 1, 2 or 4 activation rows:
+ *  - 32-blocks: the f16 scales of a group of blocks are fetched with one word permute and
+ *    multiplied by the activation scales while the previous group is computed; Q4_0 / Q4_1 take
+ *    two blocks per vector against a pairwise activation layout;
+ *  - K-quants: sub-block scales applied in integers (vpmaddwd), one float fma per super-block;
+ *  - float types: f32 FMAs (F16 converted with vcvtph2ps), BF16 with vdpbf16ps;
+ *  - row results are reduced 8 rows at a time.
+ * gemm_*: 32 weight rows are unpacked and transposed ("repacked") into a small tile so that one
+ * zmm holds 4 consecutive bytes of 16 rows; the microkernel broadcasts 4 activation bytes per
+ * column and accumulates 2 x 16 rows x 4 columns in registers, the tile reused for all columns.
+ * fgemm_*: the same with f32 (F32, F16) or bf16 pairs (BF16) and 8 columns.
+ * Thread-safe: pure functions of their arguments. */
 #include "kernels_isa.h"
 
 #include <immintrin.h>
@@ -44,9 +52,6 @@ AI uint32_t ld32(const uint8_t *p)
     return v;
 }
 
-/* 8 f16 values at p + off, p + bs + off, ... (g <= 8 of them, the rest 0) as floats. Two word
- * permutes over 128-byte windows of 4 blocks each; loads never go past block g - 1. Needs
- * 3 * bs + off + 2 <= 128. */
 AI __m512i load_words(const uint8_t *p, int nwords)
 {
     const __mmask32 k = nwords >= 32  ? (__mmask32)0xffffffffu
@@ -55,35 +60,58 @@ AI __m512i load_words(const uint8_t *p, int nwords)
     return _mm512_maskz_loadu_epi16(k, p);
 }
 
-AI __m256 gather_f16(const uint8_t *p, size_t bs, int off, int g)
+/* The f16 scale d (at byte 0) and, with has_min, m (at byte 2) of g consecutive blocks of bs
+ * bytes at p, as floats: lanes 0..7 d, lanes 8..15 m (0 beyond g). One word permute over a
+ * 128-byte window; the loads stop at the last byte needed. Needs (g - 1) * bs + 4 <= 128. */
+AI __m512 gather_dm(const uint8_t *p, size_t bs, int g, bool has_min)
 {
-    const int gA = g < 4 ? g : 4, gB = g - gA;
-    const int nA = gA * (int)bs / 2, nB = gB * (int)bs / 2;
-    const int h = (int)bs / 2, o = off / 2;
-    const __m512i idx = _mm512_zextsi128_si512(
-        _mm_setr_epi16((short)o, (short)(o + h), (short)(o + 2 * h), (short)(o + 3 * h), (short)o,
-                       (short)(o + h), (short)(o + 2 * h), (short)(o + 3 * h)));
-    __m512i a0 = load_words(p, nA), a1 = load_words(p + 64, nA - 32);
-    __m512i r = _mm512_permutex2var_epi16(a0, idx, a1);
-    if (gB > 0) {
-        const uint8_t *q = p + 4 * bs;
-        __m512i b0 = load_words(q, nB), b1 = load_words(q + 64, nB - 32);
-        r = _mm512_mask_blend_epi16(0xf0, r, _mm512_permutex2var_epi16(b0, idx, b1));
+    const int h = (int)bs / 2;
+    const __m512i idx = _mm512_zextsi256_si512(_mm256_setr_epi16(
+        0, (short)h, (short)(2 * h), (short)(3 * h), (short)(4 * h), (short)(5 * h), (short)(6 * h),
+        (short)(7 * h), 1, (short)(h + 1), (short)(2 * h + 1), (short)(3 * h + 1),
+        (short)(4 * h + 1), (short)(5 * h + 1), (short)(6 * h + 1), (short)(7 * h + 1)));
+    const __mmask32 lanes = (__mmask32)(((1u << g) - 1) * (has_min ? 0x101u : 1u));
+    __m512i a0, a1;
+    if (g * (int)bs >= 128) { /* a full group: the 128 bytes lie within its blocks */
+        a0 = _mm512_loadu_si512(p);
+        a1 = _mm512_loadu_si512(p + 64);
+    } else {
+        const int nw = ((g - 1) * (int)bs + (has_min ? 4 : 2)) / 2;
+        a0 = load_words(p, nw);
+        a1 = load_words(p + 64, nw - 32);
     }
-    return _mm256_cvtph_ps(_mm512_castsi512_si128(r));
+    __m512i r = _mm512_maskz_permutex2var_epi16(lanes, a0, idx, a1);
+    return _mm512_cvtph_ps(_mm512_castsi512_si256(r));
 }
 
-AI float hsum256(__m256 v)
+/* lane k = sum of the lanes of v[k] (8 vectors) */
+AI __m256 reduce8_ps(const __m256 *v)
 {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
+    __m256 h01 = _mm256_hadd_ps(v[0], v[1]), h23 = _mm256_hadd_ps(v[2], v[3]);
+    __m256 h45 = _mm256_hadd_ps(v[4], v[5]), h67 = _mm256_hadd_ps(v[6], v[7]);
+    __m256 q0 = _mm256_hadd_ps(h01, h23), q1 = _mm256_hadd_ps(h45, h67);
+    return _mm256_add_ps(_mm256_permute2f128_ps(q0, q1, 0x20),
+                         _mm256_permute2f128_ps(q0, q1, 0x31));
 }
 
-AI float hsum512(__m512 v)
+/* Row results of the matvec kernels, reduced 8 rows at a time (one transposing reduction and
+ * one store instead of 8 horizontal sums): put row r's NC partial-sum vectors; flushes to
+ * Y[c * ldy + r] after every 8th row and after the last. */
+struct rowacc {
+    __m256 v[KERN_MV_COLS][8];
+};
+
+AI void rowacc_put(struct rowacc *ra, const int NC, int64_t r, int64_t nr, const __m256 *t,
+                   float *Y, int64_t ldy)
 {
-    return hsum256(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
+    const int k = (int)(r & 7);
+    for (int c = 0; c < NC; c++) ra->v[c][k] = t[c];
+    if (k != 7 && r != nr - 1) return;
+    for (int c = 0; c < NC; c++) {
+        for (int i = k + 1; i < 8; i++) ra->v[c][i] = _mm256_setzero_ps();
+        _mm256_mask_storeu_ps(Y + c * ldy + (r - k), (__mmask8)((2u << k) - 1),
+                              reduce8_ps(ra->v[c]));
+    }
 }
 
 AI __m256i dot_u8s8(__m256i acc, __m256i w, const int8_t *a)
@@ -132,9 +160,10 @@ AI __m512i reduce16(__m512i *v, const int op)
 #undef RED
 }
 
-/* Q8_0 / Q8_1 numerics, 16 blocks of 32 at a time (nb16 <= 16 blocks; the rest are zero) */
+/* Q8_0 / Q8_1 numerics, 16 blocks of 32 at a time (nb16 <= 16 blocks; the rest are zero).
+ * pair_end: with the paired layout (kern_act.paired), blocks below it are stored pairwise. */
 AI void quant_q8_01_16(const float *x, int nb16, int8_t *q, float *d, int32_t *corr, float *s,
-                       int off, bool q81)
+                       int off, bool q81, int pair_end)
 {
     __m512i v[16];
     for (int k = 0; k < 16; k++) {
@@ -158,8 +187,13 @@ AI void quant_q8_01_16(const float *x, int nb16, int8_t *q, float *d, int32_t *c
         __m512i i1 = round_away_i32(_mm512_mul_ps(_mm512_loadu_ps(x + 32 * k + 16), vid));
         /* the reference clamps to [-128, 127]; saturation does the same */
         __m128i b0 = _mm512_cvtsepi32_epi8(i0), b1 = _mm512_cvtsepi32_epi8(i1);
-        _mm_storeu_si128((__m128i *)(q + 32 * k), b0);
-        _mm_storeu_si128((__m128i *)(q + 32 * k + 16), b1);
+        int8_t *lo = q + 32 * k, *hi = lo + 16;
+        if (k < pair_end) {
+            lo = q + 64 * (k / 2) + 16 * (k & 1);
+            hi = lo + 32;
+        }
+        _mm_storeu_si128((__m128i *)lo, b0);
+        _mm_storeu_si128((__m128i *)hi, b1);
         v[k] = _mm512_add_epi32(_mm512_cvtepi8_epi32(b0), _mm512_cvtepi8_epi32(b1));
     }
     for (int k = nb16; k < 16; k++) v[k] = _mm512_setzero_si512();
@@ -183,7 +217,8 @@ static void quant_q8_01(const float *x, uint8_t *dst, const struct kern_act *L)
     const bool q81 = L->kind == KACT_Q8_1;
     for (int64_t b = 0; b < L->nb; b += 16) {
         const int nb16 = L->nb - b < 16 ? (int)(L->nb - b) : 16;
-        quant_q8_01_16(x + 32 * b, nb16, q + 32 * b, d + b, corr + b, s + b, L->off, q81);
+        const int pair_end = L->paired ? nb16 & ~1 : 0;
+        quant_q8_01_16(x + 32 * b, nb16, q + 32 * b, d + b, corr + b, s + b, L->off, q81, pair_end);
     }
 }
 
@@ -288,6 +323,12 @@ AI size_t bsize32(const int T)
     return T == BT_Q4_0 ? 18 : T == BT_Q4_1 ? 20 : T == BT_Q5_0 ? 22 : T == BT_Q5_1 ? 24 : 34;
 }
 
+/* blocks whose scales one gather_dm fetches */
+AI int mv_group(const int T)
+{
+    return T == BT_Q4_0 ? 8 : T == BT_Q4_1 ? 7 : T == BT_Q8_0 ? 4 : 6;
+}
+
 AI __m256i nibbles32(const uint8_t *qs)
 {
     __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
@@ -319,104 +360,180 @@ AI __m256i unpack32(const int T, const uint8_t *blk)
 /* ---------------------------------------------------------------------------------------- */
 /* matvec, 32-blocks                                                                         */
 
-/* Blocks per scale pass: the scales of a chunk of a row are computed first (and stored), then
- * read back by the block loop as broadcast loads; storing and reloading right away would stall
- * on store-to-load forwarding of a part of a vector. */
-#define MV_CHUNK 256
-
-/* R weight rows (R <= 2) x NC activation rows */
-AI void mv32_tile(const int T, const int R, const int NC, const uint8_t *row0, size_t wrow,
-                  const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy)
+/* scales d_w * d_x of the group of g blocks at b0 (lanes >= g zero), and the offset / min
+ * corrections added to cacc */
+AI void mv32_scales(const int T, const int NC, const uint8_t *row, int64_t b0, int g,
+                    const uint8_t *act, const struct kern_act *L, __m256 *sc, __m256 *cacc)
 {
     const size_t bs = bsize32(T);
     const bool has_min = T == BT_Q4_1 || T == BT_Q5_1;
-    const bool has_off = !has_min;
-    const int NA = R * NC == 1 ? 4 : R * NC == 2 ? 2 : 1;
+    const __mmask8 km = (__mmask8)((1u << g) - 1);
+    const __m512 dm = gather_dm(row + (size_t)b0 * bs, bs, g, has_min);
+    const __m256 dw = _mm512_castps512_ps256(dm);
+    for (int c = 0; c < NC; c++) {
+        const uint8_t *ar = act + (size_t)c * L->stride;
+        sc[c] = _mm256_mul_ps(dw, _mm256_maskz_loadu_ps(km, (const float *)(ar + L->off_d) + b0));
+        if (!has_min)
+            cacc[c] = _mm256_fmadd_ps(sc[c],
+                                      _mm256_cvtepi32_ps(_mm256_maskz_loadu_epi32(
+                                          km, (const int32_t *)(ar + L->off_corr) + b0)),
+                                      cacc[c]);
+        else
+            cacc[c] = _mm256_fmadd_ps(
+                _mm512_extractf32x8_ps(dm, 1),
+                _mm256_maskz_loadu_ps(km, (const float *)(ar + L->off_s) + b0), cacc[c]);
+    }
+}
+
+/* one weight row x NC activation rows: the row's NC partial-sum vectors into out[]. The scales
+ * of the next group of blocks are computed while the current one is processed, and broadcast
+ * from registers. */
+AI void mv32_row(const int T, const int NC, const uint8_t *row, const uint8_t *act,
+                 const struct kern_act *L, __m256 *out)
+{
+    const size_t bs = bsize32(T);
+    const int NA = NC == 1 ? 4 : NC == 2 ? 2 : 1;
     const int64_t nb = L->nb;
-    float sv[2][KERN_MV_COLS][MV_CHUNK] __attribute__((aligned(64)));
-    __m256 acc[2][KERN_MV_COLS][4], cacc[2][KERN_MV_COLS];
-    for (int q = 0; q < R; q++)
-        for (int c = 0; c < NC; c++) {
-            cacc[q][c] = _mm256_setzero_ps();
-            for (int a = 0; a < NA; a++) acc[q][c][a] = _mm256_setzero_ps();
+    __m256 acc[KERN_MV_COLS][4], cacc[KERN_MV_COLS], sc[KERN_MV_COLS], scn[KERN_MV_COLS];
+    for (int c = 0; c < NC; c++) {
+        cacc[c] = scn[c] = _mm256_setzero_ps();
+        for (int a = 0; a < NA; a++) acc[c][a] = _mm256_setzero_ps();
+    }
+    const int G = mv_group(T);
+    mv32_scales(T, NC, row, 0, nb < G ? (int)nb : G, act, L, sc, cacc);
+    int64_t b = 0;
+    for (; b + G <= nb; b += G) {
+        if (b + G < nb) {
+            const int gn = nb - (b + G) < G ? (int)(nb - (b + G)) : G;
+            mv32_scales(T, NC, row, b + G, gn, act, L, scn, cacc);
         }
-    for (int64_t ch0 = 0; ch0 < nb; ch0 += MV_CHUNK) {
-        const int64_t ch1 = nb - ch0 < MV_CHUNK ? nb : ch0 + MV_CHUNK;
-        for (int64_t b0 = ch0; b0 < ch1; b0 += 8) {
-            const int g = ch1 - b0 < 8 ? (int)(ch1 - b0) : 8;
-            const __mmask8 km = (__mmask8)((1u << g) - 1);
-            __m256 dx[KERN_MV_COLS], corr[KERN_MV_COLS], sx[KERN_MV_COLS];
-            for (int c = 0; c < NC; c++) {
-                const uint8_t *ar = act + (size_t)c * L->stride;
-                dx[c] = _mm256_maskz_loadu_ps(km, (const float *)(ar + L->off_d) + b0);
-                if (has_off)
-                    corr[c] = _mm256_cvtepi32_ps(
-                        _mm256_maskz_loadu_epi32(km, (const int32_t *)(ar + L->off_corr) + b0));
-                if (has_min) sx[c] = _mm256_maskz_loadu_ps(km, (const float *)(ar + L->off_s) + b0);
-            }
-            for (int q = 0; q < R; q++) {
-                const uint8_t *bp = row0 + (size_t)q * wrow + (size_t)b0 * bs;
-                const __m256 dw = gather_f16(bp, bs, 0, g);
-                __m256 mw = _mm256_setzero_ps();
-                if (has_min) mw = gather_f16(bp, bs, 2, g);
-                for (int c = 0; c < NC; c++) {
-                    __m256 s = _mm256_mul_ps(dw, dx[c]);
-                    _mm256_store_ps(sv[q][c] + (b0 - ch0), s);
-                    if (has_off) cacc[q][c] = _mm256_fmadd_ps(s, corr[c], cacc[q][c]);
-                    if (has_min) cacc[q][c] = _mm256_fmadd_ps(mw, sx[c], cacc[q][c]);
-                }
-            }
-        }
-        /* the block loop reads the scales back with (free) broadcast loads */
-        __asm__ volatile("" : "+m"(sv));
-        int64_t b = ch0;
-        for (; b + 8 <= ch1; b += 8) {
 #pragma GCC unroll 8
-            for (int i = 0; i < 8; i++) {
-                __m256i w[2];
-                for (int q = 0; q < R; q++)
-                    w[q] = unpack32(T, row0 + (size_t)q * wrow + (size_t)(b + i) * bs);
-                for (int c = 0; c < NC; c++) {
-                    const __m256i a = _mm256_loadu_si256(
-                        (const __m256i *)((const int8_t *)(act + (size_t)c * L->stride) +
-                                          32 * (b + i)));
-                    for (int q = 0; q < R; q++) {
-                        __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), w[q], a);
-                        acc[q][c][i % NA] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
-                                                            _mm256_set1_ps(sv[q][c][b - ch0 + i]),
-                                                            acc[q][c][i % NA]);
-                    }
-                }
+        for (int i = 0; i < G; i++) {
+            const __m256i w = unpack32(T, row + (size_t)(b + i) * bs);
+            for (int c = 0; c < NC; c++) {
+                const int8_t *a = (const int8_t *)(act + (size_t)c * L->stride) + 32 * (b + i);
+                __m256i p = dot_u8s8(_mm256_setzero_si256(), w, a);
+                acc[c][i % NA] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
+                                                 _mm256_permutexvar_ps(_mm256_set1_epi32(i), sc[c]),
+                                                 acc[c][i % NA]);
             }
         }
-        for (; b < ch1; b++) {
-            for (int q = 0; q < R; q++) {
-                __m256i w = unpack32(T, row0 + (size_t)q * wrow + (size_t)b * bs);
-                for (int c = 0; c < NC; c++) {
-                    const int8_t *a = (const int8_t *)(act + (size_t)c * L->stride) + 32 * b;
-                    __m256i p = dot_u8s8(_mm256_setzero_si256(), w, a);
-                    acc[q][c][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
-                                                   _mm256_set1_ps(sv[q][c][b - ch0]), acc[q][c][0]);
-                }
-            }
+        for (int c = 0; c < NC; c++) sc[c] = scn[c];
+    }
+    for (int i = 0; b + i < nb; i++) {
+        const __m256i w = unpack32(T, row + (size_t)(b + i) * bs);
+        for (int c = 0; c < NC; c++) {
+            const int8_t *a = (const int8_t *)(act + (size_t)c * L->stride) + 32 * (b + i);
+            __m256i p = dot_u8s8(_mm256_setzero_si256(), w, a);
+            acc[c][0] =
+                _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
+                                _mm256_permutexvar_ps(_mm256_set1_epi32(i), sc[c]), acc[c][0]);
         }
     }
-    for (int q = 0; q < R; q++)
-        for (int c = 0; c < NC; c++) {
-            __m256 t = cacc[q][c];
-            for (int a = 0; a < NA; a++) t = _mm256_add_ps(t, acc[q][c][a]);
-            Y[c * ldy + q] = hsum256(t);
+    for (int c = 0; c < NC; c++) {
+        __m256 t = cacc[c];
+        for (int a = 0; a < NA; a++) t = _mm256_add_ps(t, acc[c][a]);
+        out[c] = t;
+    }
+}
+
+/* Paired matvec for Q4_0 and Q4_1 (for Q5_* the high bits cost what it saves): the nibbles of
+ * blocks b, b + 1 side by side in one vector (low nibbles) and its shift (high ones), against the
+ * paired act layout: one unpack, two dpbusd, one convert and one fma per two blocks; lanes 0-3
+ * belong to block b. */
+AI int mvp_group(const int T)
+{
+    return T == BT_Q4_0 ? 8 : 6; /* even, and within one gather_dm */
+}
+
+AI void unpack_pair(const int T, const uint8_t *blk, size_t bs, __m256i *lo, __m256i *hi)
+{
+    const int qo = T == BT_Q4_0 ? 2 : 4;
+    const __m256i q =
+        _mm256_loadu2_m128i((const __m128i *)(blk + bs + qo), (const __m128i *)(blk + qo));
+    const __m256i m4 = _mm256_set1_epi8(15);
+    *lo = _mm256_and_si256(q, m4);
+    *hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+}
+
+AI void mv32p_row(const int T, const int NC, const uint8_t *row, const uint8_t *act,
+                  const struct kern_act *L, __m256 *out)
+{
+    const size_t bs = bsize32(T);
+    const int NA = NC == 1 ? 4 : NC == 2 ? 2 : 1;
+    const int64_t nb = L->nb;
+    const int G = mvp_group(T);
+    __m256 acc[KERN_MV_COLS][4], cacc[KERN_MV_COLS], sc[KERN_MV_COLS], scn[KERN_MV_COLS];
+    for (int c = 0; c < NC; c++) {
+        cacc[c] = scn[c] = _mm256_setzero_ps();
+        for (int a = 0; a < NA; a++) acc[c][a] = _mm256_setzero_ps();
+    }
+    mv32_scales(T, NC, row, 0, nb < G ? (int)nb : G, act, L, sc, cacc);
+    int64_t b = 0;
+    for (; b + G <= nb; b += G) {
+        if (b + G < nb) {
+            const int gn = nb - (b + G) < G ? (int)(nb - (b + G)) : G;
+            mv32_scales(T, NC, row, b + G, gn, act, L, scn, cacc);
         }
+#pragma GCC unroll 4
+        for (int k = 0; k < G / 2; k++) {
+            __m256i lo, hi;
+            unpack_pair(T, row + (size_t)(b + 2 * k) * bs, bs, &lo, &hi);
+            const __m256i idx = _mm256_setr_epi32(2 * k, 2 * k, 2 * k, 2 * k, 2 * k + 1, 2 * k + 1,
+                                                  2 * k + 1, 2 * k + 1);
+            for (int c = 0; c < NC; c++) {
+                const int8_t *a = (const int8_t *)(act + (size_t)c * L->stride) + 32 * (b + 2 * k);
+                __m256i p = dot_u8s8(_mm256_setzero_si256(), lo, a);
+                p = dot_u8s8(p, hi, a + 32);
+                acc[c][k % NA] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
+                                                 _mm256_permutexvar_ps(idx, sc[c]), acc[c][k % NA]);
+            }
+        }
+        for (int c = 0; c < NC; c++) sc[c] = scn[c];
+    }
+    /* the tail (fewer than G blocks): pairs, then maybe one block in natural order */
+    int i = 0;
+    for (; b + i + 1 < nb; i += 2) {
+        __m256i lo, hi;
+        unpack_pair(T, row + (size_t)(b + i) * bs, bs, &lo, &hi);
+        const __m256i idx = _mm256_setr_epi32(i, i, i, i, i + 1, i + 1, i + 1, i + 1);
+        for (int c = 0; c < NC; c++) {
+            const int8_t *a = (const int8_t *)(act + (size_t)c * L->stride) + 32 * (b + i);
+            __m256i p = dot_u8s8(_mm256_setzero_si256(), lo, a);
+            p = dot_u8s8(p, hi, a + 32);
+            acc[c][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_permutexvar_ps(idx, sc[c]),
+                                        acc[c][0]);
+        }
+    }
+    if (b + i < nb) {
+        const __m256i w = unpack32(T, row + (size_t)(b + i) * bs);
+        for (int c = 0; c < NC; c++) {
+            const int8_t *a = (const int8_t *)(act + (size_t)c * L->stride) + 32 * (b + i);
+            __m256i p = dot_u8s8(_mm256_setzero_si256(), w, a);
+            acc[c][0] =
+                _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
+                                _mm256_permutexvar_ps(_mm256_set1_epi32(i), sc[c]), acc[c][0]);
+        }
+    }
+    for (int c = 0; c < NC; c++) {
+        __m256 t = cacc[c];
+        for (int a = 0; a < NA; a++) t = _mm256_add_ps(t, acc[c][a]);
+        out[c] = t;
+    }
 }
 
 AI void mv32(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t nr,
              const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy)
 {
-    int64_t r = 0;
-    if (NC <= 2)
-        for (; r + 2 <= nr; r += 2)
-            mv32_tile(T, 2, NC, W + (size_t)r * wrow, wrow, act, L, Y + r, ldy);
-    for (; r < nr; r++) mv32_tile(T, 1, NC, W + (size_t)r * wrow, wrow, act, L, Y + r, ldy);
+    struct rowacc ra;
+    for (int64_t r = 0; r < nr; r++) {
+        __m256 t[KERN_MV_COLS];
+        if (T == BT_Q4_0 || T == BT_Q4_1)
+            mv32p_row(T, NC, W + (size_t)r * wrow, act, L, t);
+        else
+            mv32_row(T, NC, W + (size_t)r * wrow, act, L, t);
+        rowacc_put(&ra, NC, r, nr, t, Y, ldy);
+    }
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -456,57 +573,64 @@ AI void unpack_k4(const int T, const uint8_t *blk, int j, __m256i *lo, __m256i *
     }
 }
 
+/* Q4_K / Q5_K: the 6-bit sub-block scales are applied in integers (two sub-blocks' dot
+ * products packed to int16 and multiplied by their scales with vpmaddwd), one convert and one
+ * fma per super-block; the mins through the activation sums, in float. */
 AI void mv_k45(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t nr,
                const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy)
 {
     const size_t bs = T == BT_Q4_K ? 144 : 176;
     const int64_t nsb = L->n / QK_K;
     const int NA = NC == 1 ? 2 : 1;
+    struct rowacc ra;
     for (int64_t r = 0; r < nr; r++) {
         const uint8_t *row = W + (size_t)r * wrow;
-        __m256 acc[KERN_MV_COLS][4], cacc[KERN_MV_COLS];
-        for (int c = 0; c < NC; c++) {
-            cacc[c] = _mm256_setzero_ps();
-            for (int a = 0; a < 2 * NA; a++) acc[c][a] = _mm256_setzero_ps();
-        }
+        __m256 acc[KERN_MV_COLS][2], cacc[KERN_MV_COLS];
+        for (int c = 0; c < NC; c++) cacc[c] = acc[c][0] = acc[c][1] = _mm256_setzero_ps();
         for (int64_t i = 0; i < nsb; i++) {
             const uint8_t *blk = row + (size_t)i * bs;
             const float d = h2f(blk), dmin = h2f(blk + 2);
             uint64_t sc, mn;
             kscales(blk + 4, &sc, &mn);
-            const __m256 scv = u8x8_to_ps(sc);
+            const __m256i scb = _mm256_set1_epi64x((long long)sc);
             const __m256 mnv = _mm256_mul_ps(u8x8_to_ps(mn), _mm256_set1_ps(-dmin));
-            float sv[KERN_MV_COLS][8] __attribute__((aligned(32)));
+            __m256i iacc[KERN_MV_COLS];
             for (int c = 0; c < NC; c++) {
                 const uint8_t *ar = act + (size_t)c * L->stride;
-                const float dy = ((const float *)(ar + L->off_d))[8 * i];
-                _mm256_store_ps(sv[c], _mm256_mul_ps(scv, _mm256_set1_ps(d * dy)));
                 cacc[c] = _mm256_fmadd_ps(
                     mnv, _mm256_loadu_ps((const float *)(ar + L->off_s) + 8 * i), cacc[c]);
+                iacc[c] = _mm256_setzero_si256();
             }
-            __asm__ volatile("" : "+m"(sv));
 #pragma GCC unroll 4
             for (int j = 0; j < 4; j++) {
                 __m256i lo, hi;
                 unpack_k4(T, blk, j, &lo, &hi);
+                /* int16 lanes 0-3: scale of sub-block 2j, 4-7: of 2j + 1 (in each half) */
+                const char s0 = (char)(2 * j), s1 = (char)(2 * j + 1), z = (char)0x80;
+                const __m256i SC = _mm256_shuffle_epi8(
+                    scb, _mm256_setr_epi8(s0, z, s0, z, s0, z, s0, z, s1, z, s1, z, s1, z, s1, z,
+                                          s0, z, s0, z, s0, z, s0, z, s1, z, s1, z, s1, z, s1, z));
                 for (int c = 0; c < NC; c++) {
                     const int8_t *a =
                         (const int8_t *)(act + (size_t)c * L->stride) + QK_K * i + 64 * j;
-                    __m256i p0 = dot_u8s8(_mm256_setzero_si256(), lo, a);
-                    __m256i p1 = dot_u8s8(_mm256_setzero_si256(), hi, a + 32);
-                    const int a0 = (j % NA) * 2;
-                    acc[c][a0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0),
-                                                 _mm256_set1_ps(sv[c][2 * j]), acc[c][a0]);
-                    acc[c][a0 + 1] = _mm256_fmadd_ps(
-                        _mm256_cvtepi32_ps(p1), _mm256_set1_ps(sv[c][2 * j + 1]), acc[c][a0 + 1]);
+                    const __m256i p0 = dot_u8s8(_mm256_setzero_si256(), lo, a);
+                    const __m256i p1 = dot_u8s8(_mm256_setzero_si256(), hi, a + 32);
+                    iacc[c] = _mm256_add_epi32(iacc[c],
+                                               _mm256_madd_epi16(_mm256_packs_epi32(p0, p1), SC));
                 }
             }
+            for (int c = 0; c < NC; c++) {
+                const float dy = ((const float *)(act + (size_t)c * L->stride + L->off_d))[8 * i];
+                acc[c][i % NA] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[c]),
+                                                 _mm256_set1_ps(d * dy), acc[c][i % NA]);
+            }
         }
+        __m256 t[KERN_MV_COLS];
         for (int c = 0; c < NC; c++) {
-            __m256 t = cacc[c];
-            for (int a = 0; a < 2 * NA; a++) t = _mm256_add_ps(t, acc[c][a]);
-            Y[c * ldy + r] = hsum256(t);
+            t[c] = cacc[c];
+            for (int a = 0; a < NA; a++) t[c] = _mm256_add_ps(t[c], acc[c][a]);
         }
+        rowacc_put(&ra, NC, r, nr, t, Y, ldy);
     }
 }
 
@@ -528,61 +652,78 @@ AI void unpack_q6k(const uint8_t *blk, int h, __m256i *v)
                            _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30));
 }
 
+/* Q6_K: as mv_k45, the int8 scales of the 16-value blocks applied in integers (vpmaddwd on the
+ * dot products of two vectors packed to int16: |p| <= 4 * 63 * 127 fits); the offset of 32
+ * through the activation sums, in float. */
 AI void mv_q6k(const int NC, const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
                const struct kern_act *L, float *Y, int64_t ldy)
 {
     const size_t bs = 210;
     const int64_t nsb = L->n / QK_K;
-    const int NA = NC == 1 ? 4 : 2;
+    const int NA = NC == 1 ? 2 : 1;
+    struct rowacc ra;
     for (int64_t r = 0; r < nr; r++) {
         const uint8_t *row = W + (size_t)r * wrow;
-        __m256 acc[KERN_MV_COLS][4];
+        __m256 acc[KERN_MV_COLS][2];
         __m512 cacc[KERN_MV_COLS];
         for (int c = 0; c < NC; c++) {
             cacc[c] = _mm512_setzero_ps();
-            for (int a = 0; a < NA; a++) acc[c][a] = _mm256_setzero_ps();
+            acc[c][0] = acc[c][1] = _mm256_setzero_ps();
         }
         for (int64_t i = 0; i < nsb; i++) {
             const uint8_t *blk = row + (size_t)i * bs;
             const float d = h2f(blk + 208);
-            const __m512 scf = _mm512_cvtepi32_ps(
-                _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 192))));
-            __m512 svz[KERN_MV_COLS];
+            const __m128i sc8 = _mm_loadu_si128((const __m128i *)(blk + 192));
+            const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
+            const __m512 scf = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc8));
+            __m256i iacc[KERN_MV_COLS];
+            float ddy[KERN_MV_COLS];
             for (int c = 0; c < NC; c++) {
                 const uint8_t *ar = act + (size_t)c * L->stride;
-                const float dy = ((const float *)(ar + L->off_d))[16 * i];
-                svz[c] = _mm512_mul_ps(scf, _mm512_set1_ps(d * dy));
-                cacc[c] = _mm512_fmadd_ps(svz[c],
+                ddy[c] = d * ((const float *)(ar + L->off_d))[16 * i];
+                cacc[c] = _mm512_fmadd_ps(_mm512_mul_ps(scf, _mm512_set1_ps(ddy[c])),
                                           _mm512_cvtepi32_ps(_mm512_loadu_si512(
                                               (const int32_t *)(ar + L->off_corr) + 16 * i)),
                                           cacc[c]);
+                iacc[c] = _mm256_setzero_si256();
             }
 #pragma GCC unroll 2
             for (int h = 0; h < 2; h++) {
                 __m256i v[4];
                 unpack_q6k(blk, h, v);
-#pragma GCC unroll 4
-                for (int k = 0; k < 4; k++) {
-                    /* lanes 0-3: scale 8h + 2k, lanes 4-7: 8h + 2k + 1 */
-                    const int si = 8 * h + 2 * k;
-                    const __m512i idx = _mm512_setr_epi32(si, si, si, si, si + 1, si + 1, si + 1,
-                                                          si + 1, 0, 0, 0, 0, 0, 0, 0, 0);
+#pragma GCC unroll 2
+                for (int k = 0; k < 4; k += 2) {
+                    /* v[k] covers blocks 8h + 2k, +1; v[k + 1] blocks 8h + 2k + 2, +3. packs puts
+                     * lanes 0-3 of each in the low half, lanes 4-7 in the high half */
+                    const short s0 = (short)(8 * h + 2 * k);
+                    const __m256i SC = _mm256_permutexvar_epi16(
+                        _mm256_setr_epi16(s0, s0, s0, s0, (short)(s0 + 2), (short)(s0 + 2),
+                                          (short)(s0 + 2), (short)(s0 + 2), (short)(s0 + 1),
+                                          (short)(s0 + 1), (short)(s0 + 1), (short)(s0 + 1),
+                                          (short)(s0 + 3), (short)(s0 + 3), (short)(s0 + 3),
+                                          (short)(s0 + 3)),
+                        sc16);
                     for (int c = 0; c < NC; c++) {
                         const int8_t *a = (const int8_t *)(act + (size_t)c * L->stride) + QK_K * i +
                                           128 * h + 32 * k;
-                        __m256i p = dot_u8s8(_mm256_setzero_si256(), v[k], a);
-                        __m256 s = _mm512_castps512_ps256(_mm512_permutexvar_ps(idx, svz[c]));
-                        acc[c][(2 * h + k) % NA] =
-                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s, acc[c][(2 * h + k) % NA]);
+                        const __m256i p0 = dot_u8s8(_mm256_setzero_si256(), v[k], a);
+                        const __m256i p1 = dot_u8s8(_mm256_setzero_si256(), v[k + 1], a + 32);
+                        iacc[c] = _mm256_add_epi32(
+                            iacc[c], _mm256_madd_epi16(_mm256_packs_epi32(p0, p1), SC));
                     }
                 }
             }
+            for (int c = 0; c < NC; c++)
+                acc[c][i % NA] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[c]),
+                                                 _mm256_set1_ps(ddy[c]), acc[c][i % NA]);
         }
+        __m256 t[KERN_MV_COLS];
         for (int c = 0; c < NC; c++) {
-            __m256 t = _mm256_setzero_ps();
-            for (int a = 0; a < NA; a++) t = _mm256_add_ps(t, acc[c][a]);
-            Y[c * ldy + r] = hsum256(t) + hsum512(cacc[c]);
+            t[c] =
+                _mm256_add_ps(_mm512_castps512_ps256(cacc[c]), _mm512_extractf32x8_ps(cacc[c], 1));
+            for (int a = 0; a < NA; a++) t[c] = _mm256_add_ps(t[c], acc[c][a]);
         }
+        rowacc_put(&ra, NC, r, nr, t, Y, ldy);
     }
 }
 
@@ -594,6 +735,7 @@ AI void mv_f32f16(const bool F16, const int NC, const uint8_t *W, size_t wrow, i
 {
     const int64_t n = L->n;
     const int NA = NC == 1 ? 4 : 2;
+    struct rowacc ra;
     for (int64_t r = 0; r < nr; r++) {
         const uint8_t *row = W + (size_t)r * wrow;
         __m512 acc[KERN_MV_COLS][4];
@@ -623,11 +765,13 @@ AI void mv_f32f16(const bool F16, const int NC, const uint8_t *W, size_t wrow, i
                     w, _mm512_maskz_loadu_ps(km, (const float *)(act + (size_t)c * L->stride) + k),
                     acc[c][0]);
         }
+        __m256 t[KERN_MV_COLS];
         for (int c = 0; c < NC; c++) {
-            __m512 t = acc[c][0];
-            for (int a = 1; a < NA; a++) t = _mm512_add_ps(t, acc[c][a]);
-            Y[c * ldy + r] = hsum512(t);
+            __m512 z = acc[c][0];
+            for (int a = 1; a < NA; a++) z = _mm512_add_ps(z, acc[c][a]);
+            t[c] = _mm256_add_ps(_mm512_castps512_ps256(z), _mm512_extractf32x8_ps(z, 1));
         }
+        rowacc_put(&ra, NC, r, nr, t, Y, ldy);
     }
 }
 
@@ -641,6 +785,7 @@ AI void mv_bf16_cvt(const int NC, const uint8_t *W, size_t wrow, int64_t nr, con
                     const struct kern_act *L, float *Y, int64_t ldy)
 {
     const int64_t n = L->n;
+    struct rowacc ra;
     for (int64_t r = 0; r < nr; r++) {
         const uint16_t *row = (const uint16_t *)(W + (size_t)r * wrow);
         __m512 acc[KERN_MV_COLS][2];
@@ -654,7 +799,12 @@ AI void mv_bf16_cvt(const int NC, const uint8_t *W, size_t wrow, int64_t nr, con
                     w, bf16_to_ps(_mm256_maskz_loadu_epi16(km, x + k)), acc[c][(k >> 4) & 1]);
             }
         }
-        for (int c = 0; c < NC; c++) Y[c * ldy + r] = hsum512(_mm512_add_ps(acc[c][0], acc[c][1]));
+        __m256 t[KERN_MV_COLS];
+        for (int c = 0; c < NC; c++) {
+            __m512 z = _mm512_add_ps(acc[c][0], acc[c][1]);
+            t[c] = _mm256_add_ps(_mm512_castps512_ps256(z), _mm512_extractf32x8_ps(z, 1));
+        }
+        rowacc_put(&ra, NC, r, nr, t, Y, ldy);
     }
 }
 
@@ -666,6 +816,7 @@ mv_bf16_dp(const int NC, const uint8_t *W, size_t wrow, int64_t nr, const uint8_
 {
     const int64_t n = L->n;
     const int NA = NC == 1 ? 4 : 2;
+    struct rowacc ra;
     for (int64_t r = 0; r < nr; r++) {
         const uint16_t *row = (const uint16_t *)(W + (size_t)r * wrow);
         __m512 acc[KERN_MV_COLS][4];
@@ -693,35 +844,35 @@ mv_bf16_dp(const int NC, const uint8_t *W, size_t wrow, int64_t nr, const uint8_
                                              (__m512bh)_mm512_maskz_loadu_epi16(km, x + k));
             }
         }
+        __m256 t[KERN_MV_COLS];
         for (int c = 0; c < NC; c++) {
-            __m512 t = acc[c][0];
-            for (int a = 1; a < NA; a++) t = _mm512_add_ps(t, acc[c][a]);
-            Y[c * ldy + r] = hsum512(t);
+            __m512 z = acc[c][0];
+            for (int a = 1; a < NA; a++) z = _mm512_add_ps(z, acc[c][a]);
+            t[c] = _mm256_add_ps(_mm512_castps512_ps256(z), _mm512_extractf32x8_ps(z, 1));
         }
+        rowacc_put(&ra, NC, r, nr, t, Y, ldy);
     }
 }
 
 /* ---------------------------------------------------------------------------------------- */
 /* matvec entry points: dispatch on the column count                                         */
 
+/* 1, 2 or 4 activation rows per pass (3 = 2 + 1: fewer variants, less code) */
 #define MV_ENTRY(name, call)                                                                       \
     static void name(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,                \
                      const struct kern_act *L, int nc, float *Y, int64_t ldy)                      \
     {                                                                                              \
-        switch (nc) {                                                                              \
-        case 1:                                                                                    \
-            call(1);                                                                               \
-            break;                                                                                 \
-        case 2:                                                                                    \
-            call(2);                                                                               \
-            break;                                                                                 \
-        case 3:                                                                                    \
-            call(3);                                                                               \
-            break;                                                                                 \
-        default:                                                                                   \
+        if (nc >= 4) {                                                                             \
             call(4);                                                                               \
-            break;                                                                                 \
+            return;                                                                                \
         }                                                                                          \
+        if (nc >= 2) {                                                                             \
+            call(2);                                                                               \
+            act += 2 * L->stride;                                                                  \
+            Y += 2 * ldy;                                                                          \
+            nc -= 2;                                                                               \
+        }                                                                                          \
+        if (nc == 1) call(1);                                                                      \
     }
 
 #define C_Q4_0(NC)  mv32(BT_Q4_0, NC, W, wrow, nr, act, L, Y, ldy)
@@ -752,20 +903,17 @@ MV_ENTRY(mv_bf16_c, C_BF16C)
 static BF16_TARGET void mv_bf16_d(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
                                   const struct kern_act *L, int nc, float *Y, int64_t ldy)
 {
-    switch (nc) {
-    case 1:
-        C_BF16D(1);
-        break;
-    case 2:
-        C_BF16D(2);
-        break;
-    case 3:
-        C_BF16D(3);
-        break;
-    default:
+    if (nc >= 4) {
         C_BF16D(4);
-        break;
+        return;
     }
+    if (nc >= 2) {
+        C_BF16D(2);
+        act += 2 * L->stride;
+        Y += 2 * ldy;
+        nc -= 2;
+    }
+    if (nc == 1) C_BF16D(1);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -980,22 +1128,10 @@ AI void gemm(const int T, const uint8_t *W, size_t wrow, int64_t nr, const uint8
             for (; c + GEMM_NC <= nc; c += GEMM_NC)
                 gemm_micro(T, GEMM_NC, tile, nblk, j0, act + (size_t)c * L->stride, L,
                            Y + c * ldy + r0, ldy, rows, add);
-            switch (nc - c) {
-            case 1:
+            /* the rest one by one: keeps the code (and its compile time) small */
+            for (; c < nc; c++)
                 gemm_micro(T, 1, tile, nblk, j0, act + (size_t)c * L->stride, L, Y + c * ldy + r0,
                            ldy, rows, add);
-                break;
-            case 2:
-                gemm_micro(T, 2, tile, nblk, j0, act + (size_t)c * L->stride, L, Y + c * ldy + r0,
-                           ldy, rows, add);
-                break;
-            case 3:
-                gemm_micro(T, 3, tile, nblk, j0, act + (size_t)c * L->stride, L, Y + c * ldy + r0,
-                           ldy, rows, add);
-                break;
-            default:
-                break;
-            }
         }
     }
 }
@@ -1161,38 +1297,12 @@ fgemm_micro_bf16(const int NC, const uint32_t *tile, int nk, int64_t k0, const u
         for (; c + FGEMM_NC <= nc; c += FGEMM_NC)                                                  \
             MICRO(FGEMM_NC, tile, nk, d0, act + (size_t)c * L->stride, L, Y + c * ldy + r0, ldy,   \
                   rows, add);                                                                      \
-        switch (nc - c) {                                                                          \
-        case 1:                                                                                    \
-            MICRO(1, tile, nk, d0, act + (size_t)c * L->stride, L, Y + c * ldy + r0, ldy, rows,    \
-                  add);                                                                            \
-            break;                                                                                 \
-        case 2:                                                                                    \
-            MICRO(2, tile, nk, d0, act + (size_t)c * L->stride, L, Y + c * ldy + r0, ldy, rows,    \
-                  add);                                                                            \
-            break;                                                                                 \
-        case 3:                                                                                    \
-            MICRO(3, tile, nk, d0, act + (size_t)c * L->stride, L, Y + c * ldy + r0, ldy, rows,    \
-                  add);                                                                            \
-            break;                                                                                 \
-        case 4:                                                                                    \
+        for (; c + 4 <= nc; c += 4)                                                                \
             MICRO(4, tile, nk, d0, act + (size_t)c * L->stride, L, Y + c * ldy + r0, ldy, rows,    \
                   add);                                                                            \
-            break;                                                                                 \
-        case 5:                                                                                    \
-            MICRO(5, tile, nk, d0, act + (size_t)c * L->stride, L, Y + c * ldy + r0, ldy, rows,    \
+        for (; c < nc; c++)                                                                        \
+            MICRO(1, tile, nk, d0, act + (size_t)c * L->stride, L, Y + c * ldy + r0, ldy, rows,    \
                   add);                                                                            \
-            break;                                                                                 \
-        case 6:                                                                                    \
-            MICRO(6, tile, nk, d0, act + (size_t)c * L->stride, L, Y + c * ldy + r0, ldy, rows,    \
-                  add);                                                                            \
-            break;                                                                                 \
-        case 7:                                                                                    \
-            MICRO(7, tile, nk, d0, act + (size_t)c * L->stride, L, Y + c * ldy + r0, ldy, rows,    \
-                  add);                                                                            \
-            break;                                                                                 \
-        default:                                                                                   \
-            break;                                                                                 \
-        }                                                                                          \
     } while (0)
 
 AI void fgemm(const int T, const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
@@ -1289,6 +1399,11 @@ static struct kern_ops ops = {
             [BT_Q5_0] = 16,
             [BT_Q8_0] = 128,
             [BT_Q6_K] = 32,
+        },
+    .mv_paired =
+        {
+            [BT_Q4_0] = true,
+            [BT_Q4_1] = true,
         },
     .gemm =
         {

@@ -204,7 +204,8 @@ static void test_matmul(struct bt_pool *pool)
     for (int ti = 0; ti < NTYPES; ti++) {
         uint32_t t = types[ti];
         bool k = t == BT_Q4_K || t == BT_Q5_K || t == BT_Q6_K;
-        int64_t ns[3] = {k ? 256 : 32, k ? 512 : 96, k ? 768 : 544};
+        bool f = t == BT_F32 || t == BT_F16 || t == BT_BF16; /* any n: odd ones for the tails */
+        int64_t ns[3] = {k ? 256 : f ? 37 : 32, k ? 512 : 96, k ? 768 : f ? 545 : 544};
         for (int ni = 0; ni < 3; ni++) {
             for (int ri = 0; ri < 3; ri++) {
                 int64_t rows = rows_list[ri];
@@ -234,7 +235,10 @@ static void test_large(struct bt_pool *pool)
     for (int ti = 0; ti < NTYPES; ti++) {
         uint32_t t = types[ti];
         struct problem P;
-        int64_t rows = 131, n = 2048 + (t == BT_Q4_K || t == BT_Q5_K || t == BT_Q6_K ? 256 : 96);
+        bool f = t == BT_F32 || t == BT_F16 || t == BT_BF16;
+        int64_t rows = 131, n = 2048 + (t == BT_Q4_K || t == BT_Q5_K || t == BT_Q6_K ? 256
+                                        : f                                          ? 97
+                                                                                     : 96);
         int64_t m = ti == 3 ? 300 : 40;
         problem_make(&P, t, rows, n, m, ti & 1);
         float *Y1 = malloc(sizeof(float) * (size_t)(m * rows));
@@ -251,6 +255,19 @@ static void test_large(struct bt_pool *pool)
         }
         free(Y1);
         free(Y2);
+        problem_free(&P);
+        /* long rows (272 blocks of 32, 34 super-blocks) */
+        problem_make(&P, t, 9, 8704, 6, ti & 1);
+        Y1 = malloc(sizeof(float) * 9 * 6);
+        for (int ii = 0; ii < n_isa; ii++) {
+            set_isa(isa_list[ii]);
+            for (int64_t m2 = 1; m2 <= 6; m2 += 5) {
+                struct problem Q = P;
+                Q.m = m2;
+                problem_check(&Q, pool, Y1, isa_list[ii]);
+            }
+        }
+        free(Y1);
         problem_free(&P);
     }
 }
@@ -303,6 +320,8 @@ int main(void)
     CHECK_INT(kern_matmul(NULL, BT_Q4_0, w, 1, 48, x, 1, y), BT_EINVAL);
     CHECK_INT(kern_matmul(NULL, BT_Q4_0, w, 1, 32, x, 0, y), 0);
     CHECK_INT(kern_matmul(NULL, BT_Q4_0, NULL, 1, 32, x, 1, y), BT_EINVAL);
+    CHECK_INT(kern_matmul(NULL, BT_F32, w, 1, (int64_t)1 << 40, x, 1, y), BT_EINVAL);
+    CHECK_INT(kern_matmul(NULL, BT_F32, w, -1, 16, x, 1, y), BT_EINVAL);
     CHECK(kern_supports(BT_Q6_K));
     CHECK(!kern_supports(BT_Q3_K));
     CHECK_INT(kern_set_isa("bogus"), BT_EINVAL);
