@@ -6,22 +6,40 @@
  *   common: --hosts h1,h2,... | --hostfile F, --split 8,7,7, --dry-run (print the command line)
  *
  * Options the launcher does not know are passed to every rank unchanged, so baton-server and
- * baton-rankd own their configuration. Each rank is started through `baton --wrap`, a parent that
- * ignores SIGUSR1 and exits with its child's status: hydra kills every rank of a host when one of
- * them dies by a signal (notes/mpich-faults.md §3b), which a plain exit status does not trigger.
+ * baton-rankd own their configuration (server/config.h); `serve` checks them first with the same
+ * table, so a bad option is reported once and nothing is started.
+ *
+ * `serve` is also the supervisor (DESIGN §5.4): it opens the listening socket itself and hands it
+ * to rank 0 (--listen-fd), so connections wait in the backlog while a job restarts; rank 0's
+ * wrapper reports rank 0's pid and exit status over a pipe (BATON_SUPERVISOR_FD); when rank 0
+ * ends, the supervisor kills what is left of the job (its process group and every descendant, by
+ * pid) and relaunches it with backoff, except after a configuration error (exit codes in
+ * exitcodes.h), which it prints and returns. SIGTERM/SIGINT: rank 0 gets SIGTERM, drains and
+ * shuts the ranks down; the supervisor exits 0. Each rank is started through `baton --wrap`, a
+ * parent that ignores SIGUSR1 and exits with its child's status: hydra kills every rank of a host
+ * when one of them dies by a signal (notes/mpich-faults.md §3b), which a plain exit status does not
+ * trigger.
  *
  * Single-threaded; only main() exits. */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "config.h"
+#include "exitcodes.h"
 #include "log.h"
 
 #define MAX_ARGS 512
@@ -45,6 +63,7 @@ struct launch_opts {
     const char *hosts;    /* comma-separated, or NULL */
     const char *hostfile; /* or NULL */
     bool dry_run;
+    double drain_timeout; /* serve: seconds rank 0 may take to finish after SIGTERM */
     struct argv_buf pass; /* options for every rank */
 };
 
@@ -98,8 +117,10 @@ static const char *sibling(const char *dir, const char *name)
     return is_exec(p) ? p : name;
 }
 
-/* `baton --wrap -- PROG ARGS`: run PROG with SIGUSR1 ignored in this parent; forward SIGTERM and
- * SIGINT; exit with the child's status (128 + signal if it was killed). */
+/* `baton --wrap [--report] -- PROG ARGS`: run PROG with SIGUSR1 ignored in this parent; forward
+ * SIGTERM and SIGINT; exit with the child's status (128 + signal if it was killed). With --report
+ * (rank 0), write "pid N" and then "exit CODE" to the supervisor's pipe (BATON_SUPERVISOR_FD),
+ * even when the child dies by a signal. The pipe never reaches the child. */
 static pid_t wrap_child;
 
 static void wrap_forward(int sig)
@@ -107,16 +128,43 @@ static void wrap_forward(int sig)
     if (wrap_child > 0) kill(wrap_child, sig);
 }
 
-static int wrap_main(int argc, char **argv)
+static int supervisor_fd(void)
+{
+    const char *e = getenv("BATON_SUPERVISOR_FD");
+    if (!e || !*e) return -1;
+    char *end;
+    long fd = strtol(e, &end, 10);
+    if (*end || fd < 3 || fd > 65535 || fcntl((int)fd, F_GETFD) < 0) return -1;
+    return (int)fd;
+}
+
+static void report_line(int fd, const char *what, long v)
+{
+    char line[64];
+    int n = snprintf(line, sizeof(line), "%s %ld\n", what, v);
+    if (fd >= 0 && n > 0) {
+        ssize_t w = write(fd, line, (size_t)n);
+        (void)w;
+    }
+}
+
+static int wrap_main(int argc, char **argv, bool report)
 {
     if (argc < 1) {
         fputs("baton --wrap: missing program\n", stderr);
         return 2;
     }
+    int sfd = supervisor_fd();
+    if (sfd >= 0) {
+        fcntl(sfd, F_SETFD, FD_CLOEXEC);
+        if (!report) close(sfd), sfd = -1;
+    }
+    unsetenv("BATON_SUPERVISOR_FD");
     signal(SIGUSR1, SIG_IGN);
     wrap_child = fork();
     if (wrap_child < 0) {
         perror("baton --wrap: fork");
+        report_line(sfd, "exit", 1);
         return 1;
     }
     if (wrap_child == 0) {
@@ -125,23 +173,31 @@ static int wrap_main(int argc, char **argv)
         fprintf(stderr, "baton --wrap: cannot run %s: %s\n", argv[0], strerror(errno));
         _exit(127);
     }
+    report_line(sfd, "pid", (long)wrap_child);
     struct sigaction sa = {0};
     sa.sa_handler = wrap_forward;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
-    int st;
+    int st, code = 1;
     while (waitpid(wrap_child, &st, 0) < 0) {
-        if (errno != EINTR) return 1;
+        if (errno != EINTR) {
+            st = -1;
+            break;
+        }
     }
-    if (WIFEXITED(st)) return WEXITSTATUS(st);
-    if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
-    return 1;
+    if (st != -1 && WIFEXITED(st))
+        code = WEXITSTATUS(st);
+    else if (st != -1 && WIFSIGNALED(st))
+        code = 128 + WTERMSIG(st);
+    report_line(sfd, "exit", code);
+    return code;
 }
 
 static int parse_args(int argc, char **argv, struct launch_opts *o, char *err, size_t errsz)
 {
     memset(o, 0, sizeof(*o));
     o->ranks = 1;
+    o->drain_timeout = 30;
     if (argc < 2) return bt_errf(err, errsz, BT_EINVAL, "missing mode: run or serve");
     o->mode = argv[1];
     if (strcmp(o->mode, "run") != 0 && strcmp(o->mode, "serve") != 0)
@@ -149,7 +205,8 @@ static int parse_args(int argc, char **argv, struct launch_opts *o, char *err, s
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         const char *val = (i + 1 < argc) ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--ranks") || !strcmp(a, "--hosts") || !strcmp(a, "--hostfile")) {
+        if (!strcmp(a, "--ranks") || !strcmp(a, "--hosts") || !strcmp(a, "--hostfile") ||
+            !strcmp(a, "--drain-timeout")) {
             if (!val) return bt_errf(err, errsz, BT_EINVAL, "%s needs a value", a);
             i++;
             if (!strcmp(a, "--ranks")) {
@@ -158,6 +215,13 @@ static int parse_args(int argc, char **argv, struct launch_opts *o, char *err, s
                 if (*end || r < 1 || r > 256)
                     return bt_errf(err, errsz, BT_EINVAL, "--ranks: '%s' is not in 1..256", val);
                 o->ranks = (int)r;
+            } else if (!strcmp(a, "--drain-timeout")) {
+                char *end;
+                double t = strtod(val, &end);
+                if (*end || !(t >= 0 && t <= 3600))
+                    return bt_errf(err, errsz, BT_EINVAL, "--drain-timeout: '%s' is not in 0..3600",
+                                   val);
+                o->drain_timeout = t;
             } else if (!strcmp(a, "--hosts")) {
                 o->hosts = val;
             } else {
@@ -174,18 +238,19 @@ static int parse_args(int argc, char **argv, struct launch_opts *o, char *err, s
     return BT_OK;
 }
 
-/* One MPMD section: "-n COUNT baton --wrap -- BIN [mode args] PASS..." */
-static int push_section(struct argv_buf *cmd, const char *count, const char *self, const char *bin,
-                        const char *extra, const struct argv_buf *pass)
+/* One MPMD section: "-n COUNT baton --wrap [--report] -- BIN [extra...] PASS..." */
+static int push_section(struct argv_buf *cmd, const char *count, const char *self, bool report,
+                        const char *bin, const char *const *extra, const struct argv_buf *pass)
 {
     int rc = 0;
     rc |= argv_push(cmd, "-n");
     rc |= argv_push(cmd, count);
     rc |= argv_push(cmd, self);
     rc |= argv_push(cmd, "--wrap");
+    if (report) rc |= argv_push(cmd, "--report");
     rc |= argv_push(cmd, "--");
     rc |= argv_push(cmd, bin);
-    if (extra) rc |= argv_push(cmd, extra);
+    for (int i = 0; extra && extra[i]; i++) rc |= argv_push(cmd, extra[i]);
     for (int i = 0; i < pass->n; i++) rc |= argv_push(cmd, pass->v[i]);
     return rc ? BT_EFULL : BT_OK;
 }
@@ -216,26 +281,264 @@ static void print_cmd(const struct argv_buf *cmd)
     putchar('\n');
 }
 
+/* ---- supervisor ------------------------------------------------------------------------------ */
+
+static int sig_pipe[2] = {-1, -1}; /* SIGTERM/SIGINT/SIGCHLD -> the poll loop */
+
+static void on_signal(int sig)
+{
+    unsigned char b = (unsigned char)sig;
+    int saved = errno;
+    ssize_t w = write(sig_pipe[1], &b, 1);
+    (void)w;
+    errno = saved;
+}
+
+/* A TCP socket listening on host:port, inheritable (no CLOEXEC) so rank 0 gets it. */
+static int open_listener(const char *host, int port, int *out, char *err, size_t errsz)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    char portstr[16];
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    int gai = getaddrinfo(host, portstr, &hints, &res);
+    if (gai != 0)
+        return bt_errf(err, errsz, BT_EINVAL, "cannot resolve --host '%s': %s", host,
+                       gai_strerror(gai));
+    int fd = socket(res->ai_family, res->ai_socktype, res->ai_protocol);
+    if (fd < 0) {
+        freeaddrinfo(res);
+        return bt_errf(err, errsz, BT_EIO, "socket: %s", strerror(errno));
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 512) < 0) {
+        int e = errno;
+        freeaddrinfo(res);
+        close(fd);
+        return bt_errf(err, errsz, BT_EIO, "cannot listen on %s:%d: %s", host, port, strerror(e));
+    }
+    freeaddrinfo(res);
+    *out = fd;
+    return BT_OK;
+}
+
+/* SIGKILL every descendant of root (found through /proc) and root's process group. */
+static void kill_tree(pid_t root)
+{
+    pid_t killed[4096];
+    int nk = 0;
+    killed[nk++] = root;
+    for (int pass = 0; pass < 8; pass++) { /* repeat: children forked while we walk */
+        int before = nk;
+        DIR *d = opendir("/proc");
+        if (!d) break;
+        struct dirent *de;
+        while ((de = readdir(d)) && nk < 4096) {
+            char path[64], buf[512];
+            char *end;
+            long pid = strtol(de->d_name, &end, 10);
+            if (*end || pid <= 1) continue;
+            snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+            FILE *f = fopen(path, "r");
+            if (!f) continue;
+            size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+            fclose(f);
+            buf[n] = '\0';
+            char *rp = strrchr(buf, ')'); /* comm may hold spaces: fields start after ')' */
+            long ppid;
+            char state;
+            if (!rp || sscanf(rp + 1, " %c %ld", &state, &ppid) != 2) continue;
+            bool child = false, seen = false;
+            for (int i = 0; i < nk; i++) {
+                if (killed[i] == ppid) child = true;
+                if (killed[i] == pid) seen = true;
+            }
+            if (child && !seen) {
+                killed[nk++] = (pid_t)pid;
+                kill((pid_t)pid, SIGSTOP); /* freeze it so it forks no more */
+            }
+        }
+        closedir(d);
+        if (nk == before) break;
+    }
+    kill(-root, SIGKILL);
+    for (int i = 0; i < nk; i++) kill(killed[i], SIGKILL);
+}
+
+struct job {
+    pid_t pid;        /* mpiexec */
+    pid_t rank0;      /* rank 0's pid, from its wrapper (0: not known yet) */
+    int rank0_code;   /* rank 0's exit code, -1 until reported */
+    int mpiexec_code; /* -1 while running */
+    double started;
+};
+
+static int job_start(struct job *j, char **cmd)
+{
+    memset(j, 0, sizeof(*j));
+    j->rank0_code = j->mpiexec_code = -1;
+    j->started = bt_now_s();
+    j->pid = fork();
+    if (j->pid < 0) return BT_EIO;
+    if (j->pid == 0) {
+        setpgid(0, 0);
+        signal(SIGPIPE, SIG_DFL);
+        execvp(cmd[0], cmd);
+        fprintf(stderr, "baton: cannot run %s: %s (is MPICH installed?)\n", cmd[0],
+                strerror(errno));
+        _exit(127);
+    }
+    setpgid(j->pid, j->pid);
+    return BT_OK;
+}
+
+/* Read "pid N" / "exit N" lines from rank 0's wrapper. */
+static void read_reports(int fd, struct job *j, char *buf, size_t *len, size_t cap)
+{
+    ssize_t n = read(fd, buf + *len, cap - 1 - *len);
+    if (n <= 0) return;
+    *len += (size_t)n;
+    buf[*len] = '\0';
+    char *line = buf, *nl;
+    while ((nl = strchr(line, '\n'))) {
+        *nl = '\0';
+        long v;
+        if (sscanf(line, "pid %ld", &v) == 1)
+            j->rank0 = (pid_t)v;
+        else if (sscanf(line, "exit %ld", &v) == 1)
+            j->rank0_code = (int)v;
+        line = nl + 1;
+    }
+    *len = strlen(line);
+    memmove(buf, line, *len + 1);
+}
+
+static bool reap(struct job *j)
+{
+    int st;
+    pid_t r = waitpid(j->pid, &st, WNOHANG);
+    if (r != j->pid) return false;
+    j->mpiexec_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    return true;
+}
+
+static int supervise(char **cmd, int status_rd, const struct launch_opts *o)
+{
+    const double backoff_min = 0.25, backoff_max = 8.0, healthy_after = 30.0;
+    double backoff = backoff_min;
+    int restarts = 0;
+    bool stopping = false;
+    double stop_deadline = 0;
+    char rbuf[256];
+    size_t rlen = 0;
+
+    for (;;) {
+        struct job j;
+        if (job_start(&j, cmd) != BT_OK) {
+            bt_error("supervisor: fork: %s", strerror(errno));
+            return 1;
+        }
+        bt_info("supervisor: job started (mpiexec pid %d)%s", (int)j.pid,
+                restarts ? " after a fault" : "");
+        bool killed = false;
+        while (j.mpiexec_code < 0) {
+            struct pollfd pf[2] = {{sig_pipe[0], POLLIN, 0}, {status_rd, POLLIN, 0}};
+            poll(pf, 2, 200);
+            if (pf[0].revents & POLLIN) {
+                unsigned char sigs[32];
+                ssize_t n = read(sig_pipe[0], sigs, sizeof(sigs));
+                for (ssize_t i = 0; i < n; i++) {
+                    if ((sigs[i] == SIGTERM || sigs[i] == SIGINT) && !stopping) {
+                        stopping = true;
+                        stop_deadline = bt_now_s() + o->drain_timeout + 5;
+                        bt_info("supervisor: stopping: rank 0 drains for up to %.0f s",
+                                o->drain_timeout);
+                        if (j.rank0 > 0)
+                            kill(j.rank0, SIGTERM);
+                        else
+                            kill_tree(j.pid), killed = true;
+                    }
+                }
+            }
+            if (pf[1].revents & POLLIN) read_reports(status_rd, &j, rbuf, &rlen, sizeof(rbuf));
+            reap(&j);
+            if (j.mpiexec_code >= 0) break;
+            /* rank 0 gone: the other ranks may wait forever (no auto-cleanup), end them. A clean
+             * exit has sent them SHUTDOWN: give them a moment first. */
+            if (j.rank0_code >= 0 && !killed) {
+                double grace = j.rank0_code == 0 ? 5.0 : 0.0, t0 = bt_now_s();
+                while (bt_now_s() - t0 < grace && !reap(&j)) poll(NULL, 0, 20);
+                if (j.mpiexec_code < 0) kill_tree(j.pid);
+                killed = true;
+            }
+            if (stopping && bt_now_s() > stop_deadline && !killed) {
+                bt_warn("supervisor: rank 0 did not finish in time; killing the job");
+                kill_tree(j.pid);
+                killed = true;
+            }
+        }
+        if (killed) kill_tree(j.pid); /* stragglers re-parented away from mpiexec */
+        int code = j.rank0_code >= 0 ? j.rank0_code : j.mpiexec_code;
+        double lived = bt_now_s() - j.started;
+        if (stopping) {
+            bt_info("supervisor: stopped (rank 0 exit code %d)", code);
+            return 0;
+        }
+        if (code == 0) {
+            bt_info("supervisor: the job ended normally");
+            return 0;
+        }
+        if (code == BT_EXIT_CONFIG || code == BT_EXIT_MISMATCH || code == 127) {
+            bt_error("supervisor: the job failed with a configuration error (exit code %d): not "
+                     "restarting; see the error above",
+                     code);
+            return code;
+        }
+        if (lived >= healthy_after) backoff = backoff_min;
+        restarts++;
+        bt_warn("supervisor: the job ended with code %d after %.1f s; restart #%d in %.2f s", code,
+                lived, restarts, backoff);
+        double until = bt_now_s() + backoff;
+        while (bt_now_s() < until && !stopping) {
+            struct pollfd pf = {sig_pipe[0], POLLIN, 0};
+            if (poll(&pf, 1, 50) > 0) {
+                unsigned char sigs[32];
+                ssize_t n = read(sig_pipe[0], sigs, sizeof(sigs));
+                for (ssize_t i = 0; i < n; i++)
+                    if (sigs[i] == SIGTERM || sigs[i] == SIGINT) stopping = true;
+            }
+        }
+        if (stopping) return 0;
+        backoff = backoff * 2 > backoff_max ? backoff_max : backoff * 2;
+    }
+}
+
 int main(int argc, char **argv)
 {
     char err[512], dir[PATH_MAX], self[PATH_MAX + 16];
-    char nrest[16];
+    char nrest[16], fdarg[16];
     struct launch_opts o;
     struct argv_buf cmd = {.n = 0};
 
     if (argc >= 2 && !strcmp(argv[1], "--wrap")) {
         int k = 2;
+        bool report = false;
+        if (k < argc && !strcmp(argv[k], "--report")) report = true, k++;
         if (k < argc && !strcmp(argv[k], "--")) k++;
-        return wrap_main(argc - k, argv + k);
+        return wrap_main(argc - k, argv + k, report);
     }
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
         usage(stdout);
         return 0;
     }
+    bt_log_set_tag("launcher");
     if (parse_args(argc, argv, &o, err, sizeof(err)) != BT_OK) {
         fprintf(stderr, "baton: %s\n", err);
         usage(stderr);
-        return 2;
+        return BT_EXIT_CONFIG;
     }
     for (int i = 0; i < o.pass.n; i++) {
         if (!strcmp(o.pass.v[i], "-h") || !strcmp(o.pass.v[i], "--help")) {
@@ -243,8 +546,28 @@ int main(int argc, char **argv)
             return 0;
         }
     }
+    bool serve = !strcmp(o.mode, "serve");
+    struct cfg c = {0};
+    int listen_fd = -1, status_pipe[2] = {-1, -1};
+    if (serve) {
+        /* Check every option with the server's own table before starting anything. */
+        struct argv_buf a = {.n = 0};
+        argv_push(&a, "baton-server");
+        for (int i = 0; i < o.pass.n; i++) argv_push(&a, o.pass.v[i]);
+        extern char **environ;
+        if (cfg_load(&c, a.n, a.v, environ, err, sizeof(err)) != BT_OK) {
+            fprintf(stderr, "baton: %s\n", err);
+            return BT_EXIT_CONFIG;
+        }
+        if (!c.model || !*c.model) {
+            fputs("baton: serve needs a model (-m FILE.gguf or BATON_MODEL)\n", stderr);
+            cfg_free(&c);
+            return BT_EXIT_CONFIG;
+        }
+    }
     if (self_dir(dir, sizeof(dir)) != BT_OK) {
         fputs("baton: cannot find my own executable in /proc/self/exe\n", stderr);
+        cfg_free(&c);
         return 1;
     }
     snprintf(self, sizeof(self), "%s/baton", dir);
@@ -252,7 +575,9 @@ int main(int argc, char **argv)
     if (!mpiexec || !*mpiexec) mpiexec = "mpiexec";
 
     int rc = argv_push(&cmd, mpiexec);
-    rc |= argv_push(&cmd, "-disable-auto-cleanup");
+    /* serve: survivors live on after a rank dies, so rank 0 can answer every request and the
+     * supervisor restarts the job; run: hydra's cleanup ends everything on a failure. */
+    if (serve) rc |= argv_push(&cmd, "-disable-auto-cleanup");
     if (o.hosts) {
         rc |= argv_push(&cmd, "-hosts");
         rc |= argv_push(&cmd, o.hosts);
@@ -261,22 +586,69 @@ int main(int argc, char **argv)
         rc |= argv_push(&cmd, "-f");
         rc |= argv_push(&cmd, o.hostfile);
     }
-    const char *mode_flag = !strcmp(o.mode, "run") ? "--oneshot" : NULL;
-    rc |= push_section(&cmd, "1", self, sibling(dir, "baton-server"), mode_flag, &o.pass);
+    const char *run_extra[] = {"--oneshot", NULL};
+    const char *serve_extra[] = {"--listen-fd", fdarg, NULL};
+    snprintf(fdarg, sizeof(fdarg), "%s", "FD");
+    rc |= push_section(&cmd, "1", self, serve, sibling(dir, "baton-server"),
+                       serve ? serve_extra : run_extra, &o.pass);
     if (o.ranks > 1) {
         snprintf(nrest, sizeof(nrest), "%d", o.ranks - 1);
         rc |= argv_push(&cmd, ":");
-        rc |= push_section(&cmd, nrest, self, sibling(dir, "baton-rankd"), NULL, &o.pass);
+        rc |= push_section(&cmd, nrest, self, false, sibling(dir, "baton-rankd"), NULL, &o.pass);
     }
     if (rc) {
         fputs("baton: command line too long\n", stderr);
-        return 2;
+        cfg_free(&c);
+        return BT_EXIT_CONFIG;
     }
     if (o.dry_run) {
         print_cmd(&cmd);
+        cfg_free(&c);
         return 0;
     }
-    execvp(cmd.v[0], cmd.v);
-    fprintf(stderr, "baton: cannot run %s: %s (is MPICH installed?)\n", cmd.v[0], strerror(errno));
-    return 127;
+    if (!serve) {
+        execvp(cmd.v[0], cmd.v);
+        fprintf(stderr, "baton: cannot run %s: %s (is MPICH installed?)\n", cmd.v[0],
+                strerror(errno));
+        return 127;
+    }
+
+    if (c.listen_fd >= 0) {
+        listen_fd = (int)c.listen_fd; /* we were handed one ourselves */
+    } else if (open_listener(c.host, (int)c.port, &listen_fd, err, sizeof(err)) != BT_OK) {
+        fprintf(stderr, "baton: %s\n", err);
+        cfg_free(&c);
+        return BT_EXIT_CONFIG;
+    }
+    snprintf(fdarg, sizeof(fdarg), "%d", listen_fd);
+    if (pipe(status_pipe) < 0 || pipe(sig_pipe) < 0) {
+        perror("baton: pipe");
+        cfg_free(&c);
+        return 1;
+    }
+    fcntl(status_pipe[0], F_SETFD, FD_CLOEXEC);
+    fcntl(status_pipe[0], F_SETFL, O_NONBLOCK);
+    for (int i = 0; i < 2; i++) {
+        fcntl(sig_pipe[i], F_SETFD, FD_CLOEXEC);
+        fcntl(sig_pipe[i], F_SETFL, O_NONBLOCK);
+    }
+    char sfd[16];
+    snprintf(sfd, sizeof(sfd), "%d", status_pipe[1]);
+    setenv("BATON_SUPERVISOR_FD", sfd, 1);
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    int port = (int)c.port;
+    if (getsockname(listen_fd, (struct sockaddr *)&ss, &sl) == 0)
+        port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                              : ((struct sockaddr_in *)&ss)->sin_port);
+    bt_info("supervisor: serving on %s:%d with %d rank%s", c.host, port, o.ranks,
+            o.ranks > 1 ? "s" : "");
+    cfg_free(&c);
+    return supervise(cmd.v, status_pipe[0], &o);
 }

@@ -163,7 +163,8 @@ def run(server, chromium, tmp, procs):
     env = dict(os.environ)
     env.pop("BATON_API_KEY", None)
     with open(os.path.join(tmp, "server.log"), "wb") as log:
-        srv = subprocess.Popen([server, "-m", MODEL, "-t", "1", "--http-threads", "2",
+        # stories260K's GGUF says 128 positions: give room for two turns of up to 64 tokens
+        srv = subprocess.Popen([server, "-m", MODEL, "-t", "1", "--http-threads", "2", "-c", "512",
                                 "--listen-fd", str(sock.fileno()), "--api-key", KEY],
                                stdout=log, stderr=log, pass_fds=(sock.fileno(),), env=env)
     procs.append(srv)
@@ -234,6 +235,10 @@ def run(server, chromium, tmp, procs):
     def send(text):
         page.js(f"""(() => {{ const i = document.getElementById('input'); i.value = {json.dumps(text)};
             document.getElementById('composer').requestSubmit(); return true; }})()""")
+
+    # answers of at most 64 tokens (the control persists like a user's choice)
+    page.js("""(() => { const m = document.getElementById('max-tokens'); m.value = '64';
+        m.dispatchEvent(new Event('change')); return true; })()""")
 
     # 2. no key: a clear error, the turn marked, nothing kept
     page.js("localStorage.removeItem('baton.apiKey'); document.getElementById('api-key').value = ''; true")

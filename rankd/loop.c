@@ -1,0 +1,596 @@
+/* rankd loop: startup, handshake and the command loop of a pipeline rank (see loop.h). */
+#include "loop.h"
+
+#include "config.h"
+#include "exitcodes.h"
+#include "forward.h"
+#include "gguf.h"
+#include "kernels.h"
+#include "kv.h"
+#include "log.h"
+#include "model.h"
+#include "protocol.h"
+#include "quant.h"
+#include "seqsmp.h"
+#include "stage.h"
+#include "threadpool.h"
+#include "transport.h"
+
+#include <math.h>
+#include <float.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SEND_TIMEOUT_NS  (300ull * 1000000000ull) /* not delivered by then: the peer is stuck */
+#define WAIT_IDLE_NS     (100ull * 1000000ull)    /* one wait of the loop (then housekeeping) */
+#define BUSY_LINGER_NS   (20ull * 1000000ull)     /* fast polling this long after a FORWARD */
+#define PROGRESS_EVERY   (250ull * 1000000ull)    /* load progress to rank 0 at most this often */
+#define RANKD_EPOCH_INIT 1                        /* rank 0's first job epoch (engine_pipe.c) */
+
+struct rankd {
+    struct xport *x;
+    const struct cfg *c;
+    int rank, size;
+    char host[PROTO_HOST_MAX + 1];
+    /* the stage, NULL until loaded */
+    struct gguf *g;
+    struct model *m;
+    struct kv *kv;
+    struct bt_pool *pool;
+    struct fwd *f;
+    struct seqsmp *smp; /* last stage only */
+    bool last;
+    int n_seq, n_ctx, n_embd, n_vocab, max_batch;
+    /* batch scratch (max_batch) */
+    int32_t *tok, *pos, *seq;
+    uint8_t *want;
+    struct proto_sampled *items; /* (n_seq) */
+    struct proto_top *tops;      /* (n_seq, PROTO_MAX_LOGPROBS) */
+    /* messages */
+    struct proto_buf out;
+    struct proto_msg msg;
+    struct proto_handshake hs;
+    uint64_t epoch, last_step;
+    uint64_t progress_sent_ns;
+    /* loop state */
+    int state; /* enum proto_state */
+    bool stop, faulted, busy;
+    uint64_t last_fwd_ns;
+    struct proto_stats st;
+    char err[512];
+};
+
+typedef void (*rankd_handler)(struct rankd *d, const struct proto_msg *m);
+
+static struct proto_route route(const struct rankd *d, uint64_t step)
+{
+    struct proto_route r = {(uint32_t)d->rank, d->epoch, step};
+    return r;
+}
+
+/* Send d->out (just encoded) to dst; a failure is logged here and does not stop the loop (a
+ * stuck peer shows up at rank 0 as a missed deadline). */
+static void send_out(struct rankd *d, int dst)
+{
+    char err[384];
+    int rc = xport_send(d->x, dst, &d->out, bt_now_ns() + SEND_TIMEOUT_NS, err, sizeof(err));
+    if (rc == BT_EIO) d->faulted = true;
+    if (rc < 0) bt_error("send to rank %d: %s", dst, err);
+}
+
+/* Report one request's failure (or a startup failure, step 0) to rank 0. */
+static void report(struct rankd *d, uint64_t step, uint32_t seq, int code, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void report(struct rankd *d, uint64_t step, uint32_t seq, int code, const char *fmt, ...)
+{
+    struct proto_error e = {.seq_id = seq, .code = code < 0 && code >= -1000 ? code : BT_ERR};
+    char text[PROTO_ERRMSG_MAX + 1];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    char full[sizeof(text) + sizeof(d->host) + 32];
+    snprintf(full, sizeof(full), "rank %d on host %s: %s", d->rank, d->host, text);
+    size_t n = strlen(full) < PROTO_ERRMSG_MAX ? strlen(full) : PROTO_ERRMSG_MAX;
+    memcpy(e.message, full, n); /* the encoder cuts at PROTO_ERRMSG_MAX anyway */
+    e.message[n] = 0;
+    if (step)
+        bt_warn("step %llu: %s", (unsigned long long)step, text);
+    else
+        bt_error("%s", text);
+    d->st.n_errors++;
+    struct proto_route r = route(d, step);
+    char err[256];
+    if (proto_encode_error(&d->out, &r, &e, err, sizeof(err)) < 0) {
+        bt_error("cannot encode an ERROR: %s", err);
+        return;
+    }
+    send_out(d, 0);
+}
+
+static void send_handshake(struct rankd *d)
+{
+    char err[256];
+    struct proto_route r = route(d, 0);
+    d->hs.state = (uint32_t)d->state;
+    if (proto_encode_handshake(&d->out, &r, &d->hs, err, sizeof(err)) < 0) {
+        bt_error("cannot encode the HANDSHAKE: %s", err);
+        return;
+    }
+    send_out(d, 0);
+    d->progress_sent_ns = bt_now_ns();
+}
+
+static uint64_t rss_bytes(void)
+{
+    unsigned long size = 0, rss = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f) return 0;
+    if (fscanf(f, "%lu %lu", &size, &rss) != 2) rss = 0;
+    fclose(f);
+    return (uint64_t)rss * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* ---- handlers ---- */
+
+static void on_handshake(struct rankd *d, const struct proto_msg *m)
+{
+    if (m->hdr.sender != 0) return;
+    d->epoch = m->hdr.epoch; /* rank 0 names the job epoch */
+    if (m->handshake.state == PROTO_STATE_FAILED)
+        bt_info("rank 0 ended the startup (see its log); waiting for SHUTDOWN");
+    else
+        bt_debug("rank 0 accepted the handshake (epoch %llu)", (unsigned long long)d->epoch);
+}
+
+static void on_heartbeat(struct rankd *d, const struct proto_msg *m)
+{
+    char err[256];
+    struct proto_heartbeat hb = {
+        .nonce = m->heartbeat.nonce, .state = (uint32_t)d->state, .progress = d->hs.progress};
+    struct proto_route r = route(d, m->hdr.step);
+    if (proto_encode_heartbeat(&d->out, &r, PROTO_OP_HEARTBEAT_REPLY, &hb, err, sizeof(err)) < 0) {
+        bt_error("cannot encode a HEARTBEAT_REPLY: %s", err);
+        return;
+    }
+    send_out(d, 0);
+}
+
+static void on_stats_request(struct rankd *d, const struct proto_msg *m)
+{
+    char err[256];
+    struct xport_stats xs;
+    xport_get_stats(d->x, &xs);
+    d->st.n_dropped = xs.n_dropped;
+    d->st.n_bad = xs.n_bad;
+    d->st.kv_used = 0;
+    d->st.kv_size = d->kv ? (uint64_t)d->n_seq * (uint64_t)d->n_ctx : 0;
+    for (int i = 0; d->kv && i < d->n_seq; i++) d->st.kv_used += (uint64_t)kv_seq_len(d->kv, i);
+    d->st.rss_bytes = rss_bytes();
+    struct proto_route r = route(d, m->hdr.step);
+    if (proto_encode_stats(&d->out, &r, &d->st, err, sizeof(err)) < 0) {
+        bt_error("cannot encode STATS: %s", err);
+        return;
+    }
+    send_out(d, 0);
+}
+
+/* SHUTDOWN: acknowledged with a HEARTBEAT_REPLY whose nonce is its step id, the last message
+ * this rank sends (rank 0 receives everything up to it before MPI_Finalize). */
+static void on_shutdown(struct rankd *d, const struct proto_msg *m)
+{
+    char err[256];
+    bt_info("SHUTDOWN from rank 0 (%s)",
+            m->shutdown.reason == PROTO_SHUTDOWN_RESTART ? "restart" : "normal");
+    d->stop = true;
+    struct proto_heartbeat ack = {
+        .nonce = m->hdr.step, .state = (uint32_t)d->state, .progress = d->hs.progress};
+    struct proto_route r = route(d, m->hdr.step);
+    if (proto_encode_heartbeat(&d->out, &r, PROTO_OP_HEARTBEAT_REPLY, &ack, err, sizeof(err)) ==
+        BT_OK)
+        send_out(d, 0);
+}
+
+static void on_reset(struct rankd *d, const struct proto_msg *m)
+{
+    for (uint32_t i = 0; i < m->reset.n; i++) {
+        const struct proto_reset_item *it = &m->reset.items[i];
+        if (!d->kv || it->seq_id >= (uint32_t)d->n_seq) continue;
+        if (it->flags & PROTO_RESET_CLEAR_KV) {
+            kv_seq_clear(d->kv, (int)it->seq_id);
+            if (d->smp) seqsmp_release(d->smp, (int)it->seq_id);
+        }
+    }
+}
+
+static void smp_from_proto(const struct rankd *d, const struct proto_sampling *ps,
+                           struct smp_params *p)
+{
+    smp_params_default(p);
+    p->temp = ps->temperature;
+    p->top_k = ps->top_k;
+    p->top_p = ps->top_p;
+    p->min_p = ps->min_p;
+    p->repeat_penalty = ps->repeat_penalty;
+    p->presence_penalty = ps->presence_penalty;
+    p->frequency_penalty = ps->frequency_penalty;
+    int last_n = ps->repeat_last_n > (uint32_t)d->n_ctx ? d->n_ctx : (int)ps->repeat_last_n;
+    p->penalty_last_n = last_n > 65536 ? 65536 : last_n;
+    p->seed = ps->seed;
+    p->n_logprobs = (int)ps->n_logprobs;
+}
+
+/* Sample after the stage ran (last stage): feed every token to its sequence's penalties in
+ * batch order and sample where a token asked for it; TOKENS to rank 0. */
+static void sample_and_reply(struct rankd *d, const struct proto_forward *fw, uint64_t step,
+                             const float *logits, int n_out)
+{
+    int n_items = 0, row = 0;
+    char err[256];
+    for (uint32_t i = 0; i < fw->n_tokens; i++) {
+        const struct proto_token *t = &fw->tokens[i];
+        if (t->token >= 0) seqsmp_feed(d->smp, (int)t->seq_id, &t->token, 1);
+        if (!(t->flags & PROTO_TOK_LOGITS)) continue;
+        struct proto_sampled *it = &d->items[n_items];
+        memset(it, 0, sizeof(*it));
+        it->seq_id = t->seq_id;
+        it->top = d->tops + (size_t)n_items * PROTO_MAX_LOGPROBS;
+        n_items++;
+        if (row >= n_out) { /* fwd_eval returns one row per LOGITS token: cannot happen */
+            it->token = -1;
+            it->error = BT_ERR;
+            continue;
+        }
+        struct smp_result sr;
+        int tok = seqsmp_sample(d->smp, (int)t->seq_id, logits + (size_t)row * d->n_vocab, &sr);
+        row++;
+        if (tok < 0) {
+            it->token = -1;
+            it->error = seqsmp_ready(d->smp, (int)t->seq_id) ? BT_EINVAL : BT_EUNSUP;
+            bt_warn("step %llu: seq %u: %s", (unsigned long long)step, t->seq_id,
+                    it->error == BT_EINVAL ? "every token is excluded by the logit bias"
+                                           : "no sampling parameters (never reset)");
+            d->st.n_errors++;
+            continue;
+        }
+        it->token = tok;
+        it->logprob = isfinite(sr.logprob) ? (sr.logprob > 0 ? 0 : sr.logprob) : -FLT_MAX;
+        it->n_top = (uint32_t)(sr.n_top < 0                    ? 0
+                               : sr.n_top > PROTO_MAX_LOGPROBS ? PROTO_MAX_LOGPROBS
+                                                               : sr.n_top);
+        struct proto_top *top = d->tops + (size_t)(n_items - 1) * PROTO_MAX_LOGPROBS;
+        for (uint32_t k = 0; k < it->n_top; k++) {
+            float lp = sr.top[k].logprob;
+            top[k].id = sr.top[k].token;
+            top[k].logprob = isfinite(lp) ? (lp > 0 ? 0 : lp) : -FLT_MAX;
+        }
+    }
+    struct proto_tokens out = {.n = (uint32_t)n_items, .items = d->items};
+    struct proto_route r = route(d, step);
+    if (proto_encode_tokens(&d->out, &r, &out, err, sizeof(err)) < 0) {
+        report(d, step, PROTO_SEQ_NONE, BT_ERR, "cannot encode TOKENS: %s", err);
+        return;
+    }
+    send_out(d, 0);
+}
+
+static void on_forward(struct rankd *d, const struct proto_msg *m)
+{
+    const struct proto_forward *fw = &m->forward;
+    const uint64_t step = m->hdr.step;
+    const uint64_t t0 = bt_now_ns();
+    char err[384];
+    int rc;
+
+    if (m->hdr.sender != (uint32_t)(d->rank - 1)) {
+        bt_warn("FORWARD from rank %u, expected rank %d; dropped", m->hdr.sender, d->rank - 1);
+        return;
+    }
+    d->last_step = step;
+    d->busy = true;
+    d->last_fwd_ns = t0;
+    xport_set_busy(d->x, 1);
+    if (!d->f) {
+        report(d, step, PROTO_SEQ_NONE, BT_EUNSUP, "this rank has no stage loaded");
+        return;
+    }
+    if (fw->n_embd != (uint32_t)d->n_embd || fw->n_rows != fw->n_tokens) {
+        report(d, step, PROTO_SEQ_NONE, BT_EINVAL,
+               "FORWARD with %u rows of %u floats for %u tokens; this stage needs one row of %d "
+               "per token",
+               fw->n_rows, fw->n_embd, fw->n_tokens, d->n_embd);
+        return;
+    }
+    if (fw->n_tokens > (uint32_t)d->max_batch) {
+        report(d, step, PROTO_SEQ_NONE, BT_EINVAL, "FORWARD of %u tokens, at most %d", fw->n_tokens,
+               d->max_batch);
+        return;
+    }
+    uint32_t n_logits = 0;
+    for (uint32_t i = 0; i < fw->n_tokens; i++)
+        n_logits += !!(fw->tokens[i].flags & PROTO_TOK_LOGITS);
+    if (n_logits > (uint32_t)d->n_seq) {
+        report(d, step, PROTO_SEQ_NONE, BT_EINVAL, "FORWARD asks for %u samples, at most %d",
+               n_logits, d->n_seq);
+        return;
+    }
+    for (uint32_t i = 0; i < fw->n_tokens; i++)
+        if (fw->tokens[i].token >= d->n_vocab) {
+            report(d, step, fw->tokens[i].seq_id, BT_EINVAL, "token id %d out of range 0..%d",
+                   fw->tokens[i].token, d->n_vocab - 1);
+            return;
+        }
+    for (uint32_t i = 0; i < fw->n_seqs; i++)
+        if (fw->seqs[i].seq_id >= (uint32_t)d->n_seq) {
+            report(d, step, fw->seqs[i].seq_id, BT_EINVAL, "sequence id %u out of range 0..%d",
+                   fw->seqs[i].seq_id, d->n_seq - 1);
+            return;
+        }
+    /* per-sequence flags: a new sequence forgets its cache (and gets its sampler) */
+    for (uint32_t i = 0; i < fw->n_seqs; i++) {
+        const struct proto_seq *s = &fw->seqs[i];
+        int seq = (int)s->seq_id;
+        if (s->flags & PROTO_SEQ_RESET) {
+            kv_seq_clear(d->kv, seq);
+            if (d->smp) {
+                struct smp_params p;
+                smp_from_proto(d, &s->sampling, &p);
+                if ((rc = seqsmp_reset(d->smp, seq, &p, err, sizeof(err))) < 0) {
+                    report(d, step, s->seq_id, rc, "%s", err);
+                    return;
+                }
+            }
+        } else if (s->flags & PROTO_SEQ_CLEAR_KV) {
+            for (uint32_t k = 0; k < fw->n_tokens; k++)
+                if (fw->tokens[k].seq_id == s->seq_id) {
+                    if ((int)fw->tokens[k].pos <= kv_seq_len(d->kv, seq))
+                        kv_seq_keep(d->kv, seq, (int)fw->tokens[k].pos);
+                    break;
+                }
+        }
+    }
+    for (uint32_t i = 0; i < fw->n_tokens; i++) {
+        const struct proto_token *t = &fw->tokens[i];
+        d->tok[i] = t->token < 0 ? 0 : t->token;
+        d->pos[i] = (int32_t)t->pos;
+        d->seq[i] = (int32_t)t->seq_id;
+        d->want[i] = d->last && (t->flags & PROTO_TOK_LOGITS);
+    }
+    struct fwd_batch b = {.n = (int)fw->n_tokens,
+                          .token = d->tok,
+                          .embd = fw->rows,
+                          .pos = d->pos,
+                          .seq = d->seq,
+                          .logits = d->want};
+    const float *out;
+    int n_out = 0;
+    if ((rc = fwd_eval(d->f, &b, &out, &n_out, err, sizeof(err))) < 0) {
+        report(d, step, PROTO_SEQ_NONE, rc, "layers %d..%d: %s", d->m->l0, d->m->l1 - 1, err);
+        return;
+    }
+    if (d->last) {
+        sample_and_reply(d, fw, step, out, n_out);
+    } else {
+        struct proto_forward nx = {.n_tokens = fw->n_tokens,
+                                   .n_seqs = fw->n_seqs,
+                                   .n_embd = (uint32_t)d->n_embd,
+                                   .n_rows = fw->n_tokens,
+                                   .tokens = fw->tokens,
+                                   .seqs = fw->seqs,
+                                   .rows = out};
+        struct proto_route r = route(d, step);
+        if ((rc = proto_encode_forward(&d->out, &r, &nx, err, sizeof(err))) < 0) {
+            report(d, step, PROTO_SEQ_NONE, rc, "cannot encode FORWARD: %s", err);
+            return;
+        }
+        send_out(d, d->rank + 1);
+    }
+    uint64_t dt = bt_now_ns() - t0;
+    d->st.last_step_ns = dt;
+    d->st.total_step_ns += dt;
+    d->st.n_steps++;
+    d->st.n_tokens += fw->n_tokens;
+}
+
+static const rankd_handler handlers[PROTO_OP_COUNT] = {
+    [PROTO_OP_HANDSHAKE] = on_handshake,
+    [PROTO_OP_HEARTBEAT] = on_heartbeat,
+    [PROTO_OP_STATS_REQUEST] = on_stats_request,
+    [PROTO_OP_SHUTDOWN] = on_shutdown,
+    [PROTO_OP_FORWARD] = on_forward,
+    [PROTO_OP_RESET] = on_reset,
+};
+
+/* Wait for one message (until deadline) and handle it. */
+static void serve_one(struct rankd *d, uint64_t deadline)
+{
+    struct xport_filter flt = {.src = XPORT_ANY_SOURCE,
+                               .epoch = d->epoch,
+                               .step_min = d->last_step + 1,
+                               .step_max = UINT64_MAX};
+    int rc = xport_recv(d->x, &flt, deadline, &d->msg, d->err, sizeof(d->err));
+    if (rc == BT_ETIMEOUT) return;
+    if (rc == BT_EFORMAT) {
+        bt_warn("%s", d->err);
+        return;
+    }
+    if (rc < 0) {
+        bt_error("transport: %s", d->err);
+        d->faulted = true;
+        return;
+    }
+    uint32_t op = d->msg.hdr.opcode;
+    rankd_handler h = op < PROTO_OP_COUNT ? handlers[op] : NULL;
+    if (!h) {
+        bt_warn("unexpected %s from rank %u; dropped", proto_op_name(op), d->msg.hdr.sender);
+        return;
+    }
+    if (op != PROTO_OP_FORWARD && d->msg.hdr.sender != 0) {
+        bt_warn("%s from rank %u: control comes from rank 0 only; dropped", proto_op_name(op),
+                d->msg.hdr.sender);
+        return;
+    }
+    h(d, &d->msg);
+}
+
+static bool peer_gone(struct rankd *d)
+{
+    if (xport_mpi_peer_exits() == 0) return false;
+    bt_error("a process of this job exited (mpiexec's SIGUSR1): the job cannot go on; leaving "
+             "for a restart");
+    d->faulted = true;
+    return true;
+}
+
+/* ---- startup ---- */
+
+/* Load progress: tell rank 0 (at most every PROGRESS_EVERY) and answer what it sent. */
+static int on_load_progress(void *arg, float fraction)
+{
+    struct rankd *d = arg;
+    d->hs.progress = fraction < 0 ? 0 : fraction > 1 ? 1 : fraction;
+    if (bt_now_ns() - d->progress_sent_ns >= PROGRESS_EVERY) send_handshake(d);
+    serve_one(d, bt_now_ns()); /* one waiting message, never blocks */
+    return d->stop || d->faulted || peer_gone(d);
+}
+
+static int load_stage(struct rankd *d)
+{
+    const struct cfg *c = d->c;
+    struct stage_range ranges[STAGE_MAX];
+    struct model_hparams hp;
+    char *err = d->err;
+    size_t errsz = sizeof(d->err);
+    int rc;
+
+    if (!c->model || !*c->model)
+        return bt_errf(err, errsz, BT_EINVAL,
+                       "option model: required (-m FILE, BATON_MODEL or `model =` in the config "
+                       "file)");
+    if ((rc = gguf_open(c->model, &d->g, err, errsz)) < 0) return rc;
+    if ((rc = model_hparams_read(d->g, &hp, err, errsz)) < 0) return rc;
+    if (d->size > STAGE_MAX)
+        return bt_errf(err, errsz, BT_EINVAL, "%d ranks, at most %d", d->size, STAGE_MAX);
+    if ((rc = stage_split(d->g, d->size, c->split, ranges, err, errsz)) < 0) return rc;
+    const struct stage_range *r = &ranges[d->rank];
+
+    const char *fake = getenv("BATON_TEST_BUILD_ID"); /* test hook: a different build */
+    if (fake && *fake) snprintf(d->hs.build_id, sizeof(d->hs.build_id), "%s", fake);
+    int n_threads = c->threads > 0 ? (int)c->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (n_threads < 1) n_threads = 1;
+    d->hs.model_id = gguf_identity(d->g);
+    d->hs.model_size = gguf_file_size(d->g);
+    d->hs.layer_begin = (uint32_t)r->l0;
+    d->hs.layer_end = (uint32_t)r->l1;
+    d->hs.n_layers = (uint32_t)hp.n_layer;
+    snprintf(d->hs.backend, sizeof(d->hs.backend), "cpu %s, %d threads", kern_isa(), n_threads);
+    send_handshake(d); /* identity first: a mismatch is found before anything loads */
+    bt_info("%s: layers [%d, %d) of %d%s", c->model, r->l0, r->l1, hp.n_layer,
+            r->l1 == hp.n_layer ? " + output head" : "");
+
+    if ((rc = stage_load(d->g, r->l0, r->l1, on_load_progress, d, &d->m, err, errsz)) < 0)
+        return rc;
+    d->last = d->m->last;
+    d->n_seq = (int)c->parallel;
+    d->n_ctx = c->ctx_size > 0 ? (int)c->ctx_size : hp.n_ctx_train;
+    d->n_embd = hp.n_embd;
+    d->n_vocab = hp.n_vocab;
+    d->max_batch = (int)(c->parallel + c->prefill_chunk); /* as the scheduler on rank 0 */
+    if (d->max_batch > PROTO_MAX_TOKENS) d->max_batch = PROTO_MAX_TOKENS;
+    d->pool = bt_pool_new(n_threads);
+    if (!d->pool) return bt_errf(err, errsz, BT_ERR, "cannot start %d compute threads", n_threads);
+    if ((rc = kv_new(d->m, d->n_seq, d->n_ctx, BT_F16, &d->kv, err, errsz)) < 0) return rc;
+    if ((rc = fwd_new(d->m, d->kv, d->pool, d->max_batch, d->n_seq, &d->f, err, errsz)) < 0)
+        return rc;
+    if (d->last && (rc = seqsmp_new(d->n_seq, d->n_vocab, &d->smp, err, errsz)) < 0) return rc;
+    d->tok = malloc(sizeof(*d->tok) * (size_t)d->max_batch);
+    d->pos = malloc(sizeof(*d->pos) * (size_t)d->max_batch);
+    d->seq = malloc(sizeof(*d->seq) * (size_t)d->max_batch);
+    d->want = malloc((size_t)d->max_batch);
+    d->items = calloc((size_t)d->n_seq, sizeof(*d->items));
+    d->tops = calloc((size_t)d->n_seq * PROTO_MAX_LOGPROBS, sizeof(*d->tops));
+    if (!d->tok || !d->pos || !d->seq || !d->want || !d->items || !d->tops)
+        return bt_errf(err, errsz, BT_ENOMEM, "out of memory");
+    /* a message may hold max_batch activation rows */
+    xport_set_max_msg(d->x, PROTO_HDR_SIZE + 64 + (size_t)d->max_batch * (16 + 52) +
+                                (size_t)d->max_batch * (size_t)d->n_embd * sizeof(float));
+    bt_info("stage ready: layers [%d, %d), %d threads, weights %.1f MiB, KV %d x %d (%.1f MiB), "
+            "RSS %.1f MiB",
+            d->m->l0, d->m->l1, n_threads, (double)d->m->n_bytes / (1 << 20), d->n_seq, d->n_ctx,
+            (double)kv_bytes(d->kv) / (1 << 20), (double)rss_bytes() / (1 << 20));
+    return BT_OK;
+}
+
+static void rankd_free(struct rankd *d)
+{
+    free(d->tok);
+    free(d->pos);
+    free(d->seq);
+    free(d->want);
+    free(d->items);
+    free(d->tops);
+    seqsmp_free(d->smp);
+    fwd_free(d->f);
+    kv_free(d->kv);
+    bt_pool_free(d->pool);
+    model_free(d->m);
+    gguf_close(d->g);
+    proto_buf_free(&d->out);
+    proto_msg_free(&d->msg);
+}
+
+int rankd_run(struct xport *x, const struct cfg *c, const char *cfg_err, int *faulted)
+{
+    struct rankd d;
+    int status = BT_EXIT_OK;
+    memset(&d, 0, sizeof(d));
+    d.x = x;
+    d.c = c;
+    d.rank = xport_rank(x);
+    d.size = xport_size(x);
+    d.epoch = RANKD_EPOCH_INIT;
+    d.state = PROTO_STATE_LOADING;
+    proto_handshake_local(&d.hs);
+    snprintf(d.host, sizeof(d.host), "%s", d.hs.hostname);
+    *faulted = 0;
+
+    if (d.rank == 0) {
+        /* rank 0 is baton-server's: nobody would coordinate the job */
+        bt_error("baton-rankd runs as rank 1.. of an mpiexec job; rank 0 must be baton-server");
+        d.faulted = true;
+        status = BT_EXIT_CONFIG;
+        goto out;
+    }
+    if (cfg_err) {
+        d.state = PROTO_STATE_FAILED;
+        report(&d, 0, PROTO_SEQ_NONE, BT_EINVAL, "%s", cfg_err);
+    } else if (load_stage(&d) < 0) {
+        if (!d.stop && !d.faulted) {
+            d.state = PROTO_STATE_FAILED;
+            report(&d, 0, PROTO_SEQ_NONE, BT_EINVAL, "%s", d.err);
+            send_handshake(&d);
+        }
+    } else {
+        d.state = PROTO_STATE_READY;
+        d.hs.progress = 1.0f;
+        send_handshake(&d);
+    }
+    xport_set_busy(x, 0);
+    while (!d.stop && !d.faulted && !peer_gone(&d)) {
+        uint64_t now = bt_now_ns();
+        if (d.busy && now - d.last_fwd_ns > BUSY_LINGER_NS) {
+            d.busy = false;
+            xport_set_busy(x, 0);
+        }
+        serve_one(&d, now + (d.busy ? BUSY_LINGER_NS : WAIT_IDLE_NS));
+    }
+    if (d.faulted) status = BT_EXIT_RESTART;
+out:
+    *faulted = d.faulted;
+    rankd_free(&d);
+    return status;
+}

@@ -1,0 +1,125 @@
+/* engine: what the scheduler needs from "the model", behind a table of function pointers.
+ *
+ * One call does one step: a micro-batch holding a few tokens of each of some sequences goes in,
+ * and for the sequences that asked, one sampled token (with its log-probability and the top
+ * alternatives) comes back. Sampling happens inside the engine (on the last pipeline stage),
+ * so the sampling parameters travel with a sequence's first batch (reset) and the engine keeps
+ * each sequence's sampler state (RNG, penalty history) until the sequence is reset or released.
+ *
+ * Implementations: engine_local (this process runs every layer) and, later, the MPI pipeline
+ * (FORWARD to stage 1.., TOKENS back from the last stage). The interface is asynchronous so a
+ * pipeline can keep several micro-batches in flight (info.max_inflight): submit() hands a batch
+ * over, collect() returns the results of the oldest batch not yet collected. A sequence is never
+ * in two in-flight batches at once.
+ *
+ * Threads: every function except create is called from the scheduler thread only (the thread
+ * that owns the engine); the load progress callback runs on that thread too. */
+#ifndef BATON_ENGINE_H
+#define BATON_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct gguf;
+
+#define ENG_MAX_TOP 20 /* top alternatives returned per sampled token */
+
+struct eng_bias {
+    int32_t token;
+    float bias; /* added to the logit; -100 or less bans the token */
+};
+
+/* Sampling parameters of one sequence. */
+struct eng_sparams {
+    float temperature;       /* 0: greedy */
+    int32_t top_k;           /* 0: off */
+    float top_p;             /* 1: off */
+    float min_p;             /* 0: off */
+    float repeat_penalty;    /* 1: off */
+    int32_t repeat_last_n;   /* tokens the penalties look back over (-1: all) */
+    float presence_penalty;  /* 0: off */
+    float frequency_penalty; /* 0: off */
+    uint64_t seed;
+    const struct eng_bias *bias; /* borrowed until the sequence is released or reset */
+    int32_t n_bias;
+    int32_t n_logprobs; /* -1: none; else the sampled token's logprob and this many top ones */
+};
+
+/* One sequence's part of a micro-batch. */
+struct eng_item {
+    int32_t seq;           /* 0 .. n_seq-1 */
+    int32_t pos;           /* position of tokens[0]: the sequence's next position */
+    int32_t n_tokens;      /* >= 1 */
+    const int32_t *tokens; /* borrowed until the batch is collected */
+    bool reset;            /* a new sequence: forget its cache and sampler state (pos is 0) */
+    bool sample;           /* sample a token after the last of tokens */
+    const struct eng_sparams *sp; /* with reset: the sequence's parameters (copied) */
+};
+
+struct eng_result {
+    int32_t token;
+    float logprob; /* of token under the model's distribution (when n_logprobs >= 0) */
+    int32_t n_top;
+    int32_t top_id[ENG_MAX_TOP];
+    float top_lp[ENG_MAX_TOP];
+};
+
+struct eng_load_params {
+    int n_seq;     /* sequences (slots) */
+    int n_ctx;     /* positions per sequence; 0: the model's training context */
+    int max_batch; /* most tokens in one micro-batch */
+    int n_threads; /* 0: one per core */
+    void (*progress)(void *arg, int rank, float fraction); /* may be NULL */
+    void *progress_arg;
+};
+
+struct eng_info {
+    int n_ctx; /* positions per sequence (resolved) */
+    int n_vocab;
+    int n_layer;
+    int max_inflight; /* micro-batches the engine can hold at once (>= 1) */
+};
+
+enum eng_rank_state {
+    ENG_RANK_LOADING = 0,
+    ENG_RANK_READY = 1,
+    ENG_RANK_FAILED = 2,
+    ENG_RANK_OFFLINE = 3
+};
+
+struct eng_rank {
+    int rank;
+    char host[64];
+    int layer_first, layer_last; /* [first, last) */
+    int state;                   /* enum eng_rank_state */
+    float progress;              /* load progress 0..1 */
+    double heartbeat_age_ms;     /* since the last sign of life; -1 unknown */
+    double step_ms;              /* wall time of its last step; -1 unknown */
+};
+
+struct eng_ops {
+    const char *name;
+    /* Load the weights from g (open until destroy) and allocate per-sequence state. */
+    int (*load)(void *self, const struct gguf *g, const struct eng_load_params *p,
+                struct eng_info *info, char *err, size_t errsz);
+    /* Hand over a micro-batch of n items (distinct seqs). BT_EINVAL: malformed batch. */
+    int (*submit)(void *self, const struct eng_item *items, int n, char *err, size_t errsz);
+    /* Results of the oldest submitted batch: out[i] for item i when items[i].sample (others
+     * untouched). Waits up to timeout_ms (BT_ETIMEOUT: not ready, call again). Any other error
+     * fails the whole batch (the batch is consumed). */
+    int (*collect)(void *self, struct eng_result *out, int n, int timeout_ms, char *err,
+                   size_t errsz);
+    /* The sequence is finished or cancelled: drop its cache and sampler state. */
+    void (*release)(void *self, int32_t seq);
+    /* Status of the ranks, up to cap; returns how many. */
+    int (*ranks)(void *self, struct eng_rank *out, int cap);
+    void (*destroy)(void *self); /* NULL self is fine */
+};
+
+struct engine {
+    const struct eng_ops *ops;
+    void *self;
+};
+
+#endif

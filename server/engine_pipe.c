@@ -1,0 +1,873 @@
+/* engine_pipe: the pipeline engine on rank 0 (see engine_pipe.h). */
+#include "engine_pipe.h"
+
+#include "exitcodes.h"
+#include "forward.h"
+#include "gguf.h"
+#include "kernels.h"
+#include "kv.h"
+#include "log.h"
+#include "model.h"
+#include "protocol.h"
+#include "quant.h"
+#include "stage.h"
+#include "threadpool.h"
+#include "transport.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PIPE_EPOCH 1 /* job epoch of rank 0's messages (rankd/loop.c starts there too) */
+#define SEC_NS     1000000000ull
+/* A message not delivered by then: the peer is stuck (a large FORWARD is delivered only when the
+ * next stage has finished its step and receives it). */
+#define SEND_TIMEOUT_NS  (300 * SEC_NS)
+#define STEP_TIMEOUT_NS  (300 * SEC_NS) /* a batch with no answer by then breaks the pipeline */
+#define HEARTBEAT_NS     (1 * SEC_NS)   /* heartbeat interval while idle */
+#define OFFLINE_BEATS    3              /* missed heartbeats before a rank shows as offline */
+#define SHUTDOWN_WAIT_NS (2 * SEC_NS)   /* delivering SHUTDOWN at the end */
+
+struct pipe_rank {
+    bool seen; /* a HANDSHAKE arrived */
+    int state; /* enum eng_rank_state */
+    float progress;
+    int logged; /* load progress logged up to this quarter */
+    char host[64];
+    uint32_t pid;
+    int l0, l1;            /* its stage, as rank 0 computed it */
+    uint64_t last_seen_ns; /* last message from it; 0 none */
+    double step_ms;        /* its last step (STATS), -1 unknown */
+};
+
+/* A submitted micro-batch waiting for its answer. Arrays are (n_seq). */
+struct pipe_flight {
+    uint64_t step, deadline;
+    int n;
+    int32_t *seq;
+    bool *sample, *got;
+    struct eng_result *res;
+    bool done;
+    int rc; /* 0 or the batch's error */
+    char err[PROTO_ERRMSG_MAX + 64];
+};
+
+struct eng_pipe {
+    struct xport *x;
+    int size;
+    struct eng_pipe_config pc;
+    uint64_t epoch, step;
+    struct stage_range range[STAGE_MAX];
+    struct pipe_rank *ranks; /* (size) */
+    struct proto_handshake hs;
+    /* stage 0 */
+    struct model *m;
+    struct kv *kv;
+    struct bt_pool *pool;
+    struct fwd *f;
+    int n_seq, n_ctx, n_vocab, n_embd, max_batch;
+    int32_t *tok, *pos, *seq; /* (max_batch) */
+    struct proto_token *ptok; /* (max_batch) */
+    struct proto_seq *pseq;   /* (n_seq) */
+    struct proto_buf out;
+    struct proto_msg msg;
+    /* batches in flight: a ring of n_fl */
+    struct pipe_flight *fl;
+    int n_fl, fl_head, fl_len;
+    /* state */
+    const struct eng_load_params *lp; /* during load only */
+    bool loading, ready, broken;
+    int fail_rc;    /* load: the first failure seen in a message (0 none) */
+    int exit_code;  /* see eng_pipe_exit_code */
+    char fail[768]; /* its text */
+    uint64_t hb_next, hb_nonce;
+    double step_ms; /* stage 0's last step */
+    /* test hook: BATON_TEST_FORWARD_BAD_SEQ=N puts a bad sequence id into the N-th FORWARD */
+    long bad_seq_at;
+    long n_forward;
+};
+
+/* ---- small helpers ---- */
+
+static struct proto_route route(const struct eng_pipe *e, uint64_t step)
+{
+    struct proto_route r = {0, e->epoch, step};
+    return r;
+}
+
+static const char *host_of(const struct eng_pipe *e, int k)
+{
+    return e->ranks[k].host[0] ? e->ranks[k].host : "?";
+}
+
+/* The pipeline cannot go on: remember why (first reason wins); logged once, here. */
+static void set_broken(struct eng_pipe *e, const char *why)
+{
+    if (e->broken) return;
+    e->broken = true;
+    e->exit_code = BT_EXIT_RESTART;
+    snprintf(e->fail, sizeof(e->fail), "%s", why);
+    bt_error("pipeline broken: %s", why);
+}
+
+/* A startup failure found in a message (first wins; logged by load). */
+static void set_fail(struct eng_pipe *e, int rc, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void set_fail(struct eng_pipe *e, int rc, int code, const char *fmt, ...)
+{
+    if (e->fail_rc) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->fail, sizeof(e->fail), fmt, ap);
+    va_end(ap);
+    e->fail_rc = rc;
+    e->exit_code = code;
+}
+
+static int send_to(struct eng_pipe *e, int dst, char *err, size_t errsz)
+{
+    return xport_send(e->x, dst, &e->out, bt_now_ns() + SEND_TIMEOUT_NS, err, errsz);
+}
+
+static struct pipe_flight *flight_of(struct eng_pipe *e, uint64_t step)
+{
+    for (int i = 0; i < e->fl_len; i++) {
+        struct pipe_flight *f = &e->fl[(e->fl_head + i) % e->n_fl];
+        if (f->step == step) return f;
+    }
+    return NULL;
+}
+
+/* ---- incoming messages ---- */
+
+/* A HANDSHAKE from rank k: check it against rank 0's, note its progress. */
+static void on_handshake(struct eng_pipe *e, int k, const struct proto_handshake *h)
+{
+    struct pipe_rank *r = &e->ranks[k];
+    snprintf(r->host, sizeof(r->host), "%.63s", h->hostname);
+    r->pid = h->pid;
+    r->seen = true;
+    r->progress = h->progress;
+    if (h->proto_version != PROTO_VERSION)
+        set_fail(e, BT_EINVAL, BT_EXIT_MISMATCH,
+                 "rank %d on host %s: protocol version %u, rank 0 speaks %u (a different baton "
+                 "build?)",
+                 k, r->host, h->proto_version, PROTO_VERSION);
+    else if (strcmp(h->build_id, e->hs.build_id) != 0)
+        set_fail(e, BT_EINVAL, BT_EXIT_MISMATCH,
+                 "rank %d on host %s: build id '%s' differs from rank 0's '%s' (a different "
+                 "baton build?)",
+                 k, r->host, h->build_id, e->hs.build_id);
+    else if (h->model_id != e->hs.model_id || h->model_size != e->hs.model_size)
+        set_fail(e, BT_EINVAL, BT_EXIT_MISMATCH,
+                 "rank %d on host %s: model identity 0x%016llx (%llu bytes) differs from rank "
+                 "0's 0x%016llx (%llu bytes) (different model file?)",
+                 k, r->host, (unsigned long long)h->model_id, (unsigned long long)h->model_size,
+                 (unsigned long long)e->hs.model_id, (unsigned long long)e->hs.model_size);
+    else if ((int)h->layer_begin != r->l0 || (int)h->layer_end != r->l1)
+        set_fail(e, BT_EINVAL, BT_EXIT_MISMATCH,
+                 "rank %d on host %s: holds layers [%u, %u), rank 0 expects [%d, %d) (different "
+                 "--split?)",
+                 k, r->host, h->layer_begin, h->layer_end, r->l0, r->l1);
+    if (h->state == PROTO_STATE_FAILED) {
+        r->state = ENG_RANK_FAILED;
+        set_fail(e, BT_EINVAL, BT_EXIT_CONFIG, "rank %d on host %s failed to load its stage", k,
+                 r->host);
+        return;
+    }
+    if (h->state == PROTO_STATE_READY && r->state != ENG_RANK_READY)
+        bt_info("rank %d on host %s (pid %u, %s): layers [%d, %d) ready", k, r->host, r->pid,
+                h->backend, r->l0, r->l1);
+    else if (h->state == PROTO_STATE_LOADING && (int)(h->progress * 4) > r->logged) {
+        r->logged = (int)(h->progress * 4);
+        bt_info("rank %d on host %s: loading layers [%d, %d): %d%%", k, r->host, r->l0, r->l1,
+                (int)(h->progress * 100));
+    }
+    r->state = h->state == PROTO_STATE_READY ? ENG_RANK_READY : ENG_RANK_LOADING;
+    if (e->loading && e->lp && e->lp->progress)
+        e->lp->progress(e->lp->progress_arg, k, r->progress);
+}
+
+static void on_tokens(struct eng_pipe *e, int k, uint64_t step, const struct proto_tokens *t)
+{
+    struct pipe_flight *f = flight_of(e, step);
+    if (k != e->size - 1) {
+        bt_warn("TOKENS from rank %d, only the last rank (%d) samples; dropped", k, e->size - 1);
+        return;
+    }
+    if (!f || f->done) {
+        bt_debug("TOKENS for step %llu, which is not waiting; dropped", (unsigned long long)step);
+        return;
+    }
+    f->done = true;
+    for (uint32_t j = 0; j < t->n; j++) {
+        const struct proto_sampled *it = &t->items[j];
+        int i = 0;
+        while (i < f->n && !(f->seq[i] == (int32_t)it->seq_id && f->sample[i] && !f->got[i])) i++;
+        if (i == f->n) {
+            f->rc = BT_EFORMAT;
+            snprintf(f->err, sizeof(f->err),
+                     "rank %d on host %s sent a token for sequence %u, which step %llu did not "
+                     "ask for",
+                     k, host_of(e, k), it->seq_id, (unsigned long long)step);
+            return;
+        }
+        if (it->error < 0) {
+            f->rc = it->error;
+            snprintf(f->err, sizeof(f->err), "rank %d on host %s: sequence %u: %s", k,
+                     host_of(e, k), it->seq_id,
+                     it->error == BT_EINVAL ? "every token is excluded by the logit bias"
+                                            : bt_strstatus(it->error));
+            return;
+        }
+        bool bad = it->token >= e->n_vocab;
+        for (uint32_t q = 0; q < it->n_top; q++)
+            bad |= it->top[q].id < 0 || it->top[q].id >= e->n_vocab;
+        if (bad) {
+            f->rc = BT_EFORMAT;
+            snprintf(f->err, sizeof(f->err),
+                     "rank %d on host %s sent token ids outside the vocabulary (%d tokens)", k,
+                     host_of(e, k), e->n_vocab);
+            return;
+        }
+        struct eng_result *r = &f->res[i];
+        r->token = it->token;
+        r->logprob = it->logprob;
+        r->n_top = (int32_t)(it->n_top > ENG_MAX_TOP ? ENG_MAX_TOP : it->n_top);
+        for (int q = 0; q < r->n_top; q++) {
+            r->top_id[q] = it->top[q].id;
+            r->top_lp[q] = it->top[q].logprob;
+        }
+        f->got[i] = true;
+    }
+    for (int i = 0; i < f->n; i++)
+        if (f->sample[i] && !f->got[i]) {
+            f->rc = BT_EFORMAT;
+            snprintf(f->err, sizeof(f->err),
+                     "rank %d on host %s sent no token for sequence %d of step %llu", k,
+                     host_of(e, k), f->seq[i], (unsigned long long)step);
+            return;
+        }
+}
+
+static void on_error(struct eng_pipe *e, int k, uint64_t step, const struct proto_error *pe)
+{
+    if (step == 0) { /* not about a batch: a startup failure, or news from a rank */
+        if (e->loading)
+            set_fail(e, pe->code, BT_EXIT_CONFIG, "%s", pe->message);
+        else
+            bt_warn("rank %d: %s", k, pe->message);
+        if (e->ranks[k].state == ENG_RANK_LOADING) e->ranks[k].state = ENG_RANK_FAILED;
+        return;
+    }
+    struct pipe_flight *f = flight_of(e, step);
+    if (!f || f->done) {
+        bt_debug("ERROR for step %llu, which is not waiting: %s", (unsigned long long)step,
+                 pe->message);
+        return;
+    }
+    f->done = true;
+    f->rc = pe->code < 0 ? pe->code : BT_ERR;
+    snprintf(f->err, sizeof(f->err), "%s", pe->message);
+}
+
+/* Handle one received message. */
+static void handle(struct eng_pipe *e, const struct proto_msg *m)
+{
+    int k = (int)m->hdr.sender;
+    if (k <= 0 || k >= e->size) return; /* the transport checked the sender; rank 0 is us */
+    e->ranks[k].last_seen_ns = bt_now_ns();
+    switch (m->hdr.opcode) {
+    case PROTO_OP_HANDSHAKE:
+        on_handshake(e, k, &m->handshake);
+        break;
+    case PROTO_OP_HEARTBEAT_REPLY:
+        e->ranks[k].progress = m->heartbeat.progress;
+        if (m->heartbeat.state == PROTO_STATE_FAILED) e->ranks[k].state = ENG_RANK_FAILED;
+        break;
+    case PROTO_OP_STATS:
+        e->ranks[k].step_ms = m->stats.n_steps ? (double)m->stats.last_step_ns * 1e-6 : -1;
+        break;
+    case PROTO_OP_TOKENS:
+        on_tokens(e, k, m->hdr.step, &m->tokens);
+        break;
+    case PROTO_OP_ERROR:
+        on_error(e, k, m->hdr.step, &m->error);
+        break;
+    default:
+        bt_warn("unexpected %s from rank %d; dropped", proto_op_name(m->hdr.opcode), k);
+    }
+}
+
+/* Wait until deadline for one message and handle it. 0: handled; BT_ETIMEOUT: nothing came;
+ * other: a transport failure (the pipeline is broken). */
+static int recv_one(struct eng_pipe *e, uint64_t deadline)
+{
+    char err[512];
+    uint64_t lo = e->fl_len ? e->fl[e->fl_head].step : e->step + 1;
+    struct xport_filter flt = {.src = XPORT_ANY_SOURCE,
+                               .epoch = e->epoch,
+                               .step_min = e->loading ? 0 : lo,
+                               .step_max = e->loading ? 0 : e->step};
+    if (xport_mpi_peer_exits() > 0) {
+        set_broken(e, "a process of the job exited (mpiexec's SIGUSR1); see the ranks' logs");
+        return BT_EIO;
+    }
+    int rc = xport_recv(e->x, &flt, deadline, &e->msg, err, sizeof(err));
+    if (rc == BT_ETIMEOUT) return rc;
+    if (rc == BT_EFORMAT) {
+        bt_warn("%s", err);
+        if (e->loading && strstr(err, "protocol version"))
+            set_fail(e, BT_EINVAL, BT_EXIT_MISMATCH, "rank %u: %s", e->msg.hdr.sender, err);
+        return BT_OK;
+    }
+    if (rc < 0) {
+        set_broken(e, err);
+        return rc;
+    }
+    handle(e, &e->msg);
+    return BT_OK;
+}
+
+/* ---- load ---- */
+
+static int own_progress(void *arg, float fraction)
+{
+    struct eng_pipe *e = arg;
+    e->ranks[0].progress = fraction;
+    if (e->lp->progress) e->lp->progress(e->lp->progress_arg, 0, fraction);
+    /* between own layers, take the ranks' handshakes: a mismatch ends the load early */
+    while (!e->fail_rc && !e->broken && recv_one(e, bt_now_ns()) == BT_OK) {
+    }
+    return e->fail_rc || e->broken;
+}
+
+static int load_failed(struct eng_pipe *e, char *err, size_t errsz)
+{
+    e->loading = false;
+    e->ranks[0].state = ENG_RANK_FAILED;
+    if (e->broken) return bt_errf(err, errsz, BT_EIO, "%s", e->fail);
+    return bt_errf(err, errsz, e->fail_rc < 0 ? e->fail_rc : BT_EINVAL, "%s", e->fail);
+}
+
+static int pipe_load(void *self, const struct gguf *g, const struct eng_load_params *p,
+                     struct eng_info *info, char *err, size_t errsz)
+{
+    struct eng_pipe *e = self;
+    struct model_hparams hp;
+    const uint64_t t0 = bt_now_ns();
+    const uint64_t init_deadline = t0 + (uint64_t)e->pc.init_timeout_s * SEC_NS;
+    char why[512];
+    int rc;
+
+    e->lp = p;
+    e->loading = true;
+    e->exit_code = BT_EXIT_CONFIG;
+    if ((rc = model_hparams_read(g, &hp, why, sizeof(why))) < 0 ||
+        (rc = stage_split(g, e->size, e->pc.split, e->range, why, sizeof(why))) < 0) {
+        set_fail(e, rc, BT_EXIT_CONFIG, "%s", why);
+        return load_failed(e, err, errsz);
+    }
+    for (int k = 0; k < e->size; k++) {
+        e->ranks[k].l0 = e->range[k].l0;
+        e->ranks[k].l1 = e->range[k].l1;
+    }
+    e->hs.model_id = gguf_identity(g);
+    e->hs.model_size = gguf_file_size(g);
+    e->hs.layer_begin = (uint32_t)e->range[0].l0;
+    e->hs.layer_end = (uint32_t)e->range[0].l1;
+    e->hs.n_layers = (uint32_t)hp.n_layer;
+    {
+        char split[256];
+        int n = 0;
+        for (int k = 0; k < e->size && n < (int)sizeof(split) - 16; k++)
+            n += snprintf(split + n, sizeof(split) - (size_t)n, "%s%d", k ? "," : "",
+                          e->range[k].l1 - e->range[k].l0);
+        bt_info("%s: %d layers over %d ranks (%s); this rank: layers [%d, %d) + embedding",
+                gguf_path(g), hp.n_layer, e->size, split, e->range[0].l0, e->range[0].l1);
+    }
+
+    /* stage 0, taking the ranks' handshakes in between */
+    if ((rc = stage_load(g, e->range[0].l0, e->range[0].l1, own_progress, e, &e->m, why,
+                         sizeof(why))) < 0) {
+        if (!e->fail_rc && !e->broken) set_fail(e, rc, BT_EXIT_CONFIG, "rank 0: %s", why);
+        return load_failed(e, err, errsz);
+    }
+    e->n_seq = p->n_seq;
+    e->n_ctx = p->n_ctx > 0 ? p->n_ctx : hp.n_ctx_train;
+    e->n_vocab = hp.n_vocab;
+    e->n_embd = hp.n_embd;
+    e->max_batch = p->max_batch > PROTO_MAX_TOKENS ? PROTO_MAX_TOKENS : p->max_batch;
+    int n_threads = p->n_threads > 0 ? p->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (n_threads < 1) n_threads = 1;
+    e->pool = bt_pool_new(n_threads);
+    if (!e->pool) {
+        set_fail(e, BT_ERR, BT_EXIT_FAIL, "cannot start %d compute threads", n_threads);
+        return load_failed(e, err, errsz);
+    }
+    if ((rc = kv_new(e->m, e->n_seq, e->n_ctx, BT_F16, &e->kv, why, sizeof(why))) < 0 ||
+        (rc = fwd_new(e->m, e->kv, e->pool, e->max_batch, 1, &e->f, why, sizeof(why))) < 0) {
+        set_fail(e, rc, BT_EXIT_CONFIG, "rank 0: %s", why);
+        return load_failed(e, err, errsz);
+    }
+    e->tok = malloc(sizeof(*e->tok) * (size_t)e->max_batch);
+    e->pos = malloc(sizeof(*e->pos) * (size_t)e->max_batch);
+    e->seq = malloc(sizeof(*e->seq) * (size_t)e->max_batch);
+    e->ptok = malloc(sizeof(*e->ptok) * (size_t)e->max_batch);
+    e->pseq = malloc(sizeof(*e->pseq) * (size_t)e->n_seq);
+    bool ok = e->tok && e->pos && e->seq && e->ptok && e->pseq;
+    for (int i = 0; ok && i < e->n_fl; i++) {
+        struct pipe_flight *f = &e->fl[i];
+        f->seq = malloc(sizeof(*f->seq) * (size_t)e->n_seq);
+        f->sample = malloc(sizeof(*f->sample) * (size_t)e->n_seq);
+        f->got = malloc(sizeof(*f->got) * (size_t)e->n_seq);
+        f->res = calloc((size_t)e->n_seq, sizeof(*f->res));
+        ok = f->seq && f->sample && f->got && f->res;
+    }
+    if (!ok) {
+        set_fail(e, BT_ENOMEM, BT_EXIT_FAIL, "out of memory");
+        return load_failed(e, err, errsz);
+    }
+    xport_set_max_msg(e->x, PROTO_HDR_SIZE + 64 + (size_t)e->max_batch * (16 + 52) +
+                                (size_t)e->max_batch * (size_t)e->n_embd * sizeof(float));
+    e->ranks[0].state = ENG_RANK_READY;
+    e->ranks[0].progress = 1.0f;
+    bt_info("rank 0: layers [%d, %d) ready in %.1f s (weights %.1f MiB with the embedding); "
+            "waiting for ranks 1..%d",
+            e->range[0].l0, e->range[0].l1, (double)(bt_now_ns() - t0) * 1e-9,
+            (double)e->m->n_bytes / (1 << 20), e->size - 1);
+
+    /* every other rank: its handshake, then READY, before --init-timeout */
+    for (;;) {
+        int waiting = 0;
+        for (int k = 1; k < e->size; k++) waiting += e->ranks[k].state != ENG_RANK_READY;
+        if (e->fail_rc || e->broken || !waiting) break;
+        uint64_t now = bt_now_ns();
+        if (now >= init_deadline) {
+            char list[512];
+            int n = 0;
+            for (int k = 1; k < e->size && n < (int)sizeof(list) - 80; k++) {
+                const struct pipe_rank *r = &e->ranks[k];
+                if (r->state == ENG_RANK_READY) continue;
+                if (r->seen)
+                    n += snprintf(list + n, sizeof(list) - (size_t)n, "%srank %d on host %s (%d%%)",
+                                  n ? ", " : "", k, r->host, (int)(r->progress * 100));
+                else
+                    n += snprintf(list + n, sizeof(list) - (size_t)n, "%srank %d (no handshake)",
+                                  n ? ", " : "", k);
+            }
+            set_fail(e, BT_ETIMEOUT, BT_EXIT_RESTART, "%s not ready within --init-timeout %d s",
+                     list, e->pc.init_timeout_s);
+            break;
+        }
+        uint64_t dl = now + SEC_NS < init_deadline ? now + SEC_NS : init_deadline;
+        recv_one(e, dl);
+    }
+    if (e->fail_rc || e->broken) return load_failed(e, err, errsz);
+
+    /* accept: the ranks take the job epoch from this */
+    e->hs.state = PROTO_STATE_READY;
+    e->hs.progress = 1.0f;
+    for (int k = 1; k < e->size; k++) {
+        struct proto_route r = route(e, 0);
+        if ((rc = proto_encode_handshake(&e->out, &r, &e->hs, why, sizeof(why))) < 0 ||
+            (rc = send_to(e, k, why, sizeof(why))) < 0) {
+            set_fail(e, rc, BT_EXIT_FAIL, "handshake to rank %d: %s", k, why);
+            return load_failed(e, err, errsz);
+        }
+    }
+    e->loading = false;
+    e->ready = true;
+    e->lp = NULL;
+    e->exit_code = BT_EXIT_FAIL;
+    e->hb_next = bt_now_ns() + HEARTBEAT_NS;
+    info->n_ctx = e->n_ctx;
+    info->n_vocab = e->n_vocab;
+    info->n_layer = hp.n_layer;
+    info->max_inflight = e->size;
+    bt_info("pipeline of %d ranks ready in %.1f s: KV %d x %d (%.1f MiB on rank 0)", e->size,
+            (double)(bt_now_ns() - t0) * 1e-9, e->n_seq, e->n_ctx,
+            (double)kv_bytes(e->kv) / (1 << 20));
+    return BT_OK;
+}
+
+/* ---- steps ---- */
+
+static void sampling_to_proto(const struct eng_sparams *sp, struct proto_sampling *ps)
+{
+#define CLAMP(v, lo, hi) ((v) != (v) ? (lo) : (v) < (lo) ? (lo) : (v) > (hi) ? (hi) : (v))
+    ps->temperature = CLAMP(sp->temperature, 0.0f, 100.0f);
+    ps->top_k = sp->top_k < 0 ? 0 : sp->top_k;
+    ps->top_p = CLAMP(sp->top_p, 0.0f, 1.0f);
+    ps->min_p = CLAMP(sp->min_p, 0.0f, 1.0f);
+    ps->repeat_penalty = sp->repeat_penalty > 0 ? CLAMP(sp->repeat_penalty, 1e-6f, 100.0f) : 1.0f;
+    ps->repeat_last_n = sp->repeat_last_n < 0 || sp->repeat_last_n > (int32_t)PROTO_MAX_POS
+                            ? PROTO_MAX_POS /* all: the last stage caps it at its context */
+                            : (uint32_t)sp->repeat_last_n;
+    ps->presence_penalty = CLAMP(sp->presence_penalty, -100.0f, 100.0f);
+    ps->frequency_penalty = CLAMP(sp->frequency_penalty, -100.0f, 100.0f);
+    ps->seed = sp->seed;
+    ps->n_logprobs = sp->n_logprobs < 0                    ? 0
+                     : sp->n_logprobs > PROTO_MAX_LOGPROBS ? PROTO_MAX_LOGPROBS
+                                                           : (uint32_t)sp->n_logprobs;
+#undef CLAMP
+}
+
+static int pipe_submit(void *self, const struct eng_item *items, int n, char *err, size_t errsz)
+{
+    struct eng_pipe *e = self;
+    char why[512];
+    int rc, nt = 0;
+    if (!e->ready) return bt_errf(err, errsz, BT_EINVAL, "the pipeline is not loaded");
+    if (e->broken) return bt_errf(err, errsz, BT_EIO, "%s", e->fail);
+    if (e->fl_len == e->n_fl)
+        return bt_errf(err, errsz, BT_EINVAL, "%d batches already in flight", e->fl_len);
+    if (n < 1 || n > e->n_seq) return bt_errf(err, errsz, BT_EINVAL, "bad batch size %d", n);
+    for (int i = 0; i < n; i++) {
+        const struct eng_item *it = &items[i];
+        if (it->seq < 0 || it->seq >= e->n_seq || it->n_tokens < 1 ||
+            it->n_tokens > e->max_batch - nt || (it->reset && !it->sp))
+            return bt_errf(err, errsz, BT_EINVAL, "bad batch item %d (seq %d, %d tokens)", i,
+                           it->seq, it->n_tokens);
+        if (it->reset && it->sp->n_bias > 0)
+            return bt_errf(err, errsz, BT_EUNSUP,
+                           "logit_bias is not supported with a pipeline of ranks yet");
+        nt += it->n_tokens;
+    }
+    const uint64_t t0 = bt_now_ns();
+    struct pipe_flight *f = &e->fl[(e->fl_head + e->fl_len) % e->n_fl];
+    f->step = ++e->step;
+    f->deadline = t0 + STEP_TIMEOUT_NS;
+    f->n = n;
+    f->done = false;
+    f->rc = 0;
+    f->err[0] = 0;
+    e->fl_len++;
+    nt = 0;
+    for (int i = 0; i < n; i++) {
+        const struct eng_item *it = &items[i];
+        f->seq[i] = it->seq;
+        f->sample[i] = it->sample;
+        f->got[i] = false;
+        if (it->reset) kv_seq_clear(e->kv, it->seq);
+        for (int k = 0; k < it->n_tokens; k++, nt++) {
+            e->tok[nt] = it->tokens[k];
+            e->pos[nt] = it->pos + k;
+            e->seq[nt] = it->seq;
+            e->ptok[nt] = (struct proto_token){
+                .seq_id = (uint32_t)it->seq,
+                .pos = (uint32_t)(it->pos + k),
+                .token = it->tokens[k],
+                .flags =
+                    PROTO_TOK_ROW | (it->sample && k == it->n_tokens - 1 ? PROTO_TOK_LOGITS : 0u)};
+        }
+        struct proto_seq *ps = &e->pseq[i];
+        memset(ps, 0, sizeof(*ps));
+        ps->seq_id = (uint32_t)it->seq;
+        ps->flags = it->reset ? PROTO_SEQ_RESET : 0;
+        ps->sampling.repeat_penalty = 1.0f;
+        ps->sampling.top_p = 1.0f;
+        if (it->reset) sampling_to_proto(it->sp, &ps->sampling);
+    }
+    struct fwd_batch b = {.n = nt, .token = e->tok, .pos = e->pos, .seq = e->seq};
+    const float *act;
+    int n_out = 0;
+    if ((rc = fwd_eval(e->f, &b, &act, &n_out, why, sizeof(why))) < 0) {
+        f->done = true; /* answered at collect, in order */
+        f->rc = rc;
+        snprintf(f->err, sizeof(f->err), "rank 0: %s", why);
+        return BT_OK;
+    }
+    if (e->bad_seq_at > 0 && ++e->n_forward == e->bad_seq_at) {
+        uint32_t bad = (uint32_t)e->n_seq + 1000;
+        bt_warn("test hook BATON_TEST_FORWARD_BAD_SEQ: FORWARD step %llu names sequence %u",
+                (unsigned long long)f->step, bad);
+        for (int k = 0; k < nt; k++)
+            if (e->ptok[k].seq_id == e->pseq[0].seq_id) e->ptok[k].seq_id = bad;
+        e->pseq[0].seq_id = bad;
+    }
+    struct proto_forward fw = {.n_tokens = (uint32_t)nt,
+                               .n_seqs = (uint32_t)n,
+                               .n_embd = (uint32_t)e->n_embd,
+                               .n_rows = (uint32_t)nt,
+                               .tokens = e->ptok,
+                               .seqs = e->pseq,
+                               .rows = act};
+    struct proto_route r = route(e, f->step);
+    if ((rc = proto_encode_forward(&e->out, &r, &fw, why, sizeof(why))) < 0) {
+        f->done = true;
+        f->rc = rc;
+        snprintf(f->err, sizeof(f->err), "rank 0: FORWARD: %s", why);
+        return BT_OK;
+    }
+    if ((rc = send_to(e, 1, why, sizeof(why))) < 0) {
+        set_broken(e, why);
+        f->done = true;
+        f->rc = BT_EIO;
+        snprintf(f->err, sizeof(f->err), "%s", why);
+        return BT_OK;
+    }
+    xport_set_busy(e->x, 1);
+    e->step_ms = (double)(bt_now_ns() - t0) * 1e-6;
+    return BT_OK;
+}
+
+static int pipe_collect(void *self, struct eng_result *out, int n, int timeout_ms, char *err,
+                        size_t errsz)
+{
+    struct eng_pipe *e = self;
+    if (!e->fl_len) return bt_errf(err, errsz, BT_EINVAL, "no batch in flight");
+    struct pipe_flight *f = &e->fl[e->fl_head];
+    const uint64_t until = bt_now_ns() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms) * 1000000ull;
+    while (!f->done) {
+        uint64_t now = bt_now_ns();
+        if (e->broken) {
+            f->done = true;
+            f->rc = BT_EIO;
+            snprintf(f->err, sizeof(f->err), "%.575s", e->fail);
+            break;
+        }
+        if (now >= f->deadline) {
+            char why[256];
+            snprintf(why, sizeof(why),
+                     "no answer to step %llu within %llu s (a rank is stuck or gone)",
+                     (unsigned long long)f->step, STEP_TIMEOUT_NS / SEC_NS);
+            set_broken(e, why);
+            continue;
+        }
+        if (now >= until) return bt_errf(err, errsz, BT_ETIMEOUT, "not ready");
+        recv_one(e, until < f->deadline ? until : f->deadline);
+    }
+    /* the oldest batch is answered: it leaves the ring */
+    e->fl_head = (e->fl_head + 1) % e->n_fl;
+    e->fl_len--;
+    if (!e->fl_len) xport_set_busy(e->x, 0);
+    if (f->rc < 0) return bt_errf(err, errsz, f->rc, "%s", f->err);
+    for (int i = 0; i < n && i < f->n; i++)
+        if (f->sample[i]) out[i] = f->res[i];
+    return BT_OK;
+}
+
+static void pipe_release(void *self, int32_t seq)
+{
+    struct eng_pipe *e = self;
+    /* Only stage 0's cells: the other stages forget the sequence when its next use arrives with
+     * PROTO_SEQ_RESET (a separate RESET message could overtake that FORWARD on its way). */
+    if (e->kv && seq >= 0 && seq < e->n_seq) kv_seq_clear(e->kv, seq);
+}
+
+/* While idle: heartbeats and their replies (never blocks). */
+static void housekeeping(struct eng_pipe *e)
+{
+    char why[256];
+    uint64_t now = bt_now_ns();
+    if (e->broken) return;
+    if (now >= e->hb_next) {
+        e->hb_next = now + HEARTBEAT_NS;
+        for (int k = 1; k < e->size; k++) {
+            struct proto_heartbeat hb = {
+                .nonce = ++e->hb_nonce, .state = PROTO_STATE_READY, .progress = 1.0f};
+            struct proto_route r = route(e, 0);
+            int rc = proto_encode_heartbeat(&e->out, &r, PROTO_OP_HEARTBEAT, &hb, why, sizeof(why));
+            if (rc == BT_OK) rc = send_to(e, k, why, sizeof(why));
+            if (rc == BT_OK) rc = proto_encode_stats_request(&e->out, &r, why, sizeof(why));
+            if (rc == BT_OK) rc = send_to(e, k, why, sizeof(why));
+            if (rc == BT_ETIMEOUT || rc == BT_EIO) {
+                set_broken(e, why);
+                return;
+            }
+        }
+    }
+    while (recv_one(e, now) == BT_OK) {
+    }
+}
+
+static int pipe_ranks(void *self, struct eng_rank *out, int cap)
+{
+    struct eng_pipe *e = self;
+    if (e->ready && !e->loading) housekeeping(e);
+    uint64_t now = bt_now_ns();
+    int n = e->size < cap ? e->size : cap;
+    for (int k = 0; k < n; k++) {
+        const struct pipe_rank *r = &e->ranks[k];
+        struct eng_rank *o = &out[k];
+        memset(o, 0, sizeof(*o));
+        o->rank = k;
+        snprintf(o->host, sizeof(o->host), "%s", r->host);
+        o->layer_first = r->l0;
+        o->layer_last = r->l1;
+        o->state = r->state;
+        o->progress = r->progress;
+        if (k == 0) {
+            o->heartbeat_age_ms = 0;
+            o->step_ms = e->step ? e->step_ms : -1;
+            continue;
+        }
+        o->heartbeat_age_ms = r->last_seen_ns ? (double)(now - r->last_seen_ns) * 1e-6 : -1;
+        o->step_ms = r->step_ms;
+        if (e->ready && !e->fl_len && r->state == ENG_RANK_READY &&
+            o->heartbeat_age_ms > (double)(OFFLINE_BEATS * HEARTBEAT_NS) * 1e-6)
+            o->state = ENG_RANK_OFFLINE;
+    }
+    return n;
+}
+
+/* SHUTDOWN to every rank, then everything they send until each has acknowledged it: a rank
+ * answers SHUTDOWN with a HEARTBEAT_REPLY whose nonce is the SHUTDOWN's step id and sends
+ * nothing after it. Each rank's messages arrive in order, so then no message is left unreceived
+ * at MPI_Finalize (UCX warns about those, on stdout). Bounded by SHUTDOWN_WAIT_NS. */
+static void shutdown_ranks(struct eng_pipe *e)
+{
+    char why[256];
+    const uint64_t nonce = ++e->hb_nonce | (1ull << 63);
+    const uint64_t deadline = bt_now_ns() + SHUTDOWN_WAIT_NS;
+    struct proto_shutdown sd = {.reason =
+                                    e->broken ? PROTO_SHUTDOWN_RESTART : PROTO_SHUTDOWN_NORMAL};
+    int waiting = 0;
+    bool *acked = calloc((size_t)e->size, sizeof(*acked));
+    for (int k = 1; k < e->size; k++) {
+        struct proto_route r = route(e, nonce);
+        if (proto_encode_shutdown(&e->out, &r, &sd, why, sizeof(why)) == BT_OK &&
+            send_to(e, k, why, sizeof(why)) == BT_OK)
+            waiting++;
+        else if (acked)
+            acked[k] = true;
+    }
+    while (acked && !e->broken && waiting > 0) {
+        int rc = xport_recv(e->x, NULL, deadline, &e->msg, why, sizeof(why));
+        if (rc == BT_ETIMEOUT || rc == BT_EIO) break;
+        int k = (int)e->msg.hdr.sender;
+        if (rc == BT_OK && e->msg.hdr.opcode == PROTO_OP_HEARTBEAT_REPLY &&
+            e->msg.heartbeat.nonce == nonce && k > 0 && k < e->size && !acked[k]) {
+            acked[k] = true;
+            waiting--;
+        }
+    }
+    free(acked);
+}
+
+static void pipe_destroy(void *self)
+{
+    struct eng_pipe *e = self;
+    if (!e) return;
+    if (e->x) {
+        char why[256];
+        shutdown_ranks(e);
+        if (e->broken || xport_flush(e->x, bt_now_ns() + SHUTDOWN_WAIT_NS, why, sizeof(why)) < 0)
+            xport_mark_faulted(e->x); /* MPI_Finalize would hang on a dead or stuck rank */
+    }
+    for (int i = 0; e->fl && i < e->n_fl; i++) {
+        free(e->fl[i].seq);
+        free(e->fl[i].sample);
+        free(e->fl[i].got);
+        free(e->fl[i].res);
+    }
+    free(e->fl);
+    free(e->ranks);
+    free(e->tok);
+    free(e->pos);
+    free(e->seq);
+    free(e->ptok);
+    free(e->pseq);
+    fwd_free(e->f);
+    kv_free(e->kv);
+    bt_pool_free(e->pool);
+    model_free(e->m);
+    proto_buf_free(&e->out);
+    proto_msg_free(&e->msg);
+    xport_free(e->x);
+    free(e);
+}
+
+int eng_pipe_exit_code(void *self)
+{
+    struct eng_pipe *e = self;
+    return e ? e->exit_code : BT_EXIT_FAIL;
+}
+
+static const struct eng_ops pipe_ops = {
+    .name = "pipe",
+    .load = pipe_load,
+    .submit = pipe_submit,
+    .collect = pipe_collect,
+    .release = pipe_release,
+    .ranks = pipe_ranks,
+    .destroy = pipe_destroy,
+};
+
+bool eng_pipe_wanted(void)
+{
+    const char *s = getenv("PMI_SIZE"); /* set by hydra for every process of the job */
+    return s && atoi(s) > 1;
+}
+
+int eng_pipe_new(struct engine *out, int *argc, char ***argv, const struct eng_pipe_config *pc,
+                 char *err, size_t errsz)
+{
+    struct eng_pipe *e = calloc(1, sizeof(*e));
+    char why[512];
+    int rc;
+    out->ops = &pipe_ops;
+    out->self = NULL;
+    if (!e) return bt_errf(err, errsz, BT_ENOMEM, "out of memory");
+    e->pc = *pc;
+    e->epoch = PIPE_EPOCH;
+    e->exit_code = BT_EXIT_CONFIG;
+    /* before MPI_Init, so MPICH chains its SIGUSR1 (a peer exited) to ours */
+    if (xport_mpi_install_sigusr1(why, sizeof(why)) < 0) bt_warn("%s", why);
+    if ((rc = xport_mpi_init(argc, argv, 0, &e->x, why, sizeof(why))) < 0) {
+        free(e);
+        return bt_errf(err, errsz, rc, "%s", why);
+    }
+    bt_log_set_tag("rank 0");
+    e->size = xport_size(e->x);
+    if (xport_rank(e->x) != 0 || e->size > STAGE_MAX) {
+        rc = bt_errf(err, errsz, BT_EINVAL,
+                     xport_rank(e->x) != 0
+                         ? "baton-server must be rank 0 of the job (ranks 1.. run baton-rankd)"
+                         : "too many ranks (at most %d)",
+                     STAGE_MAX);
+        xport_mark_faulted(e->x);
+        goto fail;
+    }
+    e->ranks = calloc((size_t)e->size, sizeof(*e->ranks));
+    e->n_fl = e->size;
+    e->fl = calloc((size_t)e->n_fl, sizeof(*e->fl));
+    if (!e->ranks || !e->fl) {
+        rc = bt_errf(err, errsz, BT_ENOMEM, "out of memory");
+        goto fail;
+    }
+    for (int k = 0; k < e->size; k++) {
+        e->ranks[k].state = ENG_RANK_LOADING;
+        e->ranks[k].step_ms = -1;
+    }
+    proto_handshake_local(&e->hs);
+    const char *fake = getenv("BATON_TEST_BUILD_ID"); /* test hook: a different build */
+    if (fake && *fake) snprintf(e->hs.build_id, sizeof(e->hs.build_id), "%s", fake);
+    snprintf(e->ranks[0].host, sizeof(e->ranks[0].host), "%.63s", e->hs.hostname);
+    e->ranks[0].pid = (uint32_t)getpid();
+    const char *bad = getenv("BATON_TEST_FORWARD_BAD_SEQ");
+    e->bad_seq_at = bad ? atol(bad) : 0;
+    out->self = e;
+    return BT_OK;
+fail:
+    pipe_destroy(e);
+    return rc;
+}
+
+int eng_pipe_early_exit(int status)
+{
+    struct engine eng;
+    struct eng_pipe_config pc = {NULL, 1};
+    char err[256];
+    if (!eng_pipe_wanted()) return status;
+    if (eng_pipe_new(&eng, NULL, NULL, &pc, err, sizeof(err)) < 0) {
+        bt_error("%s", err);
+        return status;
+    }
+    pipe_destroy(eng.self); /* SHUTDOWN to every rank, then MPI_Finalize */
+    return status;
+}

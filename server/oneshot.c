@@ -1,0 +1,179 @@
+/* oneshot: `baton run`, one prompt's continuation through the engine interface (oneshot.h). */
+#include "oneshot.h"
+
+#include "config.h"
+#include "engine_local.h"
+#include "engine_pipe.h"
+#include "exitcodes.h"
+#include "gguf.h"
+#include "log.h"
+#include "tokenizer.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#define COLLECT_MS 1000 /* one wait of collect(); the engine bounds the whole step */
+
+static void emit(const char *buf, int n)
+{
+    if (n > 0) {
+        fwrite(buf, 1, (size_t)n, stdout);
+        fflush(stdout);
+    }
+}
+
+/* One step through the engine: submit, then collect until it is answered. */
+static int step(struct engine *eng, const struct eng_item *it, struct eng_result *res, char *err,
+                size_t errsz)
+{
+    int rc = eng->ops->submit(eng->self, it, 1, err, errsz);
+    if (rc < 0) return rc;
+    while ((rc = eng->ops->collect(eng->self, res, 1, COLLECT_MS, err, errsz)) == BT_ETIMEOUT) {
+    }
+    return rc;
+}
+
+int oneshot_main(const struct cfg *c, int *argc, char ***argv)
+{
+    struct engine eng = {0};
+    struct gguf *g = NULL;
+    struct tok *t = NULL;
+    int32_t *toks = NULL;
+    char *piece = NULL;
+    char err[1024];
+    int status = BT_EXIT_CONFIG, rc;
+    const bool pipe = eng_pipe_wanted();
+
+    /* options first: a bad one ends the job before anything loads */
+    char *end;
+    errno = 0;
+    float temp = c->temp ? strtof(c->temp, &end) : 0.8f;
+    if (c->temp && (errno || end == c->temp || *end || !isfinite(temp) || temp < 0 || temp > 100)) {
+        bt_error("option temp: '%s' is not a number in [0, 100]", c->temp);
+        return eng_pipe_early_exit(BT_EXIT_CONFIG);
+    }
+    if (!c->prompt) {
+        bt_error("option prompt: required with --oneshot (-p TEXT)");
+        return eng_pipe_early_exit(BT_EXIT_CONFIG);
+    }
+    struct eng_pipe_config pc = {.split = c->split, .init_timeout_s = (int)c->init_timeout};
+    rc = pipe ? eng_pipe_new(&eng, argc, argv, &pc, err, sizeof(err)) : eng_local_new(&eng);
+    if (rc < 0) {
+        bt_error("%s", pipe ? err : "out of memory");
+        if (eng.self) eng.ops->destroy(eng.self);
+        return BT_EXIT_FAIL;
+    }
+    if ((rc = gguf_open(c->model, &g, err, sizeof(err))) < 0 ||
+        (rc = tok_load(g, &t, err, sizeof(err))) < 0) {
+        bt_error("%s", err);
+        goto out;
+    }
+    struct eng_load_params lp = {.n_seq = (int)c->parallel,
+                                 .n_ctx = (int)c->ctx_size,
+                                 .max_batch = (int)(c->parallel + c->prefill_chunk),
+                                 .n_threads = (int)c->threads};
+    struct eng_info info;
+    if ((rc = eng.ops->load(eng.self, g, &lp, &info, err, sizeof(err))) < 0) {
+        bt_error("loading failed: %s", err);
+        status = pipe ? eng_pipe_exit_code(eng.self) : BT_EXIT_CONFIG;
+        goto out;
+    }
+    if (info.n_vocab != tok_n_vocab(t)) {
+        bt_error("%s: the tokenizer has %d tokens, the model %d", c->model, tok_n_vocab(t),
+                 info.n_vocab);
+        goto out;
+    }
+
+    /* the prompt, as baton-cli tokenizes it */
+    const size_t plen = strlen(c->prompt);
+    int n_prompt = tok_encode(t, c->prompt, plen, true, true, NULL, 0);
+    if (n_prompt <= 0) {
+        bt_error(n_prompt < 0 ? "cannot tokenize the prompt" : "the prompt is empty");
+        goto out;
+    }
+    const int n_predict = c->n_predict < 0 ? info.n_ctx - n_prompt : (int)c->n_predict;
+    if ((long)n_prompt + n_predict > info.n_ctx) {
+        bt_error("prompt (%d tokens) + %d tokens to generate do not fit in the context of %d "
+                 "(raise -c or lower -n)",
+                 n_prompt, n_predict, info.n_ctx);
+        goto out;
+    }
+    toks = malloc(sizeof(*toks) * (size_t)n_prompt);
+    piece = malloc((size_t)tok_max_piece(t) + 8);
+    if (!toks || !piece || tok_encode(t, c->prompt, plen, true, true, toks, n_prompt) != n_prompt) {
+        bt_error("cannot tokenize the prompt");
+        goto out;
+    }
+
+    struct eng_sparams sp = {.temperature = temp,
+                             .top_k = 40,
+                             .top_p = 0.95f,
+                             .min_p = 0.05f,
+                             .repeat_penalty = 1.0f,
+                             .repeat_last_n = 64,
+                             .n_logprobs = -1};
+    if (c->seed >= 0)
+        sp.seed = (uint64_t)c->seed;
+    else if (getrandom(&sp.seed, sizeof(sp.seed), 0) != sizeof(sp.seed))
+        sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+
+    /* the prompt in chunks, sampling after the last; then one token per step */
+    status = BT_EXIT_FAIL;
+    struct eng_result res;
+    const int chunk = (int)c->prefill_chunk;
+    const double t0 = bt_now_s();
+    for (int i = 0; i < n_prompt; i += chunk) {
+        int k = n_prompt - i < chunk ? n_prompt - i : chunk;
+        struct eng_item it = {.seq = 0,
+                              .pos = i,
+                              .n_tokens = k,
+                              .tokens = toks + i,
+                              .reset = i == 0,
+                              .sample = i + k == n_prompt,
+                              .sp = &sp};
+        if ((rc = step(&eng, &it, &res, err, sizeof(err))) < 0) {
+            bt_error("prompt: %s", err);
+            goto out;
+        }
+    }
+    const double t1 = bt_now_s();
+    struct tok_stream ts;
+    tok_stream_init(&ts, t);
+    int n_gen = 0, pos = n_prompt;
+    while (n_gen < n_predict) {
+        int32_t id = res.token;
+        n_gen++;
+        if (tok_is_eog(t, id)) break;
+        int k = tok_stream_push(&ts, id, piece, tok_max_piece(t) + 8);
+        if (k < 0) {
+            bt_error("cannot decode token %d", id);
+            goto out;
+        }
+        emit(piece, k);
+        if (n_gen == n_predict) break;
+        struct eng_item it = {.seq = 0, .pos = pos++, .n_tokens = 1, .tokens = &id, .sample = true};
+        if ((rc = step(&eng, &it, &res, err, sizeof(err))) < 0) {
+            bt_error("generation: %s", err);
+            goto out;
+        }
+    }
+    emit(piece, tok_stream_flush(&ts, piece, tok_max_piece(t) + 8));
+    const double t2 = bt_now_s();
+    bt_info("prompt: %d tokens in %.3f s; generation: %d tokens in %.3f s (%.1f t/s)", n_prompt,
+            t1 - t0, n_gen, t2 - t1, n_gen / (t2 - t1 > 0 ? t2 - t1 : 1e-9));
+    status = BT_EXIT_OK;
+out:
+    if (status == BT_EXIT_FAIL && pipe) status = eng_pipe_exit_code(eng.self);
+    free(toks);
+    free(piece);
+    eng.ops->destroy(eng.self); /* SHUTDOWN to the ranks */
+    tok_free(t);
+    gguf_close(g);
+    return status;
+}

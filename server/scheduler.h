@@ -1,0 +1,88 @@
+/* scheduler: the one thread that owns the engine (model, KV cache, samplers) and the slots.
+ *
+ * Its thread first loads the model (the gguf, the tokenizer, the chat template family, then the
+ * engine), then loops: admit queued requests into free slots; drop cancelled and expired ones;
+ * build a micro-batch with one decode token of every running sequence plus up to prefill-chunk
+ * prompt tokens of the sequences still reading their prompt (so running streams keep flowing
+ * while a long prompt is read); run it through the engine; turn the sampled tokens into text
+ * (UTF-8-safe incremental decoding, stop strings held back), hand it to the request, finish
+ * sequences on end-of-generation, a stop string, max_tokens, a full context or the timeout.
+ * Requests join and leave between steps (continuous batching). With an engine that holds
+ * several micro-batches at once (a pipeline), it keeps that many in flight, each over distinct
+ * sequences.
+ *
+ * Ownership: sched_create takes ownership of the engine (destroyed by sched_free). The model
+ * published by sched_model is owned by the scheduler and immutable; valid until sched_free.
+ * Threads: sched_submit, sched_state, sched_model, sched_stats, sched_wait_loaded and sched_stop
+ * may be called from any thread; everything else about the engine and slots is the scheduler
+ * thread's. */
+#ifndef BATON_SCHEDULER_H
+#define BATON_SCHEDULER_H
+
+#include "engine.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct req;
+struct metrics;
+struct tok;
+struct gguf;
+
+struct sched_config {
+    const char *model_path;
+    const char *chat_template; /* --chat-template override, or NULL */
+    int n_ctx;                 /* 0: the model's */
+    int n_slots;
+    int queue_cap;
+    int prefill_chunk;
+    int n_threads;
+    int request_timeout_s; /* 0: none */
+    int test_step_delay_ms;
+    int test_load_delay_ms;
+};
+
+enum sched_state { SCHED_LOADING = 0, SCHED_READY = 1, SCHED_FAILED = 2, SCHED_STOPPED = 3 };
+
+/* What the HTTP threads need of the loaded model (immutable once published). */
+struct sched_model {
+    const struct gguf *g;
+    const struct tok *tok;
+    int n_ctx; /* positions per sequence */
+    int n_vocab;
+    int chat_family;                 /* enum chat_family */
+    const char *bos_text, *eos_text; /* for chat templates ("" if none) */
+    int64_t created;                 /* unix seconds at load */
+};
+
+struct sched_stats {
+    int state;
+    int queue_depth;
+    int slots_busy, slots_total;
+    int n_ranks;
+    struct eng_rank ranks[16];
+    char message[256]; /* load error, if failed */
+};
+
+struct sched;
+
+int sched_create(const struct sched_config *c, struct engine eng, struct metrics *m,
+                 struct sched **out, char *err, size_t errsz);
+/* Start the thread (it loads, then serves). */
+int sched_start(struct sched *s);
+/* Stop: every queued and running request is failed with 503; joins the thread. */
+void sched_stop(struct sched *s);
+void sched_free(struct sched *s); /* NULL is fine; stops first */
+
+int sched_state(struct sched *s);
+/* NULL unless the state is READY (acquire: what it points to is fully published). */
+const struct sched_model *sched_model(struct sched *s);
+/* Wait until loading ended (or timeout_ms passed); returns the state. */
+int sched_wait_loaded(struct sched *s, int timeout_ms);
+void sched_stats(struct sched *s, struct sched_stats *st);
+
+/* Queue r (fields above r->mu set; r->deadline_ns is set here from the timeout). BT_OK (a
+ * reference is taken), BT_EFULL (queue full: 429), BT_EUNSUP (not ready or stopping: 503). */
+int sched_submit(struct sched *s, struct req *r);
+
+#endif

@@ -1,0 +1,398 @@
+#!/usr/bin/env python3
+"""Pipeline-parallel ranks end to end: baton-server (rank 0) + baton-rankd (ranks 1..R-1) under a
+real mpiexec. Python stdlib only; every process runs under a deadline and is killed by pid.
+
+usage: test_pipeline.py CASE BATON BATON_SERVER BATON_RANKD BATON_CLI BATON_MKMODEL
+  greedy    `baton run --ranks R`, R = 1..4, greedy output identical to baton-cli's, on
+            stories260K and on a synthetic 6-layer q8_0 model (and an uneven --split)
+  by_hand   `mpiexec -n 1 baton-server --oneshot ... : -n 2 baton-rankd ...` gives the same
+  mismatch  a different model file, a faked build id, a different --split on one rank: the job
+            fails within seconds with one clear error naming the rank and host, exit status 3;
+            a bad option on every rank: exit status 2, no hang
+  idle      3 ranks by hand over HTTP: each rank idles under 2 % CPU (/proc/PID/stat over 3 s),
+            then the first request succeeds; SIGTERM: every rank leaves, mpiexec exits 0
+  many      `baton serve --ranks 3`: 200 short completions from 4 client threads all succeed,
+            every rank is alive and ready afterwards
+  error     a FORWARD naming a sequence id out of range (test hook BATON_TEST_FORWARD_BAD_SEQ on
+            rank 0): that request gets an error reply naming the rank, the ranks keep serving
+Exit 77 (skipped) without mpiexec.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+CASE, BATON, SERVER, RANKD, CLI, MKMODEL = sys.argv[1:7]
+SHARED = os.environ.get("BATON_SHARED", os.path.join(os.path.dirname(__file__), "../../../shared"))
+STORIES = os.path.abspath(os.path.join(SHARED, "models/stories260K.gguf"))
+PROMPT = "Once upon a time"
+MPIEXEC = shutil.which("mpiexec")
+failures = 0
+
+
+def check(cond, what):
+    global failures
+    print(("ok: " if cond else "FAIL: ") + what, flush=True)
+    if not cond:
+        failures += 1
+
+
+def descendants(pid):
+    """pid and every process below it (from /proc's parent links)."""
+    kids = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        ppid = int(st[st.rindex(")") + 2:].split()[1])
+        kids.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def cpu_s(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        st = f.read()
+    fields = st[st.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def kill_tree(p):
+    """SIGKILL a started job and everything below it, by pid."""
+    for pid in reversed(descendants(p.pid)):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        p.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def run(cmd, timeout=120, env=None):
+    """Run to completion under a deadline; (status, stdout bytes, stderr text, seconds)."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         start_new_session=True, env=env)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_tree(p)
+        out, err = p.communicate()
+        return 124, out, err.decode(errors="replace"), time.monotonic() - t0
+    return p.returncode, out, err.decode(errors="replace"), time.monotonic() - t0
+
+
+def cli(model, n, ctx):
+    rc, out, err, _ = run([CLI, "-m", model, "-p", PROMPT, "-n", str(n), "-c", str(ctx), "--temp",
+                           "0", "-t", "1"])
+    check(rc == 0, f"baton-cli on {os.path.basename(model)} (rc {rc})")
+    return out
+
+
+def tiny_model(tmp):
+    path = os.path.join(tmp, "tiny6-q8_0.gguf")
+    rc, _, err, _ = run([MKMODEL, "-q", "-o", path, "--preset", "tiny", "--n-layer", "6", "--type",
+                         "q8_0", "--seed", "7"])
+    if rc != 0:
+        print(err)
+    check(rc == 0, "baton-mkmodel tiny --n-layer 6 q8_0")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+
+def case_greedy(tmp):
+    tiny = tiny_model(tmp)
+    for model, n, ctx in ((STORIES, 100, 512), (tiny, 100, 256)):
+        name = os.path.basename(model)
+        want = cli(model, n, ctx)
+        check(len(want) > 50, f"{name}: baton-cli wrote a continuation ({len(want)} bytes)")
+        for ranks in (1, 2, 3, 4):
+            rc, out, err, dt = run([BATON, "run", "-m", model, "-p", PROMPT, "-n", str(n), "-c",
+                                    str(ctx), "--temp", "0", "-t", "1", "--ranks", str(ranks)])
+            if rc != 0 or out != want:
+                print(err[-3000:])
+            check(rc == 0, f"{name}: baton run --ranks {ranks} exit 0 (rc {rc}, {dt:.1f} s)")
+            check(out == want, f"{name}: --ranks {ranks} output identical to baton-cli's")
+            if ranks > 1:
+                check(f"{ranks} ranks" in err and "ready" in err,
+                      f"{name}: --ranks {ranks} ran as a {ranks}-stage pipeline")
+    # an uneven split by hand
+    rc, out, err, _ = run([BATON, "run", "-m", tiny, "-p", PROMPT, "-n", "100", "-c", "256", "--temp",
+                           "0", "-t", "1", "--ranks", "3", "--split", "1,1,4"])
+    check(rc == 0 and "(1,1,4)" in err, "--split 1,1,4 is used")
+    check(out == cli(tiny, 100, 256), "--split 1,1,4 output identical to baton-cli's")
+
+
+def case_by_hand(tmp):
+    want = cli(STORIES, 100, 512)
+    args = ["-m", STORIES, "-p", PROMPT, "-n", "100", "-c", "512", "--temp", "0", "-t", "1"]
+    rc, out, err, _ = run([MPIEXEC, "-n", "1", SERVER, "--oneshot", *args, ":", "-n", "2", RANKD,
+                           *args])
+    if rc != 0:
+        print(err[-3000:])
+    check(rc == 0, f"mpiexec -n 1 baton-server : -n 2 baton-rankd exit 0 (rc {rc})")
+    check(out == want, "by hand: output identical to baton-cli's")
+    check(err.count("SHUTDOWN from rank 0") == 2, "both ranks got SHUTDOWN")
+
+
+def mismatch(tmp, what, rank2_args, rank2_env, expect):
+    base = ["-m", STORIES, "-p", PROMPT, "-n", "5", "--temp", "0", "-t", "1"]
+    env_args = [a for k, v in rank2_env.items() for a in ("-env", k, v)]
+    cmd = [MPIEXEC, "-disable-auto-cleanup", "-n", "1", SERVER, "--oneshot", *base, ":", "-n", "1",
+           RANKD, *base, ":", "-n", "1", *env_args, RANKD, *base[2:], *rank2_args]
+    rc, out, err, dt = run(cmd, timeout=60)
+    errors = [l for l in err.splitlines() if "[rank 0] error" in l]
+    print("\n".join(errors))
+    check(rc == 3, f"{what}: exit status 3 (configuration mismatch), got {rc}")
+    check(dt < 20, f"{what}: failed within seconds ({dt:.1f} s)")
+    check(len(errors) == 1 and re.search(r"rank 2 on host \S+: " + expect, errors[0]) is not None,
+          f"{what}: one error naming rank 2 and its host: '{expect}'")
+    check(out == b"", f"{what}: nothing on stdout")
+
+
+def case_mismatch(tmp):
+    tiny = tiny_model(tmp)
+    mismatch(tmp, "different model file", ["-m", tiny], {},
+             r"model identity 0x[0-9a-f]+ \(\d+ bytes\) differs from rank 0's 0x[0-9a-f]+ .*"
+             r"\(different model file\?\)")
+    mismatch(tmp, "faked build id", ["-m", STORIES], {"BATON_TEST_BUILD_ID": "other-build"},
+             r"build id 'other-build' differs from rank 0's")
+    mismatch(tmp, "different --split", ["-m", STORIES, "--split", "1,1,3"], {},
+             r"holds layers \[2, 5\), rank 0 expects \[\d, \d\) \(different --split\?\)")
+    # a bad option everywhere: every rank leaves (no MPI_Init hang), the job's status is 2
+    rc, _, err, dt = run([BATON, "run", "-m", STORIES, "-p", PROMPT, "--ranks", "3", "--ctx-size",
+                          "nope"], timeout=60)
+    check(rc == 2 and dt < 20, f"bad option on every rank: exit 2 in {dt:.1f} s (rc {rc})")
+    # a missing model file on one rank: its error reaches rank 0, status 2
+    base = ["-p", PROMPT, "-n", "5", "-t", "1"]
+    rc, _, err, dt = run([MPIEXEC, "-disable-auto-cleanup", "-n", "1", SERVER, "--oneshot", "-m",
+                          STORIES, *base, ":", "-n", "1", RANKD, "-m", "/nonexistent.gguf", *base],
+                         timeout=60)
+    check(rc == 2 and re.search(r"\[rank 0\] error: .*rank 1 on host \S+: .*nonexistent", err),
+          f"missing model file on rank 1: exit 2 naming rank 1 and its host (rc {rc}, {dt:.1f} s)")
+
+
+# ---------------------------------------------------------------------------------------------
+
+class Job:
+    """A job serving HTTP on a free port; stderr collected in a file; killed by pid at the end."""
+
+    def __init__(self, cmd, env=None):
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="baton-pipe-", suffix=".log")
+        self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log,
+                                  start_new_session=True, env=env)
+        self.port = None
+
+    def text(self):
+        self.log.flush()
+        with open(self.log.name, errors="replace") as f:
+            return f.read()
+
+    def wait_for(self, pattern, timeout=60):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and self.p.poll() is None:
+            m = re.search(pattern, self.text())
+            if m:
+                return m
+            time.sleep(0.05)
+        return None
+
+    def ranks(self):
+        """pids of baton-server / baton-rankd below this job."""
+        return [p for p in descendants(self.p.pid) if comm(p) in ("baton-server", "baton-rankd")]
+
+    def request(self, path, body=None, timeout=30):
+        url = f"http://127.0.0.1:{self.port}{path}"
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            body = e.read()
+            try:
+                return e.code, json.loads(body or b"{}")
+            except ValueError:
+                return e.code, {"raw": body.decode(errors="replace")}
+        except (urllib.error.URLError, OSError) as e:
+            return 0, {"error": str(e)}
+
+    def wait_ready(self, n_ranks, timeout=60):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and self.p.poll() is None:
+            st, h = self.request("/health", timeout=2)
+            if st == 200 and len(h.get("ranks", [])) == n_ranks and \
+                    all(r.get("state") == "ready" for r in h["ranks"]):
+                return h
+            time.sleep(0.1)
+        return None
+
+    def stop(self):
+        kill_tree(self.p)
+        self.log.close()
+
+
+def complete(job, max_tokens=8, prompt=PROMPT):
+    return job.request("/v1/completions", {"prompt": prompt, "max_tokens": max_tokens,
+                                           "temperature": 0})
+
+
+def by_hand_job(env=None):
+    common = ["-m", STORIES, "-c", "256", "-t", "1", "--port", "0"]
+    return Job([MPIEXEC, "-disable-auto-cleanup", "-n", "1", BATON, "--wrap", "--", SERVER, *common,
+                ":", "-n", "2", BATON, "--wrap", "--", RANKD, *common], env=env)
+
+
+def case_idle(tmp):
+    job = by_hand_job()
+    try:
+        m = job.wait_for(r"listening on http://127\.0\.0\.1:(\d+)")
+        check(m is not None, "baton-server listens")
+        if not m:
+            print(job.text()[-3000:])
+            return
+        job.port = int(m.group(1))
+        check(job.wait_ready(3) is not None, "/health: 3 ranks ready")
+        pids = job.ranks()
+        names = sorted(comm(p) for p in pids)
+        check(names == ["baton-rankd", "baton-rankd", "baton-server"], f"rank processes {names}")
+        time.sleep(2)  # the ranks sit idle after init
+        t0 = {p: cpu_s(p) for p in pids}
+        w0 = time.monotonic()
+        time.sleep(3)
+        wall = time.monotonic() - w0
+        for p in pids:
+            pct = 100 * (cpu_s(p) - t0[p]) / wall
+            check(pct < 2.0, f"idle CPU of {comm(p)} pid {p}: {pct:.2f} % < 2 %")
+        st, r = complete(job, max_tokens=30)
+        text = r.get("choices", [{}])[0].get("text", "") if st == 200 else ""
+        check(st == 200 and len(text) > 20, f"first request after idling: {st} {text[:40]!r}")
+        check(text == cli(STORIES, 30, 256).decode(), "its text is baton-cli's")
+        # SIGTERM to rank 0: it shuts the ranks down; mpiexec exits 0
+        server = [p for p in pids if comm(p) == "baton-server"][0]
+        os.kill(server, signal.SIGTERM)
+        try:
+            rc = job.p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            rc = None
+        check(rc == 0, f"after SIGTERM to baton-server, mpiexec exits 0 (rc {rc})")
+        check(job.text().count("SHUTDOWN from rank 0") == 2, "both ranks got SHUTDOWN")
+        check(not any(os.path.exists(f"/proc/{p}") and comm(p) for p in pids),
+              "no rank process left")
+    finally:
+        job.stop()
+
+
+def case_many(tmp):
+    job = Job([BATON, "serve", "--ranks", "3", "-m", STORIES, "-c", "256", "-t", "1", "--port",
+               "0", "--parallel", "4"])
+    try:
+        m = job.wait_for(r"(?:serving|listening) on (?:http://)?127\.0\.0\.1:(\d+)")
+        check(m is not None, "baton serve --ranks 3 listens")
+        if not m:
+            print(job.text()[-3000:])
+            return
+        job.port = int(m.group(1))
+        check(job.wait_ready(3) is not None, "/health: 3 ranks ready")
+        pids = job.ranks()
+        results, lock = [], threading.Lock()
+
+        def client(k):
+            for i in range(50):
+                st, r = complete(job, max_tokens=4 + (k + i) % 5,
+                                 prompt=f"{PROMPT} {k} {i}")
+                ok = st == 200 and r.get("choices", [{}])[0].get("finish_reason") in ("length",
+                                                                                     "stop")
+                with lock:
+                    results.append((ok, st, r))
+
+        t0 = time.monotonic()
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=240)
+        dt = time.monotonic() - t0
+        bad = [r for r in results if not r[0]]
+        if bad:
+            print(bad[:3])
+        check(len(results) == 200 and not bad,
+              f"200 completions over 3 ranks: {len(results) - len(bad)} ok in {dt:.1f} s")
+        check(all(os.path.exists(f"/proc/{p}") for p in pids) and len(pids) == 3,
+              "every rank process still alive")
+        check(job.wait_ready(3, timeout=10) is not None, "/health: every rank still ready")
+    finally:
+        job.stop()
+
+
+def case_error(tmp):
+    env = dict(os.environ, BATON_TEST_FORWARD_BAD_SEQ="2")
+    job = by_hand_job(env=env)
+    try:
+        m = job.wait_for(r"listening on http://127\.0\.0\.1:(\d+)")
+        check(m is not None, "baton-server listens")
+        if not m:
+            print(job.text()[-3000:])
+            return
+        job.port = int(m.group(1))
+        check(job.wait_ready(3) is not None, "/health: 3 ranks ready")
+        st, r = complete(job, max_tokens=1)  # FORWARD 1: fine
+        check(st == 200, f"request 1 succeeds ({st})")
+        st, r = complete(job, max_tokens=5)  # FORWARD 2 names a bad sequence
+        msg = json.dumps(r)
+        check(st >= 400, f"request 2 (bad sequence id injected) gets an error reply ({st})")
+        check(re.search(r"rank 1 on host \S+: sequence id \d+ out of range", msg) is not None,
+              f"the error names rank 1 and the bad sequence: {msg[:200]}")
+        for i in range(3):
+            st, r = complete(job, max_tokens=10)
+            check(st == 200 and r["choices"][0]["text"], f"request {3 + i} after the error: {st}")
+        check(job.wait_ready(3, timeout=10) is not None, "/health: every rank still ready")
+        check(len(job.ranks()) == 3, "every rank process still alive")
+    finally:
+        job.stop()
+
+
+def main():
+    if not MPIEXEC:
+        print("SKIP: mpiexec not found")
+        return 77
+    cases = {"greedy": case_greedy, "by_hand": case_by_hand, "mismatch": case_mismatch,
+             "idle": case_idle, "many": case_many, "error": case_error}
+    tmp = tempfile.mkdtemp(prefix="baton-pipe-")
+    try:
+        cases[CASE](tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{CASE}: {failures} failure(s)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
