@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Build baton and run its test suites; the README's test command.
 #   tools/test.sh [BUILD_DIR] [-- extra meson test args]
+# Installs what is missing first (tools/deps.sh --test; root on Debian 12).
 # Env: MESON_SETUP_ARGS (e.g. "-Dwerror=true -Db_sanitize=address,undefined"), TEST_ARGS.
 # Prints "N passed, N failed[, N skipped]" last; exits non-zero if anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+bash tools/deps.sh --test || exit 1
+export BATON_VENV=${BATON_VENV:-/opt/baton-venv}
 build=${1:-build}
 [ $# -gt 0 ] && shift
 [ "${1:-}" = "--" ] && shift
