@@ -59,6 +59,9 @@ struct rankd {
     /* loop state */
     int state; /* enum proto_state */
     bool stop, faulted, busy;
+    bool accepted;          /* rank 0 accepted the handshake: from then on it must be heard */
+    uint64_t last_heard_ns; /* last message received (heartbeats, work) */
+    uint64_t orphan_ns;     /* silence after which this rank leaves by itself (0: never) */
     uint64_t last_fwd_ns;
     struct proto_stats st;
     char err[512];
@@ -141,10 +144,12 @@ static void on_handshake(struct rankd *d, const struct proto_msg *m)
 {
     if (m->hdr.sender != 0) return;
     d->epoch = m->hdr.epoch; /* rank 0 names the job epoch */
-    if (m->handshake.state == PROTO_STATE_FAILED)
+    if (m->handshake.state == PROTO_STATE_FAILED) {
         bt_info("rank 0 ended the startup (see its log); waiting for SHUTDOWN");
-    else
+    } else {
         bt_debug("rank 0 accepted the handshake (epoch %llu)", (unsigned long long)d->epoch);
+        d->accepted = true;
+    }
 }
 
 static void on_heartbeat(struct rankd *d, const struct proto_msg *m)
@@ -423,6 +428,7 @@ static void serve_one(struct rankd *d, uint64_t deadline)
         d->faulted = true;
         return;
     }
+    d->last_heard_ns = bt_now_ns();
     uint32_t op = d->msg.hdr.opcode;
     rankd_handler h = op < PROTO_OP_COUNT ? handlers[op] : NULL;
     if (!h) {
@@ -437,12 +443,42 @@ static void serve_one(struct rankd *d, uint64_t deadline)
     h(d, &d->msg);
 }
 
+/* Leaving by itself (not after a SHUTDOWN): tell rank 0 first, so that it does not take this
+ * rank for the failed one (engine_pipe.c probes the ranks after mpiexec's notice), with a short
+ * bounded wait for the message to go out. */
+static void leave(struct rankd *d, const char *why)
+{
+    char err[256];
+    bt_error("%s: leaving for a restart (exit %d)", why, BT_EXIT_RESTART);
+    if (d->accepted) { /* a HEARTBEAT_REPLY in state FAILED: control, never dropped by step */
+        struct proto_heartbeat hb = {
+            .nonce = 0, .state = PROTO_STATE_FAILED, .progress = d->hs.progress};
+        struct proto_route r = route(d, 0);
+        if (proto_encode_heartbeat(&d->out, &r, PROTO_OP_HEARTBEAT_REPLY, &hb, err, sizeof(err)) ==
+            BT_OK)
+            send_out(d, 0);
+        xport_flush(d->x, bt_now_ns() + 200000000ull, err, sizeof(err));
+    }
+    d->faulted = true;
+}
+
 static bool peer_gone(struct rankd *d)
 {
     if (xport_mpi_peer_exits() == 0) return false;
-    bt_error("a process of this job exited (mpiexec's SIGUSR1): the job cannot go on; leaving "
-             "for a restart");
-    d->faulted = true;
+    leave(d, "a process of this job exited (mpiexec's SIGUSR1): the job cannot go on");
+    return true;
+}
+
+/* No message at all (heartbeat, work) from rank 0's side for orphan_ns: rank 0 is gone or cut
+ * off (on another host, no SIGUSR1 need come): leave, so no orphan rank outlives its job. */
+static bool orphaned(struct rankd *d, uint64_t now)
+{
+    if (!d->accepted || !d->orphan_ns || now - d->last_heard_ns < d->orphan_ns) return false;
+    char why[160];
+    snprintf(why, sizeof(why),
+             "nothing heard from rank 0 for %.3g s (heartbeat interval x misses x 2)",
+             (double)(now - d->last_heard_ns) * 1e-9);
+    leave(d, why);
     return true;
 }
 
@@ -580,7 +616,10 @@ int rankd_run(struct xport *x, const struct cfg *c, const char *cfg_err, int *fa
         send_handshake(&d);
     }
     xport_set_busy(x, 0);
-    while (!d.stop && !d.faulted && !peer_gone(&d)) {
+    d.orphan_ns =
+        (uint64_t)c->heartbeat_interval_ms * 1000000ull * (uint64_t)c->heartbeat_misses * 2;
+    d.last_heard_ns = bt_now_ns();
+    while (!d.stop && !d.faulted && !peer_gone(&d) && !orphaned(&d, bt_now_ns())) {
         uint64_t now = bt_now_ns();
         if (d.busy && now - d.last_fwd_ns > BUSY_LINGER_NS) {
             d.busy = false;

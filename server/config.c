@@ -58,6 +58,22 @@ const struct cfg_opt cfg_opts[] = {
      "last stage)."},
     {"init-timeout", 0, CFG_INT, OFF(init_timeout), 1, 86400, "600", "BATON_INIT_TIMEOUT", NULL,
      "Pipeline: seconds every rank has to load its layers and answer the startup handshake."},
+    {"heartbeat-interval", 0, CFG_SEC, OFF(heartbeat_interval_ms), 10, 3600000, "1",
+     "BATON_HEARTBEAT_INTERVAL", NULL,
+     "Pipeline: seconds between heartbeats from rank 0 to every rank (fractions allowed, e.g. "
+     "0.2). A rank that hears nothing from rank 0 for interval x misses x 2 leaves (exit 75)."},
+    {"heartbeat-misses", 0, CFG_INT, OFF(heartbeat_misses), 1, 1000, "3", "BATON_HEARTBEAT_MISSES",
+     NULL,
+     "Pipeline: heartbeats a rank may miss in a row while idle before it is declared offline "
+     "(rank 0 then fails every request with 503 and exits 75 for a restart)."},
+    {"step-timeout", 0, CFG_SEC, OFF(step_timeout_ms), 10, 86400000, "30", "BATON_STEP_TIMEOUT",
+     NULL,
+     "Pipeline: seconds a step may take before the stage after the last one that answered is "
+     "declared hung (fractions allowed)."},
+    {"drain-timeout", 0, CFG_SEC, OFF(drain_timeout_ms), 0, 3600000, "30", "BATON_DRAIN_TIMEOUT",
+     NULL,
+     "After SIGTERM/SIGINT: seconds the running and queued requests may take to finish while new "
+     "ones get 503 (0: stop at once); `baton serve` kills the job 5 s after that."},
     {"prompt", 'p', CFG_STR, OFF(prompt), 0, 0, NULL, "BATON_PROMPT", NULL,
      "`baton run` (--oneshot): the prompt whose continuation is printed."},
     {"n-predict", 'n', CFG_INT, OFF(n_predict), -1, 1 << 24, "128", "BATON_N_PREDICT", NULL,
@@ -142,6 +158,33 @@ static int parse_num(const char *v, bool size, int64_t *out)
     return BT_OK;
 }
 
+/* Seconds with up to 3 decimals ("1", "0.25", "2.5") to milliseconds; no sign, no exponent. */
+static int parse_seconds_ms(const char *v, int64_t *out)
+{
+    int64_t ms = 0;
+    const char *p = v;
+    int frac = -1; /* decimals seen, -1 before the point */
+    if (!isdigit((unsigned char)*p) && !(*p == '.' && isdigit((unsigned char)p[1])))
+        return BT_EINVAL;
+    for (; *p; p++) {
+        if (*p == '.' && frac < 0) {
+            frac = 0;
+            continue;
+        }
+        if (!isdigit((unsigned char)*p)) return BT_EINVAL;
+        if (frac >= 3) return BT_EINVAL; /* finer than a millisecond */
+        if (ms > INT64_MAX / 10 - 10) return BT_EINVAL;
+        ms = ms * 10 + (*p - '0');
+        if (frac >= 0) frac++;
+    }
+    for (int k = frac < 0 ? 0 : frac; k < 3; k++) {
+        if (ms > INT64_MAX / 10) return BT_EINVAL;
+        ms *= 10;
+    }
+    *out = ms;
+    return BT_OK;
+}
+
 /* Set option o from text v; `from` says where the value came from, for the error. */
 static int set_opt(struct cfg *c, const struct cfg_opt *o, const char *v, const char *from,
                    char *err, size_t errsz)
@@ -157,6 +200,18 @@ static int set_opt(struct cfg *c, const struct cfg_opt *o, const char *v, const 
         return BT_OK;
     }
     int64_t x;
+    if (o->type == CFG_SEC) {
+        if (parse_seconds_ms(v, &x) < 0)
+            return bt_errf(err, errsz, BT_EINVAL,
+                           "option %s: '%s' is not a number of seconds (e.g. 1, 0.2) (from %s)",
+                           o->name, v, from);
+        if (x < o->min || x > o->max)
+            return bt_errf(err, errsz, BT_EINVAL,
+                           "option %s: %s s is out of range [%g, %g] s (from %s)", o->name, v,
+                           (double)o->min / 1000.0, (double)o->max / 1000.0, from);
+        *opt_num(c, o) = x;
+        return BT_OK;
+    }
     if (parse_num(v, o->type == CFG_SIZE, &x) < 0)
         return bt_errf(err, errsz, BT_EINVAL, "option %s: '%s' is not %s (from %s)", o->name, v,
                        o->type == CFG_SIZE ? "a size (e.g. 4096, 64K, 1M)" : "an integer", from);
@@ -367,6 +422,10 @@ static void write_bounds(FILE *f, const struct cfg_opt *o)
 {
     if (o->type == CFG_STR) {
         if (o->enums) fprintf(f, "; one of %s", o->enums);
+        return;
+    }
+    if (o->type == CFG_SEC) {
+        fprintf(f, "; seconds in [%g, %g]", (double)o->min / 1000.0, (double)o->max / 1000.0);
         return;
     }
     fprintf(f, "; %s in [%lld, %lld]", o->type == CFG_SIZE ? "size" : "integer", (long long)o->min,

@@ -35,10 +35,15 @@ struct cfg {
     /* the pipeline (ranks > 1) and `baton run` (--oneshot) */
     char *split;          /* layers per stage "8,7,7"; NULL or "": even by bytes */
     int64_t init_timeout; /* seconds the ranks have to load and answer the handshake */
-    char *prompt;         /* --oneshot: the prompt */
-    int64_t n_predict;    /* --oneshot: tokens to generate (-1: until the context is full) */
-    char *temp;           /* --oneshot: temperature, a number >= 0 (0: greedy) */
-    int64_t seed;         /* --oneshot: sampling seed (-1: random) */
+    /* faults (docs/faults.md); CFG_SEC values are milliseconds */
+    int64_t heartbeat_interval_ms; /* heartbeats to every rank while idle */
+    int64_t heartbeat_misses;      /* heartbeats missed in a row: the rank is offline */
+    int64_t step_timeout_ms;       /* a pipeline step with no answer by then: a stage is hung */
+    int64_t drain_timeout_ms;      /* after SIGTERM: running requests may finish (0: no drain) */
+    char *prompt;                  /* --oneshot: the prompt */
+    int64_t n_predict; /* --oneshot: tokens to generate (-1: until the context is full) */
+    char *temp;        /* --oneshot: temperature, a number >= 0 (0: greedy) */
+    int64_t seed;      /* --oneshot: sampling seed (-1: random) */
     int64_t test_step_delay_ms;
     int64_t test_load_delay_ms;
     /* set by flags that are not options */
@@ -47,7 +52,9 @@ struct cfg {
     int print_example;
 };
 
-enum cfg_type { CFG_INT = 1, CFG_SIZE = 2, CFG_STR = 3 };
+/* CFG_SEC: seconds with up to 3 decimals ("0.2"), stored as int64 milliseconds; min and max
+ * are milliseconds too. */
+enum cfg_type { CFG_INT = 1, CFG_SIZE = 2, CFG_STR = 3, CFG_SEC = 4 };
 
 struct cfg_opt {
     const char *name;  /* flag and file key */

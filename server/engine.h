@@ -79,6 +79,7 @@ struct eng_info {
     int n_vocab;
     int n_layer;
     int max_inflight; /* micro-batches the engine can hold at once (>= 1) */
+    int tick_ms;      /* call ranks() at least this often while idle (0: every second) */
 };
 
 enum eng_rank_state {
@@ -98,6 +99,15 @@ struct eng_rank {
     double step_ms;              /* wall time of its last step; -1 unknown */
 };
 
+/* A fault that ended the engine for good (the pipeline: a rank died, hung or went silent).
+ * The process should answer every request and leave for a restart (docs/faults.md). */
+struct eng_fault {
+    const char *kind; /* "heartbeat", "step_timeout", "rank_exit", "transport" (static text) */
+    int rank;         /* the failed rank, -1 unknown */
+    char host[64];    /* its host, "" unknown */
+    char message[512];
+};
+
 struct eng_ops {
     const char *name;
     /* Load the weights from g (open until destroy) and allocate per-sequence state. */
@@ -115,6 +125,8 @@ struct eng_ops {
     /* Status of the ranks, up to cap; returns how many. */
     int (*ranks)(void *self, struct eng_rank *out, int cap);
     void (*destroy)(void *self); /* NULL self is fine */
+    /* Has the engine failed for good? true and *out filled; NULL: it never does. */
+    bool (*fault)(void *self, struct eng_fault *out);
 };
 
 struct engine {

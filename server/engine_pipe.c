@@ -26,9 +26,8 @@
 /* A message not delivered by then: the peer is stuck (a large FORWARD is delivered only when the
  * next stage has finished its step and receives it). */
 #define SEND_TIMEOUT_NS  (300 * SEC_NS)
-#define STEP_TIMEOUT_NS  (300 * SEC_NS) /* a batch with no answer by then breaks the pipeline */
-#define HEARTBEAT_NS     (1 * SEC_NS)   /* heartbeat interval while idle */
-#define OFFLINE_BEATS    3              /* missed heartbeats before a rank shows as offline */
+#define PROBE_MIN_NS     (500000000ull) /* a round of heartbeats to find a failed rank: at least */
+#define PROBE_MAX_NS     (2 * SEC_NS)   /* ... and at most this long */
 #define SHUTDOWN_WAIT_NS (2 * SEC_NS)   /* delivering SHUTDOWN at the end */
 
 struct pipe_rank {
@@ -41,6 +40,10 @@ struct pipe_rank {
     int l0, l1;            /* its stage, as rank 0 computed it */
     uint64_t last_seen_ns; /* last message from it; 0 none */
     double step_ms;        /* its last step (STATS), -1 unknown */
+    int hb_missed;         /* heartbeats sent while idle since its last message */
+    uint64_t probe_nonce;  /* the heartbeat of the current probe */
+    bool probe_ok;         /* ... answered */
+    bool left;             /* it said it leaves by itself (a peer of the job exited) */
 };
 
 /* A submitted micro-batch waiting for its answer. Arrays are (n_seq). */
@@ -84,7 +87,12 @@ struct eng_pipe {
     int exit_code;  /* see eng_pipe_exit_code */
     char fail[768]; /* its text */
     uint64_t hb_next, hb_nonce;
-    double step_ms; /* stage 0's last step */
+    uint64_t hb_ns, step_ns; /* --heartbeat-interval, --step-timeout */
+    int misses;              /* --heartbeat-misses */
+    bool probing;            /* inside probe(): no nested fault handling */
+    const char *fault_kind;  /* of the fault that broke the pipeline */
+    int fault_rank;          /* -1: unknown */
+    double step_ms;          /* stage 0's last step */
     /* test hook: BATON_TEST_FORWARD_BAD_SEQ=N puts a bad sequence id into the N-th FORWARD */
     long bad_seq_at;
     long n_forward;
@@ -103,14 +111,23 @@ static const char *host_of(const struct eng_pipe *e, int k)
     return e->ranks[k].host[0] ? e->ranks[k].host : "?";
 }
 
-/* The pipeline cannot go on: remember why (first reason wins); logged once, here. */
-static void set_broken(struct eng_pipe *e, const char *why)
+/* The pipeline cannot go on: remember why (first reason wins); logged once, here. kind names the
+ * fault (struct eng_fault), rank the failed rank (-1 unknown; it is then shown offline). */
+static void set_fault(struct eng_pipe *e, const char *kind, int rank, const char *why)
 {
     if (e->broken) return;
     e->broken = true;
     e->exit_code = BT_EXIT_RESTART;
+    e->fault_kind = kind;
+    e->fault_rank = rank;
+    if (rank > 0 && rank < e->size) e->ranks[rank].state = ENG_RANK_OFFLINE;
     snprintf(e->fail, sizeof(e->fail), "%s", why);
-    bt_error("pipeline broken: %s", why);
+    bt_error("pipeline broken (%s): %s", kind, why);
+}
+
+static void set_broken(struct eng_pipe *e, const char *why)
+{
+    set_fault(e, "transport", -1, why);
 }
 
 /* A startup failure found in a message (first wins; logged by load). */
@@ -280,13 +297,24 @@ static void handle(struct eng_pipe *e, const struct proto_msg *m)
     int k = (int)m->hdr.sender;
     if (k <= 0 || k >= e->size) return; /* the transport checked the sender; rank 0 is us */
     e->ranks[k].last_seen_ns = bt_now_ns();
+    e->ranks[k].hb_missed = 0;
     switch (m->hdr.opcode) {
     case PROTO_OP_HANDSHAKE:
         on_handshake(e, k, &m->handshake);
         break;
     case PROTO_OP_HEARTBEAT_REPLY:
+        if (e->ranks[k].probe_nonce && m->heartbeat.nonce == e->ranks[k].probe_nonce)
+            e->ranks[k].probe_ok = true;
         e->ranks[k].progress = m->heartbeat.progress;
-        if (m->heartbeat.state == PROTO_STATE_FAILED) e->ranks[k].state = ENG_RANK_FAILED;
+        if (m->heartbeat.state == PROTO_STATE_FAILED) {
+            e->ranks[k].state = ENG_RANK_FAILED;
+            /* after the start: the rank leaves by itself (a peer exited; rankd/loop.c) */
+            if (!e->loading && e->ready) {
+                bt_warn("rank %d on host %s leaves by itself (a process of the job exited)", k,
+                        host_of(e, k));
+                e->ranks[k].left = true;
+            }
+        }
         break;
     case PROTO_OP_STATS:
         e->ranks[k].step_ms = m->stats.n_steps ? (double)m->stats.last_step_ns * 1e-6 : -1;
@@ -302,6 +330,43 @@ static void handle(struct eng_pipe *e, const struct proto_msg *m)
     }
 }
 
+static int recv_one(struct eng_pipe *e, uint64_t deadline);
+
+/* A round of heartbeats to find a failed rank: the first rank that neither answers within
+ * 2 x --heartbeat-interval (bounded to [0.5, 2] s) nor said it leaves by itself; -1 when every
+ * rank answered or left by itself. Messages arriving meanwhile are handled as usual. */
+static int probe(struct eng_pipe *e)
+{
+    char why[256];
+    uint64_t wait = 2 * e->hb_ns;
+    wait = wait < PROBE_MIN_NS ? PROBE_MIN_NS : wait > PROBE_MAX_NS ? PROBE_MAX_NS : wait;
+    const uint64_t deadline = bt_now_ns() + wait;
+    e->probing = true;
+    for (int k = 1; k < e->size; k++) {
+        struct pipe_rank *r = &e->ranks[k];
+        r->probe_ok = false;
+        r->probe_nonce = ++e->hb_nonce;
+        struct proto_heartbeat hb = {
+            .nonce = r->probe_nonce, .state = PROTO_STATE_READY, .progress = 1.0f};
+        struct proto_route rt = route(e, 0);
+        if (proto_encode_heartbeat(&e->out, &rt, PROTO_OP_HEARTBEAT, &hb, why, sizeof(why)) ==
+            BT_OK)
+            send_to(e, k, why, sizeof(why)); /* a failed send: no answer */
+    }
+    for (;;) {
+        int waiting = 0;
+        for (int k = 1; k < e->size; k++) waiting += !e->ranks[k].probe_ok && !e->ranks[k].left;
+        if (!waiting || recv_one(e, deadline) != BT_OK) break;
+    }
+    e->probing = false;
+    int culprit = -1;
+    for (int k = 1; k < e->size; k++) {
+        if (culprit < 0 && !e->ranks[k].probe_ok && !e->ranks[k].left) culprit = k;
+        e->ranks[k].probe_nonce = 0;
+    }
+    return culprit;
+}
+
 /* Wait until deadline for one message and handle it. 0: handled; BT_ETIMEOUT: nothing came;
  * other: a transport failure (the pipeline is broken). */
 static int recv_one(struct eng_pipe *e, uint64_t deadline)
@@ -312,8 +377,18 @@ static int recv_one(struct eng_pipe *e, uint64_t deadline)
                                .epoch = e->epoch,
                                .step_min = e->loading ? 0 : lo,
                                .step_max = e->loading ? 0 : e->step};
-    if (xport_mpi_peer_exits() > 0) {
-        set_broken(e, "a process of the job exited (mpiexec's SIGUSR1); see the ranks' logs");
+    if (!e->broken && !e->probing && xport_mpi_peer_exits() > 0) {
+        char why[256];
+        int k = e->loading ? -1 : probe(e); /* the notice does not say which rank */
+        if (k > 0)
+            snprintf(why, sizeof(why),
+                     "rank %d on host %s exited or is unreachable (mpiexec reported an exit; it "
+                     "does not answer heartbeats)",
+                     k, host_of(e, k));
+        else
+            snprintf(why, sizeof(why),
+                     "a process of the job exited (mpiexec's SIGUSR1); see the ranks' logs");
+        set_fault(e, "rank_exit", k, why);
         return BT_EIO;
     }
     int rc = xport_recv(e->x, &flt, deadline, &e->msg, err, sizeof(err));
@@ -483,7 +558,8 @@ static int pipe_load(void *self, const struct gguf *g, const struct eng_load_par
     e->ready = true;
     e->lp = NULL;
     e->exit_code = BT_EXIT_FAIL;
-    e->hb_next = bt_now_ns() + HEARTBEAT_NS;
+    e->hb_next = bt_now_ns() + e->hb_ns;
+    info->tick_ms = (int)(e->hb_ns / 2000000ull) < 10 ? 10 : (int)(e->hb_ns / 2000000ull);
     info->n_ctx = e->n_ctx;
     info->n_vocab = e->n_vocab;
     info->n_layer = hp.n_layer;
@@ -516,6 +592,8 @@ static void sampling_to_proto(const struct eng_sparams *sp, struct proto_samplin
 #undef CLAMP
 }
 
+static void heartbeats(struct eng_pipe *e);
+
 static int pipe_submit(void *self, const struct eng_item *items, int n, char *err, size_t errsz)
 {
     struct eng_pipe *e = self;
@@ -540,7 +618,7 @@ static int pipe_submit(void *self, const struct eng_item *items, int n, char *er
     const uint64_t t0 = bt_now_ns();
     struct pipe_flight *f = &e->fl[(e->fl_head + e->fl_len) % e->n_fl];
     f->step = ++e->step;
-    f->deadline = t0 + STEP_TIMEOUT_NS;
+    f->deadline = t0 + e->step_ns;
     f->n = n;
     f->done = false;
     f->rc = 0;
@@ -631,15 +709,26 @@ static int pipe_collect(void *self, struct eng_result *out, int n, int timeout_m
             break;
         }
         if (now >= f->deadline) {
-            char why[256];
-            snprintf(why, sizeof(why),
-                     "no answer to step %llu within %llu s (a rank is stuck or gone)",
-                     (unsigned long long)f->step, STEP_TIMEOUT_NS / SEC_NS);
-            set_broken(e, why);
+            char why[384];
+            int k = probe(e); /* the answer may also arrive meanwhile */
+            if (f->done || e->broken) continue;
+            if (k > 0)
+                snprintf(why, sizeof(why),
+                         "rank %d on host %s: hung or gone (no answer to step %llu within "
+                         "--step-timeout %.3g s, nor to a heartbeat)",
+                         k, host_of(e, k), (unsigned long long)f->step, (double)e->step_ns * 1e-9);
+            else
+                snprintf(why, sizeof(why),
+                         "no answer to step %llu within --step-timeout %.3g s, although every "
+                         "rank answers heartbeats (a stage is stuck)",
+                         (unsigned long long)f->step, (double)e->step_ns * 1e-9);
+            set_fault(e, "step_timeout", k, why);
             continue;
         }
         if (now >= until) return bt_errf(err, errsz, BT_ETIMEOUT, "not ready");
-        recv_one(e, until < f->deadline ? until : f->deadline);
+        heartbeats(e); /* the ranks expect them also while busy (rankd leaves without) */
+        uint64_t dl = until < f->deadline ? until : f->deadline;
+        recv_one(e, dl < e->hb_next ? dl : e->hb_next);
     }
     /* the oldest batch is answered: it leaves the ring */
     e->fl_head = (e->fl_head + 1) % e->n_fl;
@@ -659,15 +748,28 @@ static void pipe_release(void *self, int32_t seq)
     if (e->kv && seq >= 0 && seq < e->n_seq) kv_seq_clear(e->kv, seq);
 }
 
-/* While idle: heartbeats and their replies (never blocks). */
-static void housekeeping(struct eng_pipe *e)
+/* Heartbeats (and a STATS_REQUEST) to every rank when due, busy or idle. A rank that has not
+ * answered --heartbeat-misses heartbeats sent while idle, in a row, is offline: that breaks the
+ * pipeline (while busy, the step deadline watches). */
+static void heartbeats(struct eng_pipe *e)
 {
     char why[256];
     uint64_t now = bt_now_ns();
-    if (e->broken) return;
-    if (now >= e->hb_next) {
-        e->hb_next = now + HEARTBEAT_NS;
-        for (int k = 1; k < e->size; k++) {
+    if (e->broken || now < e->hb_next) return;
+    e->hb_next = now + e->hb_ns;
+    for (int k = 1; k < e->size; k++) {
+        struct pipe_rank *rk = &e->ranks[k];
+        if (!e->fl_len && rk->hb_missed >= e->misses) {
+            char msg[256];
+            snprintf(msg, sizeof(msg),
+                     "rank %d on host %s: offline (missed %d heartbeats in a row, one every "
+                     "%.3g s)",
+                     k, host_of(e, k), rk->hb_missed, (double)e->hb_ns * 1e-9);
+            set_fault(e, "heartbeat", k, msg);
+            return;
+        }
+        if (!e->fl_len) rk->hb_missed++;
+        {
             struct proto_heartbeat hb = {
                 .nonce = ++e->hb_nonce, .state = PROTO_STATE_READY, .progress = 1.0f};
             struct proto_route r = route(e, 0);
@@ -681,8 +783,27 @@ static void housekeeping(struct eng_pipe *e)
             }
         }
     }
-    while (recv_one(e, now) == BT_OK) {
+}
+
+/* While idle: heartbeats and their replies (never blocks). */
+static void housekeeping(struct eng_pipe *e)
+{
+    if (e->broken) return;
+    heartbeats(e);
+    while (!e->broken && recv_one(e, bt_now_ns()) == BT_OK) {
     }
+}
+
+static bool pipe_fault(void *self, struct eng_fault *out)
+{
+    struct eng_pipe *e = self;
+    if (!e->broken) return false;
+    out->kind = e->fault_kind ? e->fault_kind : "transport";
+    out->rank = e->fault_rank;
+    snprintf(out->host, sizeof(out->host), "%s",
+             e->fault_rank >= 0 && e->fault_rank < e->size ? e->ranks[e->fault_rank].host : "");
+    snprintf(out->message, sizeof(out->message), "%.511s", e->fail);
+    return true;
 }
 
 static int pipe_ranks(void *self, struct eng_rank *out, int cap)
@@ -709,7 +830,7 @@ static int pipe_ranks(void *self, struct eng_rank *out, int cap)
         o->heartbeat_age_ms = r->last_seen_ns ? (double)(now - r->last_seen_ns) * 1e-6 : -1;
         o->step_ms = r->step_ms;
         if (e->ready && !e->fl_len && r->state == ENG_RANK_READY &&
-            o->heartbeat_age_ms > (double)(OFFLINE_BEATS * HEARTBEAT_NS) * 1e-6)
+            o->heartbeat_age_ms > (double)((uint64_t)e->misses * e->hb_ns) * 1e-6)
             o->state = ENG_RANK_OFFLINE;
     }
     return n;
@@ -796,6 +917,7 @@ static const struct eng_ops pipe_ops = {
     .release = pipe_release,
     .ranks = pipe_ranks,
     .destroy = pipe_destroy,
+    .fault = pipe_fault,
 };
 
 bool eng_pipe_wanted(void)
@@ -814,6 +936,10 @@ int eng_pipe_new(struct engine *out, int *argc, char ***argv, const struct eng_p
     out->self = NULL;
     if (!e) return bt_errf(err, errsz, BT_ENOMEM, "out of memory");
     e->pc = *pc;
+    e->hb_ns = pc->heartbeat_ns ? pc->heartbeat_ns : SEC_NS;
+    e->misses = pc->heartbeat_misses > 0 ? pc->heartbeat_misses : 3;
+    e->step_ns = pc->step_timeout_ns ? pc->step_timeout_ns : 30 * SEC_NS;
+    e->fault_rank = -1;
     e->epoch = PIPE_EPOCH;
     e->exit_code = BT_EXIT_CONFIG;
     /* before MPI_Init, so MPICH chains its SIGUSR1 (a peer exited) to ours */
@@ -861,7 +987,7 @@ fail:
 int eng_pipe_early_exit(int status)
 {
     struct engine eng;
-    struct eng_pipe_config pc = {NULL, 1};
+    struct eng_pipe_config pc = {.split = NULL, .init_timeout_s = 1};
     char err[256];
     if (!eng_pipe_wanted()) return status;
     if (eng_pipe_new(&eng, NULL, NULL, &pc, err, sizeof(err)) < 0) {

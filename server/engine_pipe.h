@@ -13,11 +13,13 @@
  * samples and sends TOKENS back. collect() waits for the oldest batch's TOKENS (or an ERROR from
  * any rank for that step) with the transport's deadline-bounded waits, never blocking in MPI;
  * max_inflight is the number of stages so every stage can work on its own micro-batch. A batch
- * with no answer within the step timeout, or a process of the job that exited (mpiexec's
- * SIGUSR1), breaks the pipeline: every later call fails and eng_pipe_exit_code() is
- * BT_EXIT_RESTART. ranks() reports every rank (host, layers, state, progress, heartbeat age,
- * step time); called while idle, it also sends the heartbeats and reads their replies. destroy()
- * sends SHUTDOWN to every rank and finalizes MPI (not after a fault).
+ * with no answer within the step timeout, a rank that misses --heartbeat-misses heartbeats in a
+ * row while idle, or a process of the job that exited (mpiexec's SIGUSR1) breaks the pipeline:
+ * the failed rank is identified with a round of heartbeats (a rank that leaves by itself after
+ * the SIGUSR1 says so first), ops->fault names it, every later call fails and
+ * eng_pipe_exit_code() is BT_EXIT_RESTART. ranks() reports every rank (host, layers, state,
+ * progress, heartbeat age, step time); called while idle, it also sends the heartbeats and reads
+ * their replies. destroy() sends SHUTDOWN to every rank and finalizes MPI (not after a fault).
  *
  * Not yet: logit_bias (the wire format has no field for it: such a batch fails with BT_EUNSUP).
  *
@@ -32,10 +34,14 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct eng_pipe_config {
-    const char *split;  /* --split ("8,7,7"), or NULL: even by bytes */
-    int init_timeout_s; /* --init-timeout */
+    const char *split;        /* --split ("8,7,7"), or NULL: even by bytes */
+    int init_timeout_s;       /* --init-timeout */
+    uint64_t heartbeat_ns;    /* --heartbeat-interval (0: 1 s) */
+    int heartbeat_misses;     /* --heartbeat-misses (0: 3) */
+    uint64_t step_timeout_ns; /* --step-timeout (0: 30 s) */
 };
 
 /* Is this process rank 0 of an mpiexec job with more than one rank (PMI_SIZE > 1)? */

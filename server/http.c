@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,7 @@
 
 struct http {
     struct http_config c;
+    atomic_int n_gen; /* connections holding a generation request not yet completed */
     struct MHD_Daemon *d;
     struct sched *s;
     struct metrics *m;
@@ -139,10 +141,16 @@ static enum MHD_Result reply_error(struct conn *c, int status, const char *param
 static enum MHD_Result reply_unavailable(struct conn *c)
 {
     int st = sched_state(c->h->s);
-    const char *msg = st == SCHED_LOADING  ? "The model is loading; try again shortly."
-                      : st == SCHED_FAILED ? "The model failed to load."
-                                           : "The server is shutting down.";
-    return reply_error(c, 503, NULL, st == SCHED_LOADING ? "model_loading" : "unavailable", msg);
+    const char *msg = st == SCHED_LOADING   ? "The model is loading; try again shortly."
+                      : st == SCHED_FAILED  ? "The model failed to load."
+                      : st == SCHED_FAULTED ? "The model pipeline failed; the server restarts "
+                                              "itself: retry shortly."
+                                            : "The server is shutting down.";
+    return reply_error(c, 503, NULL,
+                       st == SCHED_LOADING   ? "model_loading"
+                       : st == SCHED_FAULTED ? "pipeline_fault"
+                                             : "unavailable",
+                       msg);
 }
 
 /* ---- helpers ---- */
@@ -317,7 +325,9 @@ static enum MHD_Result gen_poll(struct conn *c)
     if (req_take(r, &t, suspend_conn, c)) return MHD_YES;
     const struct sched_model *mdl = sched_model(c->h->s);
     enum MHD_Result ret;
-    if (t.state == REQ_DONE && t.err_status && !(t.text_len || t.n_lp)) {
+    /* an error: its status, also after some text (a non-streaming client gets no partial
+     * answer: e.g. a pipeline fault is a 503 to retry, docs/faults.md) */
+    if (t.state == REQ_DONE && t.err_status && (!r->stream || !(t.text_len || t.n_lp))) {
         ret = reply_error(c, t.err_status >= 400 && t.err_status < 600 ? t.err_status : 500, NULL,
                           t.err_code[0] ? t.err_code : NULL, t.err_msg);
         req_take_free(&t);
@@ -519,6 +529,7 @@ static enum MHD_Result gen_start(struct conn *c)
         return reply_unavailable(c);
     }
     c->r = r;
+    atomic_fetch_add(&h->n_gen, 1);
     bt_debug("request %s: %d prompt tokens, max_tokens %d%s", r->id, n, max_tokens,
              r->stream ? ", stream" : "");
     return gen_poll(c);
@@ -546,6 +557,7 @@ static enum MHD_Result do_health(struct conn *c)
     const char *status = st.state == SCHED_READY     ? "ok"
                          : st.state == SCHED_LOADING ? "loading"
                          : st.state == SCHED_FAILED  ? "error"
+                         : st.state == SCHED_FAULTED ? "fault"
                                                      : "stopping";
     char *json = NULL;
     if (api_health_json(status, ranks, st.n_ranks, st.message[0] ? st.message : NULL, &json) < 0)
@@ -780,6 +792,7 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **req_cls,
     (void)mc;
     if (!c) return;
     if (c->r) {
+        atomic_fetch_sub(&c->h->n_gen, 1);
         if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
             bt_debug("request %s: connection ended early (%d)", c->r->id, (int)toe);
         req_detach(c->r);
@@ -853,6 +866,11 @@ int http_start(const struct http_config *c, struct sched *s, struct metrics *m, 
     h->port = di ? di->port : c->port;
     *out = h;
     return BT_OK;
+}
+
+int http_pending(struct http *h)
+{
+    return h ? atomic_load(&h->n_gen) : 0;
 }
 
 int http_port(const struct http *h)

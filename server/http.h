@@ -37,6 +37,8 @@ int http_start(const struct http_config *c, struct sched *s, struct metrics *m, 
                char *err, size_t errsz);
 /* The bound TCP port. */
 int http_port(const struct http *h);
+/* Generation requests whose response is not completely sent yet (or whose client has not gone). */
+int http_pending(struct http *h);
 /* Stop serving and free (NULL is fine). Suspended connections must have been resumed (every
  * request answered: sched_stop does that). */
 void http_stop(struct http *h);

@@ -63,7 +63,8 @@ struct launch_opts {
     const char *hosts;    /* comma-separated, or NULL */
     const char *hostfile; /* or NULL */
     bool dry_run;
-    double drain_timeout; /* serve: seconds rank 0 may take to finish after SIGTERM */
+    double drain_timeout; /* serve: seconds rank 0 may take to finish after SIGTERM (the option
+                           * table's --drain-timeout, which every rank also gets) */
     struct argv_buf pass; /* options for every rank */
 };
 
@@ -169,6 +170,12 @@ static int wrap_main(int argc, char **argv, bool report)
     }
     if (wrap_child == 0) {
         signal(SIGUSR1, SIG_DFL);
+        if (sfd >= 0) { /* the program may report its result itself (oneshot.c) */
+            char num[16];
+            snprintf(num, sizeof(num), "%d", sfd);
+            fcntl(sfd, F_SETFD, 0);
+            setenv("BATON_REPORT_FD", num, 1);
+        }
         execvp(argv[0], argv);
         fprintf(stderr, "baton --wrap: cannot run %s: %s\n", argv[0], strerror(errno));
         _exit(127);
@@ -205,8 +212,7 @@ static int parse_args(int argc, char **argv, struct launch_opts *o, char *err, s
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         const char *val = (i + 1 < argc) ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--ranks") || !strcmp(a, "--hosts") || !strcmp(a, "--hostfile") ||
-            !strcmp(a, "--drain-timeout")) {
+        if (!strcmp(a, "--ranks") || !strcmp(a, "--hosts") || !strcmp(a, "--hostfile")) {
             if (!val) return bt_errf(err, errsz, BT_EINVAL, "%s needs a value", a);
             i++;
             if (!strcmp(a, "--ranks")) {
@@ -215,13 +221,6 @@ static int parse_args(int argc, char **argv, struct launch_opts *o, char *err, s
                 if (*end || r < 1 || r > 256)
                     return bt_errf(err, errsz, BT_EINVAL, "--ranks: '%s' is not in 1..256", val);
                 o->ranks = (int)r;
-            } else if (!strcmp(a, "--drain-timeout")) {
-                char *end;
-                double t = strtod(val, &end);
-                if (*end || !(t >= 0 && t <= 3600))
-                    return bt_errf(err, errsz, BT_EINVAL, "--drain-timeout: '%s' is not in 0..3600",
-                                   val);
-                o->drain_timeout = t;
             } else if (!strcmp(a, "--hosts")) {
                 o->hosts = val;
             } else {
@@ -372,6 +371,7 @@ struct job {
     pid_t pid;        /* mpiexec */
     pid_t rank0;      /* rank 0's pid, from its wrapper (0: not known yet) */
     int rank0_code;   /* rank 0's exit code, -1 until reported */
+    int rank0_result; /* what rank 0 said it will exit with, before its MPI teardown; -1 */
     int mpiexec_code; /* -1 while running */
     double started;
 };
@@ -379,7 +379,7 @@ struct job {
 static int job_start(struct job *j, char **cmd)
 {
     memset(j, 0, sizeof(*j));
-    j->rank0_code = j->mpiexec_code = -1;
+    j->rank0_code = j->rank0_result = j->mpiexec_code = -1;
     j->started = bt_now_s();
     j->pid = fork();
     if (j->pid < 0) return BT_EIO;
@@ -410,6 +410,8 @@ static void read_reports(int fd, struct job *j, char *buf, size_t *len, size_t c
             j->rank0 = (pid_t)v;
         else if (sscanf(line, "exit %ld", &v) == 1)
             j->rank0_code = (int)v;
+        else if (sscanf(line, "result %ld", &v) == 1)
+            j->rank0_result = (int)v;
         line = nl + 1;
     }
     *len = strlen(line);
@@ -425,7 +427,10 @@ static bool reap(struct job *j)
     return true;
 }
 
-static int supervise(char **cmd, int status_rd, const struct launch_opts *o)
+/* Run the job and, for baton serve, restart it after faults. once (baton run): no restart, the
+ * result is rank 0's own exit code (reported by its wrapper) where known, since the job's MPI
+ * teardown can fail after rank 0 finished (transport_mpi.c, finalize_bounded). */
+static int supervise(char **cmd, int status_rd, const struct launch_opts *o, bool once)
 {
     const double backoff_min = 0.25, backoff_max = 8.0, healthy_after = 30.0;
     double backoff = backoff_min;
@@ -441,8 +446,9 @@ static int supervise(char **cmd, int status_rd, const struct launch_opts *o)
             bt_error("supervisor: fork: %s", strerror(errno));
             return 1;
         }
-        bt_info("supervisor: job started (mpiexec pid %d)%s", (int)j.pid,
-                restarts ? " after a fault" : "");
+        if (!once)
+            bt_info("supervisor: job started (mpiexec pid %d)%s", (int)j.pid,
+                    restarts ? " after a fault" : "");
         bool killed = false;
         while (j.mpiexec_code < 0) {
             struct pollfd pf[2] = {{sig_pipe[0], POLLIN, 0}, {status_rd, POLLIN, 0}};
@@ -451,7 +457,10 @@ static int supervise(char **cmd, int status_rd, const struct launch_opts *o)
                 unsigned char sigs[32];
                 ssize_t n = read(sig_pipe[0], sigs, sizeof(sigs));
                 for (ssize_t i = 0; i < n; i++) {
-                    if ((sigs[i] == SIGTERM || sigs[i] == SIGINT) && !stopping) {
+                    if ((sigs[i] == SIGTERM || sigs[i] == SIGINT) && !stopping && once) {
+                        stopping = true; /* baton run: interrupted, end the job now */
+                        kill_tree(j.pid), killed = true;
+                    } else if ((sigs[i] == SIGTERM || sigs[i] == SIGINT) && !stopping) {
                         stopping = true;
                         stop_deadline = bt_now_s() + o->drain_timeout + 5;
                         bt_info("supervisor: stopping: rank 0 drains for up to %.0f s",
@@ -483,6 +492,15 @@ static int supervise(char **cmd, int status_rd, const struct launch_opts *o)
         if (killed) kill_tree(j.pid); /* stragglers re-parented away from mpiexec */
         int code = j.rank0_code >= 0 ? j.rank0_code : j.mpiexec_code;
         double lived = bt_now_s() - j.started;
+        if (once) {
+            read_reports(status_rd, &j, rbuf, &rlen, sizeof(rbuf));
+            code = j.rank0_code >= 0     ? j.rank0_code
+                   : j.rank0_result >= 0 ? j.rank0_result
+                                         : j.mpiexec_code;
+            if (code == 0 && j.mpiexec_code != 0)
+                bt_warn("mpiexec exited %d after rank 0 finished normally", j.mpiexec_code);
+            return stopping ? 130 : code;
+        }
         if (stopping) {
             bt_info("supervisor: stopped (rank 0 exit code %d)", code);
             return 0;
@@ -564,6 +582,7 @@ int main(int argc, char **argv)
             cfg_free(&c);
             return BT_EXIT_CONFIG;
         }
+        o.drain_timeout = (double)c.drain_timeout_ms / 1000.0;
     }
     if (self_dir(dir, sizeof(dir)) != BT_OK) {
         fputs("baton: cannot find my own executable in /proc/self/exe\n", stderr);
@@ -589,7 +608,7 @@ int main(int argc, char **argv)
     const char *run_extra[] = {"--oneshot", NULL};
     const char *serve_extra[] = {"--listen-fd", fdarg, NULL};
     snprintf(fdarg, sizeof(fdarg), "%s", "FD");
-    rc |= push_section(&cmd, "1", self, serve, sibling(dir, "baton-server"),
+    rc |= push_section(&cmd, "1", self, true, sibling(dir, "baton-server"),
                        serve ? serve_extra : run_extra, &o.pass);
     if (o.ranks > 1) {
         snprintf(nrest, sizeof(nrest), "%d", o.ranks - 1);
@@ -606,16 +625,9 @@ int main(int argc, char **argv)
         cfg_free(&c);
         return 0;
     }
-    if (!serve) {
-        execvp(cmd.v[0], cmd.v);
-        fprintf(stderr, "baton: cannot run %s: %s (is MPICH installed?)\n", cmd.v[0],
-                strerror(errno));
-        return 127;
-    }
-
-    if (c.listen_fd >= 0) {
+    if (serve && c.listen_fd >= 0) {
         listen_fd = (int)c.listen_fd; /* we were handed one ourselves */
-    } else if (open_listener(c.host, (int)c.port, &listen_fd, err, sizeof(err)) != BT_OK) {
+    } else if (serve && open_listener(c.host, (int)c.port, &listen_fd, err, sizeof(err)) != BT_OK) {
         fprintf(stderr, "baton: %s\n", err);
         cfg_free(&c);
         return BT_EXIT_CONFIG;
@@ -641,6 +653,10 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    if (!serve) {
+        cfg_free(&c);
+        return supervise(cmd.v, status_pipe[0], &o, true);
+    }
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
     int port = (int)c.port;
@@ -650,5 +666,5 @@ int main(int argc, char **argv)
     bt_info("supervisor: serving on %s:%d with %d rank%s", c.host, port, o.ranks,
             o.ranks > 1 ? "s" : "");
     cfg_free(&c);
-    return supervise(cmd.v, status_pipe[0], &o);
+    return supervise(cmd.v, status_pipe[0], &o, false);
 }

@@ -2,11 +2,13 @@
  * "loading" while the model loads), starts the scheduler thread (which loads the model and then
  * serves), and waits for SIGINT/SIGTERM. Exit codes: 0 after a signal, 1 when HTTP cannot start,
  * 2 for a bad configuration or a model that cannot be loaded (the supervisor does not restart
- * those). */
+ * those), 75 after a pipeline fault (every request answered 503 first, then _exit: the
+ * supervisor restarts the job; docs/faults.md). */
 #include "chat.h"
 #include "config.h"
 #include "engine_local.h"
 #include "engine_pipe.h"
+#include "exitcodes.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
@@ -20,8 +22,14 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 extern char **environ;
+
+/* After a fault, rank 0 stays until every answer is out (at most FAULT_FLUSH_NS) and at least
+ * FAULT_LINGER_NS, answering 503 to everything meanwhile, so /health shows the fault. */
+#define FAULT_FLUSH_NS  1000000000ull
+#define FAULT_LINGER_NS 500000000ull
 
 static int parse_level(const char *s)
 {
@@ -108,7 +116,11 @@ int main(int argc, char **argv)
     metrics_init(&m);
     /* under mpiexec with more ranks, the pipeline engine (MPI comes up here) */
     void *pipe = NULL;
-    struct eng_pipe_config pc = {.split = c.split, .init_timeout_s = (int)c.init_timeout};
+    struct eng_pipe_config pc = {.split = c.split,
+                                 .init_timeout_s = (int)c.init_timeout,
+                                 .heartbeat_ns = (uint64_t)c.heartbeat_interval_ms * 1000000ull,
+                                 .heartbeat_misses = (int)c.heartbeat_misses,
+                                 .step_timeout_ns = (uint64_t)c.step_timeout_ms * 1000000ull};
     if (eng_pipe_wanted()) {
         if (eng_pipe_new(&eng, &argc, &argv, &pc, err, sizeof(err)) < 0) {
             bt_error("%s", err);
@@ -154,13 +166,63 @@ int main(int argc, char **argv)
         goto out;
     }
 
+    /* SIGTERM/SIGINT: new requests get 503 while the running and queued ones may finish for
+     * --drain-timeout; a second signal, or the end of the drain, shuts down */
+    bool draining = false;
+    uint64_t drain_until = 0;
     for (;;) {
-        struct timespec ts = {.tv_sec = 1, .tv_nsec = 0};
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 100000000L};
         int sig = sigtimedwait(&sigs, NULL, &ts);
-        if (sig == SIGINT || sig == SIGTERM) {
+        if ((sig == SIGINT || sig == SIGTERM) && !draining && c.drain_timeout_ms > 0 &&
+            sched_state(s) == SCHED_READY) {
+            draining = true;
+            drain_until = bt_now_ns() + (uint64_t)c.drain_timeout_ms * 1000000ull;
+            sched_drain(s);
+            bt_info("signal %d: draining: requests in progress may finish within %.3g s (a "
+                    "second signal stops at once)",
+                    sig, (double)c.drain_timeout_ms * 1e-3);
+        } else if (sig == SIGINT || sig == SIGTERM) {
             bt_info("signal %d: shutting down", sig);
             status = 0;
             break;
+        }
+        if (draining && sched_state(s) != SCHED_FAULTED) {
+            struct sched_stats st;
+            sched_stats(s, &st);
+            if (!st.slots_busy && !st.queue_depth && !http_pending(h)) {
+                bt_info("drained: every request finished; shutting down");
+                status = 0;
+                break;
+            }
+            if (bt_now_ns() >= drain_until) {
+                bt_warn("--drain-timeout passed with %d request(s) running and %d queued: they "
+                        "get 503; shutting down",
+                        st.slots_busy, st.queue_depth);
+                status = 0;
+                break;
+            }
+        }
+        if (sched_state(s) == SCHED_FAULTED) {
+            /* every request has been answered 503 by the scheduler: let the answers go out
+             * (bounded), then leave for a restart without MPI_Finalize or any other teardown
+             * that could wait on a dead rank (docs/faults.md) */
+            const uint64_t t_fault = bt_now_ns(), until = t_fault + FAULT_FLUSH_NS;
+            while ((http_pending(h) > 0 || bt_now_ns() < t_fault + FAULT_LINGER_NS) &&
+                   bt_now_ns() < until) {
+                struct timespec w = {.tv_sec = 0, .tv_nsec = 5000000L};
+                nanosleep(&w, NULL);
+            }
+            int left = http_pending(h);
+            if (left)
+                bt_error("pipeline fault: %d answer(s) still unsent after %.1f s; exiting with "
+                         "code %d for a restart",
+                         left, (double)FAULT_FLUSH_NS * 1e-9, BT_EXIT_RESTART);
+            else
+                bt_error("pipeline fault: every request answered; exiting with code %d for a "
+                         "restart",
+                         BT_EXIT_RESTART);
+            fflush(NULL);
+            _exit(BT_EXIT_RESTART);
         }
         if (sched_state(s) == SCHED_FAILED) {
             bt_error("the model could not be loaded; exiting");

@@ -36,6 +36,17 @@ void metrics_request(struct metrics *m, int route, int status)
     atomic_fetch_add(&m->requests[route][k], 1);
 }
 
+static const char *const fault_kinds[METRICS_N_FAULTS] = {"heartbeat", "step_timeout", "rank_exit",
+                                                          "transport"};
+
+void metrics_fault(struct metrics *m, const char *kind)
+{
+    int k = METRICS_N_FAULTS - 1;
+    for (int i = 0; kind && i < METRICS_N_FAULTS; i++)
+        if (!strcmp(kind, fault_kinds[i])) k = i;
+    atomic_fetch_add(&m->faults[k], 1);
+}
+
 void metrics_tokens(struct metrics *m, uint64_t prompt, uint64_t generated)
 {
     if (prompt) atomic_fetch_add(&m->prompt_tokens, prompt);
@@ -155,6 +166,11 @@ int metrics_render(struct metrics *m, const struct metrics_gauges *g, char **out
               "full.\n# TYPE baton_requests_rejected_total counter\n"
               "baton_requests_rejected_total %llu\n",
               (unsigned long long)atomic_load(&m->rejected_full));
+    sb_printf(&b, "# HELP baton_faults_total Faults of the pipeline (each ends the job for a "
+                  "restart), by kind.\n# TYPE baton_faults_total counter\n");
+    for (int i = 0; i < METRICS_N_FAULTS; i++)
+        sb_printf(&b, "baton_faults_total{kind=\"%s\"} %llu\n", fault_kinds[i],
+                  (unsigned long long)atomic_load(&m->faults[i]));
     hist_render(&b, "baton_time_to_first_token_seconds",
                 "Time from a request's arrival to its first generated token.", &m->ttft,
                 buckets_ttft);

@@ -29,6 +29,9 @@ enum metrics_route {
 
 #define METRICS_N_CODES   12 /* distinct status codes tracked per route (+1 for "other") */
 #define METRICS_N_BUCKETS 14
+#define METRICS_N_FAULTS                                                                           \
+    4 /* fault kinds (struct eng_fault): heartbeat, step_timeout, rank_exit,                       \
+       * transport */
 
 struct metrics_hist {
     atomic_uint_fast64_t bucket[METRICS_N_BUCKETS + 1]; /* last: +Inf */
@@ -40,6 +43,7 @@ struct metrics {
     atomic_uint_fast64_t requests[MR_COUNT][METRICS_N_CODES + 1];
     atomic_uint_fast64_t prompt_tokens, generated_tokens;
     atomic_uint_fast64_t cancelled, timed_out, rejected_full;
+    atomic_uint_fast64_t faults[METRICS_N_FAULTS];
     struct metrics_hist ttft, latency;
 };
 
@@ -56,6 +60,8 @@ void metrics_request(struct metrics *m, int route, int status);
 void metrics_tokens(struct metrics *m, uint64_t prompt, uint64_t generated);
 void metrics_ttft(struct metrics *m, double seconds);
 void metrics_latency(struct metrics *m, double seconds);
+/* A fault of the engine, by kind (struct eng_fault's; unknown kinds count as "transport"). */
+void metrics_fault(struct metrics *m, const char *kind);
 /* The exposition text, malloc'd into *out. */
 int metrics_render(struct metrics *m, const struct metrics_gauges *g, char **out);
 

@@ -20,6 +20,19 @@
 
 #define COLLECT_MS 1000 /* one wait of collect(); the engine bounds the whole step */
 
+/* Tell `baton run` (BATON_REPORT_FD, from rank 0's wrapper) the exit code before the MPI
+ * teardown, which can fail over TCP after everything is done (transport_mpi.c). */
+static void report_result(int status)
+{
+    const char *fd = getenv("BATON_REPORT_FD");
+    fflush(stdout);
+    if (!fd || !*fd) return;
+    char line[32];
+    int n = snprintf(line, sizeof(line), "result %d\n", status);
+    ssize_t w = write(atoi(fd), line, (size_t)n);
+    (void)w;
+}
+
 static void emit(const char *buf, int n)
 {
     if (n > 0) {
@@ -62,7 +75,11 @@ int oneshot_main(const struct cfg *c, int *argc, char ***argv)
         bt_error("option prompt: required with --oneshot (-p TEXT)");
         return eng_pipe_early_exit(BT_EXIT_CONFIG);
     }
-    struct eng_pipe_config pc = {.split = c->split, .init_timeout_s = (int)c->init_timeout};
+    struct eng_pipe_config pc = {.split = c->split,
+                                 .init_timeout_s = (int)c->init_timeout,
+                                 .heartbeat_ns = (uint64_t)c->heartbeat_interval_ms * 1000000ull,
+                                 .heartbeat_misses = (int)c->heartbeat_misses,
+                                 .step_timeout_ns = (uint64_t)c->step_timeout_ms * 1000000ull};
     rc = pipe ? eng_pipe_new(&eng, argc, argv, &pc, err, sizeof(err)) : eng_local_new(&eng);
     if (rc < 0) {
         bt_error("%s", pipe ? err : "out of memory");
@@ -172,6 +189,7 @@ out:
     if (status == BT_EXIT_FAIL && pipe) status = eng_pipe_exit_code(eng.self);
     free(toks);
     free(piece);
+    report_result(status);
     eng.ops->destroy(eng.self); /* SHUTDOWN to the ranks */
     tok_free(t);
     gguf_close(g);

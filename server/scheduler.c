@@ -55,6 +55,7 @@ struct sched {
     bool started;
     atomic_int state;
     atomic_bool stop;
+    atomic_bool draining; /* new requests are refused (503), running ones go on */
 
     /* loaded by the scheduler thread, published with state READY */
     struct gguf *g;
@@ -77,7 +78,8 @@ struct sched {
     pthread_cond_t st_cv;
     struct eng_rank ranks[MAX_RANKS];
     int n_ranks;
-    char message[256];
+    char message[512];
+    struct eng_fault fault; /* valid in SCHED_FAULTED */
     atomic_int busy;
 };
 
@@ -134,6 +136,7 @@ int sched_create(const struct sched_config *c, struct engine eng, struct metrics
     s->m = m;
     atomic_init(&s->state, SCHED_LOADING);
     atomic_init(&s->stop, false);
+    atomic_init(&s->draining, false);
     atomic_init(&s->busy, 0);
     pthread_mutex_init(&s->st_mu, NULL);
     pthread_condattr_t ca;
@@ -489,6 +492,9 @@ static int submit_batch(struct sched *s)
     }
     if (!n) return 0;
     int rc = s->eng.ops->submit(s->eng.self, f->items, n, err, sizeof(err));
+    struct eng_fault ef;
+    if (rc < 0 && s->eng.ops->fault && s->eng.ops->fault(s->eng.self, &ef))
+        return -1; /* check_fault answers these requests */
     if (rc < 0) {
         bt_error("engine: %s", err);
         for (int i = 0; i < n; i++)
@@ -510,6 +516,11 @@ static void collect_batch(struct sched *s)
     if (rc == BT_ETIMEOUT) return;
     s->fl_head = (s->fl_head + 1) % s->n_fl;
     s->fl_len--;
+    struct eng_fault ef;
+    if (rc < 0 && s->eng.ops->fault && s->eng.ops->fault(s->eng.self, &ef)) {
+        for (int i = 0; i < f->n; i++) s->slots[f->slot[i]].inflight = false;
+        return; /* check_fault answers these requests */
+    }
     for (int i = 0; i < f->n; i++) {
         struct slot *sl = &s->slots[f->slot[i]];
         const struct eng_item *it = &f->items[i];
@@ -538,6 +549,44 @@ static void fail_all(struct sched *s, const char *msg)
     while ((r = queue_pop(&s->q))) fail_queued(s, r, 503, "unavailable", msg);
 }
 
+/* Did the engine fail for good? Then (once) answer every request in flight and queued with 503
+ * naming the fault, count it, and enter SCHED_FAULTED; true from then on. */
+static bool check_fault(struct sched *s)
+{
+    struct eng_fault f;
+    if (sched_state(s) == SCHED_FAULTED) return true;
+    memset(&f, 0, sizeof(f));
+    if (!s->eng.ops->fault || !s->eng.ops->fault(s->eng.self, &f)) return false;
+    /* the engine fails what it still holds at once: take those batches back first */
+    while (s->fl_len > 0) {
+        struct flight *fl = &s->fl[s->fl_head];
+        char e2[64];
+        if (s->eng.ops->collect(s->eng.self, fl->res, fl->n, 0, e2, sizeof(e2)) == BT_ETIMEOUT)
+            break;
+        for (int i = 0; i < fl->n; i++) s->slots[fl->slot[i]].inflight = false;
+        s->fl_head = (s->fl_head + 1) % s->n_fl;
+        s->fl_len--;
+    }
+    char msg[640];
+    snprintf(msg, sizeof(msg),
+             "The model pipeline failed (%s): %s. The server restarts itself; retry shortly.",
+             f.kind ? f.kind : "fault", f.message);
+    bt_error("fault (%s): %s: failing every request with 503", f.kind ? f.kind : "?", f.message);
+    if (s->m) metrics_fault(s->m, f.kind);
+    refresh_ranks(s);
+    pthread_mutex_lock(&s->st_mu);
+    s->fault = f;
+    snprintf(s->message, sizeof(s->message), "%.511s", f.message);
+    pthread_mutex_unlock(&s->st_mu);
+    set_state(s, SCHED_FAULTED); /* before failing: no request is queued after this */
+    struct req *r;
+    for (int i = 0; s->slots && i < s->n_slots; i++)
+        if (s->slots[i].r)
+            slot_end(s, &s->slots[i], NULL, 503, "server_error", "pipeline_fault", msg);
+    while ((r = queue_pop(&s->q))) fail_queued(s, r, 503, "pipeline_fault", msg);
+    return true;
+}
+
 static void *sched_main(void *arg)
 {
     struct sched *s = arg;
@@ -563,14 +612,26 @@ static void *sched_main(void *arg)
             s->info.n_ctx, s->c.prefill_chunk);
     set_state(s, SCHED_READY);
 
+    const uint64_t tick_ns =
+        (uint64_t)(s->info.tick_ms > 0 && s->info.tick_ms < 1000 ? s->info.tick_ms : 1000) *
+        1000000u;
     while (!atomic_load(&s->stop)) {
+        if (check_fault(s)) {
+            /* a request that raced with the state change: answer it too */
+            struct req *r;
+            while ((r = queue_pop(&s->q)))
+                fail_queued(s, r, 503, "pipeline_fault",
+                            "The model pipeline failed; retry shortly.");
+            queue_wait(&s->q, bt_now_ns() + 100000000u);
+            continue;
+        }
         expire_queue(s);
         admit(s);
         sweep(s);
         while (s->fl_len < s->n_fl && submit_batch(s) > 0) {
         }
         if (s->fl_len == 0) {
-            if (!atomic_load(&s->busy)) queue_wait(&s->q, bt_now_ns() + 1000000000u);
+            if (!atomic_load(&s->busy)) queue_wait(&s->q, bt_now_ns() + tick_ns);
             refresh_ranks(s); /* also lets a pipeline engine send its heartbeats while idle */
             continue;
         }
@@ -643,7 +704,8 @@ int sched_state(struct sched *s)
 
 const struct sched_model *sched_model(struct sched *s)
 {
-    return sched_state(s) == SCHED_READY ? &s->model : NULL;
+    int st = sched_state(s);
+    return st == SCHED_READY || st == SCHED_FAULTED ? &s->model : NULL;
 }
 
 int sched_wait_loaded(struct sched *s, int timeout_ms)
@@ -671,12 +733,23 @@ void sched_stats(struct sched *s, struct sched_stats *st)
     st->n_ranks = s->n_ranks;
     memcpy(st->ranks, s->ranks, sizeof(st->ranks[0]) * (size_t)s->n_ranks);
     snprintf(st->message, sizeof(st->message), "%s", s->message);
+    st->fault_rank = -1;
+    if (st->state == SCHED_FAULTED) {
+        st->fault_rank = s->fault.rank;
+        snprintf(st->fault_host, sizeof(st->fault_host), "%s", s->fault.host);
+        st->fault_kind = s->fault.kind;
+    }
     pthread_mutex_unlock(&s->st_mu);
+}
+
+void sched_drain(struct sched *s)
+{
+    atomic_store(&s->draining, true);
 }
 
 int sched_submit(struct sched *s, struct req *r)
 {
-    if (sched_state(s) != SCHED_READY) return BT_EUNSUP;
+    if (sched_state(s) != SCHED_READY || atomic_load(&s->draining)) return BT_EUNSUP;
     if (s->c.request_timeout_s > 0)
         r->deadline_ns = r->t_arrive_ns + (uint64_t)s->c.request_timeout_s * 1000000000u;
     int rc = queue_push(&s->q, r);

@@ -13,9 +13,9 @@
  *
  * Ownership: sched_create takes ownership of the engine (destroyed by sched_free). The model
  * published by sched_model is owned by the scheduler and immutable; valid until sched_free.
- * Threads: sched_submit, sched_state, sched_model, sched_stats, sched_wait_loaded and sched_stop
- * may be called from any thread; everything else about the engine and slots is the scheduler
- * thread's. */
+ * Threads: sched_submit, sched_state, sched_model, sched_stats, sched_wait_loaded, sched_drain
+ * and sched_stop may be called from any thread; everything else about the engine and slots is the
+ * scheduler thread's. */
 #ifndef BATON_SCHEDULER_H
 #define BATON_SCHEDULER_H
 
@@ -42,7 +42,16 @@ struct sched_config {
     int test_load_delay_ms;
 };
 
-enum sched_state { SCHED_LOADING = 0, SCHED_READY = 1, SCHED_FAILED = 2, SCHED_STOPPED = 3 };
+/* SCHED_FAULTED: the engine failed for good (a pipeline rank died, hung or went silent, see
+ * struct eng_fault): every request was answered 503 with the fault's text, new ones get 503, and
+ * the process should leave for a restart (main.c). */
+enum sched_state {
+    SCHED_LOADING = 0,
+    SCHED_READY = 1,
+    SCHED_FAILED = 2,
+    SCHED_STOPPED = 3,
+    SCHED_FAULTED = 4
+};
 
 /* What the HTTP threads need of the loaded model (immutable once published). */
 struct sched_model {
@@ -61,7 +70,10 @@ struct sched_stats {
     int slots_busy, slots_total;
     int n_ranks;
     struct eng_rank ranks[16];
-    char message[256]; /* load error, if failed */
+    char message[512]; /* load error, if failed; the fault, if faulted */
+    int fault_rank;    /* SCHED_FAULTED: the failed rank, -1 unknown */
+    char fault_host[64];
+    const char *fault_kind; /* SCHED_FAULTED: struct eng_fault's kind */
 };
 
 struct sched;
@@ -75,11 +87,15 @@ void sched_stop(struct sched *s);
 void sched_free(struct sched *s); /* NULL is fine; stops first */
 
 int sched_state(struct sched *s);
-/* NULL unless the state is READY (acquire: what it points to is fully published). */
+/* NULL unless the state is READY or FAULTED (acquire: what it points to is fully published). */
 const struct sched_model *sched_model(struct sched *s);
 /* Wait until loading ended (or timeout_ms passed); returns the state. */
 int sched_wait_loaded(struct sched *s, int timeout_ms);
 void sched_stats(struct sched *s, struct sched_stats *st);
+
+/* Refuse new requests from now on (sched_submit: BT_EUNSUP); queued and running ones go on
+ * (SIGTERM's drain; any thread). */
+void sched_drain(struct sched *s);
 
 /* Queue r (fields above r->mu set; r->deadline_ns is set here from the timeout). BT_OK (a
  * reference is taken), BT_EFULL (queue full: 429), BT_EUNSUP (not ready or stopping: 503). */

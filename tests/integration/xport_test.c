@@ -739,16 +739,28 @@ static void mode_latency(void)
  * MPI_Init. The survivors leave with _exit (MPI_Finalize hangs after a peer died). */
 static void mode_sigusr1(void)
 {
+    struct proto_buf b = {0};
+    struct proto_heartbeat hb = {1, PROTO_STATE_READY, 1.0f};
+    struct proto_route r = rt(1, 0);
     if (rank == size - 1) {
-        struct proto_buf b = {0};
-        struct proto_heartbeat hb = {1, PROTO_STATE_READY, 1.0f};
-        struct proto_route r = rt(1, 0);
+        /* first every survivor's word that main's checks (no notice yet) are done: an exit
+         * before that would make them racy */
+        struct proto_msg ready = {0};
+        for (int k = 0; k < size - 1; k++) {
+            struct xport_filter f = {XPORT_ANY_SOURCE, 1, 0, UINT64_MAX};
+            CHECK_INT(xport_recv(x, &f, after_ms(5000), &ready, err, sizeof(err)), 0);
+        }
+        proto_msg_free(&ready);
         proto_encode_heartbeat(&b, &r, PROTO_OP_HEARTBEAT, &hb, err, sizeof(err));
         send_to(0, &b);
         xport_flush(x, after_ms(5000), err, sizeof(err));
         fprintf(stderr, "rank %d: exiting without MPI_Finalize\n", rank);
         _exit(0);
     }
+    proto_encode_heartbeat(&b, &r, PROTO_OP_HEARTBEAT, &hb, err, sizeof(err));
+    send_to(size - 1, &b); /* ready: main's checks are done */
+    xport_flush(x, after_ms(5000), err, sizeof(err));
+    proto_buf_free(&b);
     struct proto_msg m = {0};
     if (rank == 0) {
         struct xport_filter f = {size - 1, 1, 0, UINT64_MAX};

@@ -45,6 +45,38 @@ int main(void)
         cfg_free(&c);
         CHECK(c.host == NULL);
     }
+    /* seconds with fractions (CFG_SEC, stored as milliseconds) and the fault defaults */
+    {
+        char *argv[] = {"srv", NULL};
+        CHECK_INT(load(&c, argv, NULL, err), 0);
+        CHECK_INT(c.heartbeat_interval_ms, 1000);
+        CHECK_INT(c.heartbeat_misses, 3);
+        CHECK_INT(c.step_timeout_ms, 30000);
+        CHECK_INT(c.drain_timeout_ms, 30000);
+        cfg_free(&c);
+        char *argv2[] = {"srv", "--heartbeat-interval",
+                         "0.2", "--step-timeout",
+                         "2.5", "--drain-timeout",
+                         "0",   "--heartbeat-misses",
+                         "5",   NULL};
+        CHECK_INT(load(&c, argv2, NULL, err), 0);
+        CHECK_INT(c.heartbeat_interval_ms, 200);
+        CHECK_INT(c.step_timeout_ms, 2500);
+        CHECK_INT(c.drain_timeout_ms, 0);
+        CHECK_INT(c.heartbeat_misses, 5);
+        cfg_free(&c);
+        char *env[] = {"BATON_HEARTBEAT_INTERVAL=.05", NULL};
+        CHECK_INT(load(&c, argv, env, err), 0);
+        CHECK_INT(c.heartbeat_interval_ms, 50);
+        cfg_free(&c);
+        static const char *bad[] = {"-1", "1e3", "0.0001", "abc", "", "1.2.3", "0.001"};
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            char *a[] = {"srv", "--heartbeat-interval", (char *)bad[i], NULL};
+            CHECK_INT(load(&c, a, NULL, err), BT_EINVAL);
+            CHECK(strstr(err, "heartbeat-interval") != NULL);
+            cfg_free(&c);
+        }
+    }
     /* flags: long, --x=y, short */
     {
         char *argv[] = {"srv", "-m",         "a.gguf", "--port=9000", "--ctx-size", "512", "-t",

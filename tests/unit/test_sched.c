@@ -22,9 +22,10 @@ struct mock {
     pthread_mutex_t mu;
     int n_seq, n_ctx;
     int max_inflight;
-    bool forever;     /* never emit EOS */
-    atomic_bool gate; /* collect waits while false */
-    int fail_seq;     /* collect fails when this seq is in the batch (-1: never) */
+    bool forever;        /* never emit EOS */
+    atomic_bool gate;    /* collect waits while false */
+    atomic_bool faulted; /* the engine failed for good: submit and collect fail, fault() says so */
+    int fail_seq;        /* collect fails when this seq is in the batch (-1: never) */
     int32_t script[64];
     int n_script;
     int32_t eos;
@@ -61,6 +62,7 @@ static int mock_load(void *self, const struct gguf *g, const struct eng_load_par
 static int mock_submit(void *self, const struct eng_item *items, int n, char *err, size_t errsz)
 {
     struct mock *m = self;
+    if (atomic_load(&m->faulted)) return bt_errf(err, errsz, BT_EIO, "broken");
     pthread_mutex_lock(&m->mu);
     int slot = (m->head + m->count) % 8;
     int total = 0;
@@ -106,6 +108,13 @@ static int mock_collect(void *self, struct eng_result *out, int n, int timeout_m
                         size_t errsz)
 {
     struct mock *m = self;
+    if (atomic_load(&m->faulted) && m->count > 0) { /* every batch held fails at once */
+        pthread_mutex_lock(&m->mu);
+        m->head = (m->head + 1) % 8;
+        m->count--;
+        pthread_mutex_unlock(&m->mu);
+        return bt_errf(err, errsz, BT_EIO, "broken");
+    }
     if (!atomic_load(&m->gate)) {
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
@@ -158,8 +167,19 @@ static void mock_destroy(void *self)
     (void)self;
 }
 
-static const struct eng_ops mock_ops = {"mock",       mock_load,  mock_submit, mock_collect,
-                                        mock_release, mock_ranks, mock_destroy};
+static bool mock_fault(void *self, struct eng_fault *out)
+{
+    struct mock *m = self;
+    if (!atomic_load(&m->faulted)) return false;
+    out->kind = "rank_exit";
+    out->rank = 2;
+    snprintf(out->host, sizeof(out->host), "h2");
+    snprintf(out->message, sizeof(out->message), "rank 2 on host h2 exited");
+    return true;
+}
+
+static const struct eng_ops mock_ops = {"mock",       mock_load,  mock_submit,  mock_collect,
+                                        mock_release, mock_ranks, mock_destroy, mock_fault};
 
 /* ---- helpers ---- */
 
@@ -559,6 +579,54 @@ static void test_request_wake(void)
     req_unref(r);
 }
 
+/* The engine fails for good (a pipeline fault): the running and the queued request get 503
+ * pipeline_fault naming the rank, the state is FAULTED (model still published for the answers),
+ * the fault is counted by kind, new requests are refused. */
+static void test_fault(void)
+{
+    struct sched *s = start(1, 4, 256, 1);
+    struct req_take t;
+    mk.forever = true;
+    atomic_store(&mk.gate, false); /* hold the running batch in the engine */
+    struct req *a = mkreq(4, 1000, NULL, true);
+    struct req *b = mkreq(4, 1000, NULL, false);
+    CHECK_INT(sched_submit(s, a), 0);
+    CHECK(wait_busy(s, 1, 0));
+    CHECK_INT(sched_submit(s, b), 0);
+    CHECK(wait_busy(s, 1, 1));
+    atomic_store(&mk.faulted, true);
+    CHECK(wait_done(a));
+    CHECK(wait_done(b));
+    struct req *all[2] = {a, b};
+    for (int i = 0; i < 2; i++) {
+        req_take(all[i], &t, NULL, NULL);
+        CHECK_INT(t.err_status, 503);
+        CHECK_STR(t.err_code, "pipeline_fault");
+        CHECK(strstr(t.err_msg, "rank 2 on host h2") != NULL);
+        req_take_free(&t);
+        req_unref(all[i]);
+    }
+    CHECK_INT(sched_state(s), SCHED_FAULTED);
+    CHECK(sched_model(s) != NULL);
+    struct sched_stats st;
+    sched_stats(s, &st);
+    CHECK_INT(st.fault_rank, 2);
+    CHECK_STR(st.fault_host, "h2");
+    CHECK_STR(st.fault_kind, "rank_exit");
+    CHECK(strstr(st.message, "rank 2") != NULL);
+    CHECK_INT(atomic_load(&met.faults[2]), 1); /* rank_exit */
+    CHECK_INT(atomic_load(&met.faults[0]) + atomic_load(&met.faults[1]), 0);
+    struct req *c = mkreq(2, 2, NULL, false);
+    CHECK_INT(sched_submit(s, c), BT_EUNSUP);
+    req_unref(c);
+    char *text = NULL;
+    CHECK_INT(metrics_render(&met, &(struct metrics_gauges){0}, &text), 0);
+    CHECK(text && strstr(text, "baton_faults_total{kind=\"rank_exit\"} 1\n") != NULL);
+    CHECK(text && strstr(text, "baton_faults_total{kind=\"heartbeat\"} 0\n") != NULL);
+    free(text);
+    sched_free(s);
+}
+
 static void test_load_failure(void)
 {
     struct sched *s = NULL;
@@ -588,5 +656,6 @@ int main(void)
     test_batching();
     test_cancel_timeout_full();
     test_load_failure();
+    test_fault();
     return t_done();
 }
