@@ -293,7 +293,14 @@ static int parse_messages(const cJSON *root, struct api_gen *g, struct api_error
                         "Invalid value for '%s': expected one of system, user, assistant, tool, "
                         "developer.",
                         param);
-        if (dup_str(role->valuestring, &msg->role, e) < 0) return BT_EINVAL;
+        if (!strcmp(role->valuestring, "tool"))
+            return fail(e, param,
+                        "Invalid value for '%s': 'tool' messages are not supported (baton has no "
+                        "tool calling).",
+                        param);
+        /* OpenAI's 'developer' messages are the newer name of 'system' ones */
+        const char *as = strcmp(role->valuestring, "developer") ? role->valuestring : "system";
+        if (dup_str(as, &msg->role, e) < 0) return BT_EINVAL;
         const cJSON *c = field(it, "content");
         snprintf(param, sizeof(param), "messages[%d].content", i);
         if (!c) {

@@ -31,8 +31,9 @@ const struct cfg_opt cfg_opts[] = {
      "context)."},
     {"parallel", 0, CFG_INT, OFF(parallel), 1, 256, "4", "BATON_PARALLEL", NULL,
      "Slots: how many requests are decoded together (continuous batching)."},
-    {"queue", 0, CFG_INT, OFF(queue), 0, 1 << 20, "64", "BATON_QUEUE", NULL,
-     "Requests that may wait for a free slot; when full, new ones get 429."},
+    {"queue", 0, CFG_INT, OFF(queue), 1, 1 << 20, "64", "BATON_QUEUE", NULL,
+     "Requests that may wait for a free slot (at least 1: every request passes the queue on its "
+     "way to the scheduler); when full, new ones get 429."},
     {"prefill-chunk", 0, CFG_INT, OFF(prefill_chunk), 1, 1 << 16, "256", "BATON_PREFILL_CHUNK",
      NULL,
      "Prompt tokens processed per step, interleaved with the decode steps of running requests."},
@@ -45,8 +46,9 @@ const struct cfg_opt cfg_opts[] = {
     {"api-key", 0, CFG_STR, OFF(api_key), 0, 0, NULL, "BATON_API_KEY", NULL,
      "Require `Authorization: Bearer KEY` on every route but /health (empty: no key)."},
     {"chat-template", 0, CFG_STR, OFF(chat_template), 0, 0, NULL, "BATON_CHAT_TEMPLATE", NULL,
-     "Chat template family overriding the GGUF's tokenizer.chat_template (llama2, llama3, "
-     "chatml, mistral, phi3, gemma, zephyr, deepseek)."},
+     "Chat template overriding the GGUF's tokenizer.chat_template: a family name (chatml, "
+     "llama2, llama3, mistral-v7, phi3, gemma, zephyr, deepseek3, ...: the full list is in "
+     "docs/chat-templates.md) or the text of a Jinja template of a known family."},
     {"model-alias", 'a', CFG_STR, OFF(model_alias), 0, 0, NULL, "BATON_MODEL_ALIAS", NULL,
      "Model name shown by /v1/models and in responses (default: the file's basename)."},
     {"log-level", 0, CFG_STR, OFF(log_level), 0, 0, NULL, "BATON_LOG_LEVEL",

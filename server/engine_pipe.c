@@ -564,6 +564,7 @@ static int pipe_load(void *self, const struct gguf *g, const struct eng_load_par
     info->n_vocab = e->n_vocab;
     info->n_layer = hp.n_layer;
     info->max_inflight = e->size;
+    info->no_logit_bias = true; /* FORWARD carries no bias (protocol v1) */
     bt_info("pipeline of %d ranks ready in %.1f s: KV %d x %d (%.1f MiB on rank 0)", e->size,
             (double)(bt_now_ns() - t0) * 1e-9, e->n_seq, e->n_ctx,
             (double)kv_bytes(e->kv) / (1 << 20));

@@ -85,8 +85,7 @@ int main(int argc, char **argv)
         int fam;
         bool fb;
         if (chat_select(c.chat_template, NULL, &fam, &fb, err, sizeof(err)) < 0) {
-            fprintf(stderr, "baton-server: option chat-template: %s (known: %s)\n", err,
-                    chat_family_names());
+            fprintf(stderr, "baton-server: option chat-template: %s\n", err);
             cfg_free(&c);
             return eng_pipe_early_exit(2);
         }

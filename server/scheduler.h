@@ -24,6 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define SCHED_MAX_RANKS 256 /* the most ranks a pipeline has (`baton --ranks`) */
+
 struct req;
 struct metrics;
 struct tok;
@@ -62,6 +64,7 @@ struct sched_model {
     int chat_family;                 /* enum chat_family */
     const char *bos_text, *eos_text; /* for chat templates ("" if none) */
     int64_t created;                 /* unix seconds at load */
+    bool no_logit_bias;              /* the engine refuses logit_bias (a pipeline) */
 };
 
 struct sched_stats {
@@ -69,7 +72,7 @@ struct sched_stats {
     int queue_depth;
     int slots_busy, slots_total;
     int n_ranks;
-    struct eng_rank ranks[16];
+    struct eng_rank ranks[SCHED_MAX_RANKS];
     char message[512]; /* load error, if failed; the fault, if faulted */
     int fault_rank;    /* SCHED_FAULTED: the failed rank, -1 unknown */
     char fault_host[64];

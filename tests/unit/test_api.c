@@ -177,6 +177,13 @@ static void test_parse_ok(void)
     CHECK_INT(g.n_logprobs, 0);
     CHECK_INT(g.max_tokens, -1); /* chat: until the context is full */
     api_gen_free(&g);
+    CHECK_INT(parse(API_CHAT,
+                    "{\"messages\":[{\"role\":\"developer\",\"content\":\"d\"},"
+                    "{\"role\":\"user\",\"content\":\"x\"}]}",
+                    &g, &e),
+              0);
+    CHECK_STR(g.msgs[0].role, "system"); /* developer is OpenAI's newer name for system */
+    api_gen_free(&g);
 }
 
 static void test_parse_bad(void)
@@ -241,6 +248,10 @@ static void test_parse_bad(void)
     bad(API_CHAT, "{\"messages\":[{\"content\":\"x\"}]}", "messages[0].role");
     bad(API_CHAT,
         "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"wizard\","
+        "\"content\":\"x\"}]}",
+        "messages[1].role");
+    bad(API_CHAT,
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"tool\","
         "\"content\":\"x\"}]}",
         "messages[1].role");
     bad(API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":7}]}", "messages[0].content");
