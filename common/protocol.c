@@ -606,7 +606,8 @@ int proto_decode_shutdown(const uint8_t *p, size_t n, struct proto_shutdown *out
 
 #define FWD_FIXED 16
 #define FWD_TOK   16
-#define FWD_SEQ   52
+#define FWD_SEQ   56 /* fixed part; then n_bias (token, bias) pairs of 8 bytes */
+#define FWD_BIAS  8
 
 static int sampling_check(const struct proto_sampling *s, int st, char *err, size_t errsz)
 {
@@ -632,6 +633,15 @@ static int sampling_check(const struct proto_sampling *s, int st, char *err, siz
     if (s->n_logprobs > PROTO_MAX_LOGPROBS)
         return bt_errf(err, errsz, st, "n_logprobs %u exceeds %d", s->n_logprobs,
                        PROTO_MAX_LOGPROBS);
+    if (s->n_bias > PROTO_MAX_BIAS)
+        return bt_errf(err, errsz, st, "%u logit bias entries, at most %d", s->n_bias,
+                       PROTO_MAX_BIAS);
+    for (uint32_t i = 0; i < s->n_bias; i++) {
+        const struct proto_bias *b = &s->bias[i];
+        if (b->token < 0) return bt_errf(err, errsz, st, "logit bias %u: token id %d", i, b->token);
+        if (b->bias != b->bias || (isinf(b->bias) && b->bias > 0))
+            return bt_errf(err, errsz, st, "logit bias %u: value %g", i, (double)b->bias);
+    }
     return BT_OK;
 }
 
@@ -722,10 +732,11 @@ static int forward_check(const struct proto_forward *f, struct proto_token *fill
     return BT_OK;
 }
 
-static size_t forward_size(uint32_t nt, uint32_t ns, uint32_t nr, uint32_t ne)
+static size_t forward_size(uint32_t nt, uint32_t ns, uint32_t nr, uint32_t ne, size_t nb)
 {
-    /* all four are bounded by the caps before this is called: no overflow in 64 bits */
-    return FWD_FIXED + (size_t)nt * FWD_TOK + (size_t)ns * FWD_SEQ + (size_t)nr * ne * 4;
+    /* all are bounded by the caps before this is called: no overflow in 64 bits */
+    return FWD_FIXED + (size_t)nt * FWD_TOK + (size_t)ns * FWD_SEQ + nb * FWD_BIAS +
+           (size_t)nr * ne * 4;
 }
 
 static bool host_le(void)
@@ -741,7 +752,14 @@ int proto_encode_forward(struct proto_buf *b, const struct proto_route *r,
     if (rc < 0) return rc;
     rc = forward_counts(p->n_tokens, p->n_seqs, p->n_embd, p->n_rows, BT_EINVAL, err, errsz);
     if (rc < 0) return rc;
-    size_t size = forward_size(p->n_tokens, p->n_seqs, p->n_rows, p->n_embd);
+    size_t nb = 0;
+    for (uint32_t i = 0; i < p->n_seqs; i++) {
+        if (p->seqs[i].sampling.n_bias > PROTO_MAX_BIAS)
+            return bt_errf(err, errsz, BT_EINVAL, "sequence %u: %u logit bias entries, at most %d",
+                           i, p->seqs[i].sampling.n_bias, PROTO_MAX_BIAS);
+        nb += p->seqs[i].sampling.n_bias;
+    }
+    size_t size = forward_size(p->n_tokens, p->n_seqs, p->n_rows, p->n_embd, nb);
     /* The sequence-id scratch lives in spare capacity after the message: no allocation per
      * step once the buffer has grown. */
     size_t pad = (8 - (PROTO_HDR_SIZE + size) % 8) % 8;
@@ -778,6 +796,11 @@ int proto_encode_forward(struct proto_buf *b, const struct proto_route *r,
         wrf(&w, sp->frequency_penalty);
         wr64(&w, sp->seed);
         wr32(&w, sp->n_logprobs);
+        wr32(&w, sp->n_bias);
+        for (uint32_t k = 0; k < sp->n_bias; k++) {
+            wr32(&w, (uint32_t)sp->bias[k].token);
+            wrf(&w, sp->bias[k].bias);
+        }
     }
     size_t nf = (size_t)p->n_rows * p->n_embd;
     if (host_le()) {
@@ -815,11 +838,21 @@ int proto_decode_forward(const uint8_t *p, size_t n, struct proto_forward *out, 
     uint32_t nt = rd32(&r), ns = rd32(&r), ne = rd32(&r), nr = rd32(&r);
     int rc = forward_counts(nt, ns, ne, nr, BT_EFORMAT, err, errsz);
     if (rc < 0) return rc;
-    size_t want = forward_size(nt, ns, nr, ne);
-    if (want != n)
+    size_t want = forward_size(nt, ns, nr, ne, 0); /* without the bias entries */
+    if (want > n)
         return bt_errf(err, errsz, BT_EFORMAT,
-                       "%u tokens, %u seqs, %u rows of %u need %zu bytes, the payload has %zu", nt,
-                       ns, nr, ne, want, n);
+                       "%u tokens, %u seqs, %u rows of %u need at least %zu bytes, the payload "
+                       "has %zu",
+                       nt, ns, nr, ne, want, n);
+    /* the bias entries fill exactly what is left beyond the fixed parts; each sequence's count
+     * is checked against that before anything is read */
+    const size_t bias_room = (n - want) / FWD_BIAS;
+    if ((n - want) % FWD_BIAS || bias_room > (size_t)ns * PROTO_MAX_BIAS)
+        return bt_errf(err, errsz, BT_EFORMAT,
+                       "%zu bytes beyond the fixed parts of a %u-sequence batch", n - want, ns);
+    if (grow((void **)&f->bias_store, &f->bias_cap, bias_room ? bias_room : 1,
+             sizeof(*f->bias_store)) < 0)
+        return bt_errf(err, errsz, BT_ENOMEM, "no memory for %zu logit bias entries", bias_room);
     if (grow((void **)&f->tok_store, &f->tok_cap, nt, sizeof(*f->tok_store)) < 0 ||
         grow((void **)&f->seq_store, &f->seq_cap, ns, sizeof(*f->seq_store)) < 0 ||
         grow((void **)&f->id_scratch, &f->id_cap, ns, sizeof(*f->id_scratch)) < 0)
@@ -832,6 +865,7 @@ int proto_decode_forward(const uint8_t *p, size_t n, struct proto_forward *out, 
         t->flags = rd32(&r);
         t->seq_idx = 0;
     }
+    size_t nb_read = 0;
     for (uint32_t i = 0; i < ns; i++) {
         struct proto_seq *s = &f->seq_store[i];
         struct proto_sampling *sp = &s->sampling;
@@ -847,7 +881,22 @@ int proto_decode_forward(const uint8_t *p, size_t n, struct proto_forward *out, 
         sp->frequency_penalty = rdf(&r);
         sp->seed = rd64(&r);
         sp->n_logprobs = rd32(&r);
+        sp->n_bias = rd32(&r);
+        sp->bias = NULL;
+        if (sp->n_bias > PROTO_MAX_BIAS || sp->n_bias > bias_room - nb_read)
+            return bt_errf(err, errsz, BT_EFORMAT,
+                           "sequence %u: %u logit bias entries, %zu bytes left for them", i,
+                           sp->n_bias, (bias_room - nb_read) * FWD_BIAS);
+        if (sp->n_bias) sp->bias = f->bias_store + nb_read;
+        for (uint32_t k = 0; k < sp->n_bias; k++) {
+            f->bias_store[nb_read + k].token = (int32_t)rd32(&r);
+            f->bias_store[nb_read + k].bias = rdf(&r);
+        }
+        nb_read += sp->n_bias;
     }
+    if (nb_read != bias_room)
+        return bt_errf(err, errsz, BT_EFORMAT, "%zu bytes of logit bias entries, %zu used",
+                       bias_room * FWD_BIAS, nb_read * FWD_BIAS);
     size_t nf = (size_t)nr * ne;
     const uint8_t *rp = p + r.off;
     if (nf && host_le() && ((uintptr_t)rp % _Alignof(float)) == 0) {
@@ -882,6 +931,7 @@ void proto_forward_free(struct proto_forward *f)
     free(f->seq_store);
     free(f->row_store);
     free(f->id_scratch);
+    free(f->bias_store);
     memset(f, 0, sizeof(*f));
 }
 

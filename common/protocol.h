@@ -24,7 +24,7 @@
 #include <stdint.h>
 
 #define PROTO_MAGIC    0x4e544142u /* the bytes "BATN" */
-#define PROTO_VERSION  1
+#define PROTO_VERSION  2           /* 2: FORWARD carries each sequence's logit bias */
 #define PROTO_HDR_SIZE 40
 
 /* Caps: a message past any of them is rejected before anything is allocated. */
@@ -36,7 +36,8 @@
 #define PROTO_MAX_POS      (1u << 24)
 #define PROTO_MAX_LAYERS   4096
 #define PROTO_MAX_LOGPROBS 20
-#define PROTO_BUILD_ID_MAX 64 /* string lengths in bytes, without the NUL */
+#define PROTO_MAX_BIAS     1024 /* logit bias entries per sequence */
+#define PROTO_BUILD_ID_MAX 64   /* string lengths in bytes, without the NUL */
 #define PROTO_BACKEND_MAX  128
 #define PROTO_HOST_MAX     255
 #define PROTO_ERRMSG_MAX   512
@@ -128,6 +129,12 @@ struct proto_shutdown {
 };
 enum proto_shutdown_reason { PROTO_SHUTDOWN_NORMAL = 0, PROTO_SHUTDOWN_RESTART = 1 };
 
+/* One logit bias entry: bias is added to the token's logit; -INFINITY bans it. */
+struct proto_bias {
+    int32_t token; /* >= 0; the last stage checks it against its vocabulary */
+    float bias;    /* finite, or -INFINITY */
+};
+
 /* Sampling parameters of one sequence (used by the last stage). */
 struct proto_sampling {
     float temperature;       /* 0 = greedy; [0, 100] */
@@ -139,7 +146,9 @@ struct proto_sampling {
     float presence_penalty;  /* [-100, 100] */
     float frequency_penalty; /* [-100, 100] */
     uint64_t seed;
-    uint32_t n_logprobs; /* top-n alternatives to return, <= PROTO_MAX_LOGPROBS */
+    uint32_t n_logprobs;           /* top-n alternatives to return, <= PROTO_MAX_LOGPROBS */
+    uint32_t n_bias;               /* <= PROTO_MAX_BIAS */
+    const struct proto_bias *bias; /* (n_bias); encode: borrowed; decode: in bias_store */
 };
 
 /* FORWARD per-token flags */
@@ -174,7 +183,8 @@ struct proto_forward {
     struct proto_seq *seq_store;
     float *row_store;
     uint64_t *id_scratch;
-    size_t tok_cap, seq_cap, row_cap, id_cap;
+    struct proto_bias *bias_store;
+    size_t tok_cap, seq_cap, row_cap, id_cap, bias_cap;
 };
 
 struct proto_top {

@@ -212,8 +212,9 @@ static void on_reset(struct rankd *d, const struct proto_msg *m)
     }
 }
 
+/* bias: room for PROTO_MAX_BIAS entries, which p->bias points to */
 static void smp_from_proto(const struct rankd *d, const struct proto_sampling *ps,
-                           struct smp_params *p)
+                           struct smp_params *p, struct smp_bias *bias)
 {
     smp_params_default(p);
     p->temp = ps->temperature;
@@ -227,6 +228,11 @@ static void smp_from_proto(const struct rankd *d, const struct proto_sampling *p
     p->penalty_last_n = last_n > 65536 ? 65536 : last_n;
     p->seed = ps->seed;
     p->n_logprobs = (int)ps->n_logprobs;
+    uint32_t nb = ps->n_bias > PROTO_MAX_BIAS ? PROTO_MAX_BIAS : ps->n_bias; /* decoder checked */
+    for (uint32_t i = 0; i < nb; i++)
+        bias[i] = (struct smp_bias){.token = ps->bias[i].token, .bias = ps->bias[i].bias};
+    p->bias = nb ? bias : NULL;
+    p->n_bias = (int)nb;
 }
 
 /* Sample after the stage ran (last stage): feed every token to its sequence's penalties in
@@ -343,7 +349,8 @@ static void on_forward(struct rankd *d, const struct proto_msg *m)
             kv_seq_clear(d->kv, seq);
             if (d->smp) {
                 struct smp_params p;
-                smp_from_proto(d, &s->sampling, &p);
+                struct smp_bias bias[PROTO_MAX_BIAS];
+                smp_from_proto(d, &s->sampling, &p, bias);
                 if ((rc = seqsmp_reset(d->smp, seq, &p, err, sizeof(err))) < 0) {
                     report(d, step, s->seq_id, rc, "%s", err);
                     return;

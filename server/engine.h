@@ -78,9 +78,8 @@ struct eng_info {
     int n_ctx; /* positions per sequence (resolved) */
     int n_vocab;
     int n_layer;
-    int max_inflight;   /* micro-batches the engine can hold at once (>= 1) */
-    int tick_ms;        /* call ranks() at least this often while idle (0: every second) */
-    bool no_logit_bias; /* the engine cannot apply eng_sparams.bias (requests get a 400) */
+    int max_inflight; /* micro-batches the engine can hold at once (>= 1) */
+    int tick_ms;      /* call ranks() at least this often while idle (0: every second) */
 };
 
 enum eng_rank_state {

@@ -75,6 +75,8 @@ struct eng_pipe {
     int32_t *tok, *pos, *seq; /* (max_batch) */
     struct proto_token *ptok; /* (max_batch) */
     struct proto_seq *pseq;   /* (n_seq) */
+    struct proto_bias *pbias; /* (pbias_cap) logit bias entries of one FORWARD */
+    size_t pbias_cap;
     struct proto_buf out;
     struct proto_msg msg;
     /* batches in flight: a ring of n_fl */
@@ -564,7 +566,6 @@ static int pipe_load(void *self, const struct gguf *g, const struct eng_load_par
     info->n_vocab = e->n_vocab;
     info->n_layer = hp.n_layer;
     info->max_inflight = e->size;
-    info->no_logit_bias = true; /* FORWARD carries no bias (protocol v1) */
     bt_info("pipeline of %d ranks ready in %.1f s: KV %d x %d (%.1f MiB on rank 0)", e->size,
             (double)(bt_now_ns() - t0) * 1e-9, e->n_seq, e->n_ctx,
             (double)kv_bytes(e->kv) / (1 << 20));
@@ -600,6 +601,7 @@ static int pipe_submit(void *self, const struct eng_item *items, int n, char *er
     struct eng_pipe *e = self;
     char why[512];
     int rc, nt = 0;
+    size_t n_bias = 0, nb = 0;
     if (!e->ready) return bt_errf(err, errsz, BT_EINVAL, "the pipeline is not loaded");
     if (e->broken) return bt_errf(err, errsz, BT_EIO, "%s", e->fail);
     if (e->fl_len == e->n_fl)
@@ -611,10 +613,18 @@ static int pipe_submit(void *self, const struct eng_item *items, int n, char *er
             it->n_tokens > e->max_batch - nt || (it->reset && !it->sp))
             return bt_errf(err, errsz, BT_EINVAL, "bad batch item %d (seq %d, %d tokens)", i,
                            it->seq, it->n_tokens);
-        if (it->reset && it->sp->n_bias > 0)
-            return bt_errf(err, errsz, BT_EUNSUP,
-                           "logit_bias is not supported with a pipeline of ranks yet");
+        if (it->reset && it->sp->n_bias > PROTO_MAX_BIAS)
+            return bt_errf(err, errsz, BT_EINVAL, "item %d: %d logit bias entries, at most %d", i,
+                           it->sp->n_bias, PROTO_MAX_BIAS);
+        if (it->reset && it->sp->n_bias > 0) n_bias += it->sp->n_bias;
         nt += it->n_tokens;
+    }
+    if (n_bias > e->pbias_cap) {
+        struct proto_bias *pb = realloc(e->pbias, n_bias * sizeof(*pb));
+        if (!pb)
+            return bt_errf(err, errsz, BT_ENOMEM, "no memory for %zu logit bias entries", n_bias);
+        e->pbias = pb;
+        e->pbias_cap = n_bias;
     }
     const uint64_t t0 = bt_now_ns();
     struct pipe_flight *f = &e->fl[(e->fl_head + e->fl_len) % e->n_fl];
@@ -649,7 +659,16 @@ static int pipe_submit(void *self, const struct eng_item *items, int n, char *er
         ps->flags = it->reset ? PROTO_SEQ_RESET : 0;
         ps->sampling.repeat_penalty = 1.0f;
         ps->sampling.top_p = 1.0f;
-        if (it->reset) sampling_to_proto(it->sp, &ps->sampling);
+        if (it->reset) {
+            sampling_to_proto(it->sp, &ps->sampling);
+            ps->sampling.bias = e->pbias + nb;
+            ps->sampling.n_bias = (uint32_t)(it->sp->n_bias > 0 ? it->sp->n_bias : 0);
+            for (uint32_t k = 0; k < ps->sampling.n_bias; k++, nb++) {
+                const struct eng_bias *eb = &it->sp->bias[k];
+                e->pbias[nb] = (struct proto_bias){
+                    .token = eb->token, .bias = eb->bias <= -100.0f ? -INFINITY : eb->bias};
+            }
+        }
     }
     struct fwd_batch b = {.n = nt, .token = e->tok, .pos = e->pos, .seq = e->seq};
     const float *act;
@@ -894,6 +913,7 @@ static void pipe_destroy(void *self)
     free(e->seq);
     free(e->ptok);
     free(e->pseq);
+    free(e->pbias);
     fwd_free(e->f);
     kv_free(e->kv);
     bt_pool_free(e->pool);

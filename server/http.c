@@ -451,12 +451,6 @@ static enum MHD_Result gen_start(struct conn *c)
     if (!mdl) return reply_unavailable(c);
     if (api_parse_gen(kind, c->body ? c->body : "", c->len, mdl->n_vocab, &g, &e) < 0)
         return reply_error(c, 400, e.param, NULL, e.message);
-    if (g.n_bias > 0 && mdl->no_logit_bias) {
-        api_gen_free(&g);
-        return reply_error(c, 400, "logit_bias", NULL,
-                           "logit_bias is not supported with a pipeline of ranks (--ranks > 1) "
-                           "yet.");
-    }
     memset(&e, 0, sizeof(e));
     rc = gen_prompt(mdl, &g, &ids, &n, &e);
     if (rc == BT_ENOMEM) {

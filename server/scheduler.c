@@ -227,7 +227,6 @@ static int sched_load(struct sched *s, char *err, size_t errsz)
     s->model.g = s->g;
     s->model.tok = s->tok;
     s->model.n_ctx = s->info.n_ctx;
-    s->model.no_logit_bias = s->info.no_logit_bias;
     s->model.n_vocab = s->info.n_vocab;
     s->model.chat_family = family;
     s->model.bos_text = bos >= 0 && tok_text(s->tok, bos) ? tok_text(s->tok, bos) : "";

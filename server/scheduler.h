@@ -64,7 +64,6 @@ struct sched_model {
     int chat_family;                 /* enum chat_family */
     const char *bos_text, *eos_text; /* for chat templates ("" if none) */
     int64_t created;                 /* unix seconds at load */
-    bool no_logit_bias;              /* the engine refuses logit_bias (a pipeline) */
 };
 
 struct sched_stats {

@@ -348,13 +348,21 @@ def case_many(tmp):
         check(all(os.path.exists(f"/proc/{p}") for p in pids) and len(pids) == 3,
               "every rank process still alive")
         check(job.wait_ready(3, timeout=10) is not None, "/health: every rank still ready")
-        # logit_bias cannot cross the pipeline yet: a 400 naming the field, nothing else fails
-        st, r = job.request("/v1/completions", {"prompt": PROMPT, "max_tokens": 4,
-                                                "logit_bias": {"5": -100}})
-        check(st == 400 and r.get("error", {}).get("param") == "logit_bias",
-              f"logit_bias over a pipeline: 400 naming the field ({st} {str(r)[:160]})")
-        st, r = complete(job, max_tokens=4)
-        check(st == 200, f"a request after the refused logit_bias succeeds ({st})")
+        # logit_bias reaches the last stage's sampler: +100 on one token makes greedy repeat it,
+        # and a ban (-100) of the token greedy picks first changes the answer
+        st, d = job.request("/detokenize", {"tokens": [300] * 4})
+        st2, r = job.request("/v1/completions", {"prompt": PROMPT, "max_tokens": 4,
+                                                 "temperature": 0, "logit_bias": {"300": 100}})
+        check(st == 200 and st2 == 200 and r["choices"][0]["text"].strip() == d["content"].strip(),
+              f"logit_bias +100 over 3 ranks: token 300 four times ({st2} {str(r)[:160]})")
+        st, plain = complete(job, max_tokens=1)
+        st2, tk = job.request("/tokenize", {"content": plain["choices"][0]["text"]})
+        first = tk.get("tokens", [None])[-1]
+        st3, banned = job.request("/v1/completions", {"prompt": PROMPT, "max_tokens": 1,
+                                                      "temperature": 0,
+                                                      "logit_bias": {str(first): -100}})
+        check(st3 == 200 and banned["choices"][0]["text"] != plain["choices"][0]["text"],
+              f"logit_bias -100 bans greedy's first token {first} over 3 ranks")
     finally:
         job.stop()
 

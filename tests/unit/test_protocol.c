@@ -169,10 +169,12 @@ static void test_header(void)
     CHECK(strstr(err, "bad magic") != NULL);
     /* another protocol version: a clear message, even with valid checksums */
     memcpy(c, b.data, sizeof(c));
-    c[4] = 2;
+    c[4] = PROTO_VERSION + 1;
     refix(c, sizeof(c));
     CHECK_INT(dec(c, sizeof(c), &m), BT_EFORMAT);
-    CHECK(strstr(err, "protocol version 2") != NULL);
+    char vers[32];
+    snprintf(vers, sizeof(vers), "protocol version %d", PROTO_VERSION + 1);
+    CHECK(strstr(err, vers) != NULL);
     /* header checksum */
     memcpy(c, b.data, sizeof(c));
     c[20] ^= 1; /* epoch */
@@ -439,6 +441,9 @@ static void make_forward(struct proto_forward *f, struct proto_token *tok, struc
     seq[1].flags = PROTO_SEQ_CLEAR_KV;
     seq[1].sampling = sampling();
     seq[1].sampling.temperature = 0;
+    static const struct proto_bias bias[2] = {{7, -INFINITY}, {3, 1.5f}};
+    seq[1].sampling.n_bias = 2;
+    seq[1].sampling.bias = bias;
     for (uint32_t i = 0; i < 2 * n_embd; i++) rows[i] = (float)i * 0.5f - 3.25f;
     f->n_tokens = 5;
     f->n_seqs = 2;
@@ -460,7 +465,7 @@ static void test_forward(void)
     struct proto_forward f;
     make_forward(&f, tok, seq, rows, NE);
     CHECK_INT(proto_encode_forward(&b, &route, &f, err, sizeof(err)), 0);
-    CHECK_INT(b.len, PROTO_HDR_SIZE + 16 + 5 * 16 + 2 * 52 + 2 * NE * 4);
+    CHECK_INT(b.len, PROTO_HDR_SIZE + 16 + 5 * 16 + 2 * 56 + 2 * 8 + 2 * NE * 4);
     CHECK_INT(dec(b.data, b.len, &m), 0);
     struct proto_forward *d = &m.forward;
     CHECK_INT(d->n_tokens, 5);
@@ -483,6 +488,12 @@ static void test_forward(void)
     CHECK(d->seqs[0].sampling.seed == 0xfeedfacecafebeefull);
     CHECK_INT(d->seqs[0].sampling.n_logprobs, 5);
     CHECK_INT(d->seqs[0].sampling.repeat_last_n, 64);
+    CHECK_INT(d->seqs[0].sampling.n_bias, 0);
+    CHECK_INT(d->seqs[1].sampling.n_bias, 2);
+    CHECK_INT(d->seqs[1].sampling.bias[0].token, 7);
+    CHECK(isinf(d->seqs[1].sampling.bias[0].bias) && d->seqs[1].sampling.bias[0].bias < 0);
+    CHECK_INT(d->seqs[1].sampling.bias[1].token, 3);
+    CHECK(d->seqs[1].sampling.bias[1].bias == 1.5f);
     CHECK(memcmp(d->rows, rows, sizeof(rows)) == 0);
     /* rows are borrowed from the (aligned) message bytes */
     CHECK((const uint8_t *)d->rows >= b.data && (const uint8_t *)d->rows < b.data + b.len);
@@ -498,18 +509,20 @@ static void test_forward(void)
     }
 
     /* payload offsets: 0 n_tokens, 4 n_seqs, 8 n_embd, 12 n_rows; token i at 16 + 16 i
-     * (seq, pos, token, flags); seq j at 96 + 52 j (id, flags, temperature, top_k, top_p,
-     * min_p, repeat_penalty, repeat_last_n, presence, frequency, seed(8), n_logprobs) */
+     * (seq, pos, token, flags); seq 0 at 96, seq 1 at 152 (id, flags, temperature, top_k, top_p,
+     * min_p, repeat_penalty, repeat_last_n, presence, frequency, seed(8), n_logprobs, n_bias),
+     * seq 1's two bias entries (token, bias) at 208 and 216 */
     BAD32(&b, 0, 0, "n_tokens");
     BAD32(&b, 0, 0xffffffffu, "n_tokens");
     BAD32(&b, 0, PROTO_MAX_TOKENS + 1, "n_tokens");
-    BAD32(&b, 0, 6, "need"); /* counts past the payload */
-    BAD32(&b, 0, 4, "need");
+    BAD32(&b, 0, 7, "need"); /* counts past the payload */
+    BAD32(&b, 0, 6, "logit bias"); /* the bias bytes read as tokens */
+    BAD32(&b, 0, 4, "logit bias");
     BAD32(&b, 4, 0, "n_seqs");
     BAD32(&b, 4, 0xffffffffu, "n_seqs");
     BAD32(&b, 4, 6, "n_seqs"); /* more sequences than tokens */
     BAD32(&b, 8, 0xffffffffu, "n_embd");
-    BAD32(&b, 8, NE + 1, "need");
+    BAD32(&b, 8, NE + 1, "logit bias"); /* the bias bytes read as a row */
     BAD32(&b, 12, 6, "n_rows");
     BAD32(&b, 12, 0xffffffffu, "n_rows");
     BAD32(&b, 12, 0, "n_rows 0 with n_embd");
@@ -533,6 +546,12 @@ static void test_forward(void)
     BAD32(&b, 96 + 32, 0x7fc00000u, "presence_penalty");
     BAD32(&b, 96 + 36, 0xc3480000u, "frequency_penalty"); /* -200 */
     BAD32(&b, 96 + 48, PROTO_MAX_LOGPROBS + 1, "n_logprobs");
+    BAD32(&b, 96 + 52, 0xffffffffu, "logit bias entries");
+    BAD32(&b, 152 + 52, 3, "logit bias entries"); /* more than the bytes left */
+    BAD32(&b, 152 + 52, 1, "used");               /* fewer: bytes left over */
+    BAD32(&b, 208, (uint32_t)-5, "token id");
+    BAD32(&b, 212, 0x7fc00000u, "logit bias 0: value"); /* NaN */
+    BAD32(&b, 220, 0x7f800000u, "logit bias 1: value"); /* +inf */
     /* huge counts whose product would overflow 32 bits: the size check catches them */
     {
         uint8_t *c = malloc(b.len);
