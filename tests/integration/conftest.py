@@ -14,15 +14,20 @@ import time
 import pytest
 
 SERVER = os.environ.get("BATON_SERVER_BIN", "")
+LAUNCHER = os.environ.get("BATON_LAUNCHER_BIN", "")
 SHARED = os.environ.get("BATON_SHARED", os.path.join(os.path.dirname(__file__), "../../../shared"))
 MODEL = os.path.join(SHARED, "models", "stories260K.gguf")
 API_KEY = "test-key"
 
 
 class Server:
-    def __init__(self, args, env=None, listen_fd=True, wait_ready=True):
+    """baton-server alone, or with ranks=R `baton serve --ranks R` (supervisor, mpiexec, R-1
+    baton-rankd), which gets the same options and the same listening socket."""
+
+    def __init__(self, args, env=None, listen_fd=True, wait_ready=True, ranks=None):
         self.log = tempfile.NamedTemporaryFile(prefix="baton-server-", suffix=".log", delete=False)
-        cmd = [SERVER, "-m", MODEL, "-t", "1", "--http-threads", "2"] + list(args)
+        head = [LAUNCHER, "serve", "--ranks", str(ranks)] if ranks else [SERVER]
+        cmd = head + ["-m", MODEL, "-t", "1", "--http-threads", "2"] + list(args)
         pass_fds = ()
         self.sock = None
         if listen_fd:
@@ -42,7 +47,7 @@ class Server:
         if not listen_fd:
             self.port = self._port_from_log()
         if wait_ready:
-            self.wait_health(200)
+            self.wait_health(200, timeout=60 if ranks else 20)
 
     def _port_from_log(self):
         deadline = time.monotonic() + 10
@@ -120,7 +125,7 @@ class Server:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=40)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -137,12 +142,16 @@ def _check_binary():
         pytest.fail("BATON_SERVER_BIN must name the baton-server binary")
 
 
-@pytest.fixture(scope="session")
-def srv():
-    """The main server: 4 slots, an API key, a small body cap."""
+@pytest.fixture(scope="session", params=[None, 1, 3], ids=["server", "serve-1", "serve-3"])
+def srv(request):
+    """The main server: 4 slots, an API key, a small body cap; run three ways: baton-server
+    alone, `baton serve --ranks 1` and `baton serve --ranks 3` (a pipeline)."""
     _check_binary()
+    if request.param and not (LAUNCHER and os.access(LAUNCHER, os.X_OK)):
+        pytest.fail("BATON_LAUNCHER_BIN must name the baton launcher")
     s = Server(["--parallel", "4", "--ctx-size", "256", "--api-key", API_KEY, "--max-body", "8K",
-                "--model-alias", "stories"])
+                "--model-alias", "stories"], ranks=request.param)
+    s.ranks = request.param or 1
     yield s
     assert s.stop() == 0
 

@@ -2,7 +2,7 @@
 # Run baton-server's integration tests (pytest + the official openai client) from the venv made
 # from tests/requirements.txt: $BATON_VENV, default /opt/baton-venv
 # (python3 -m venv /opt/baton-venv && /opt/baton-venv/bin/pip install -r tests/requirements.txt).
-#   run_server_tests.sh BATON_SERVER_BINARY [pytest args]
+#   run_server_tests.sh BATON_SERVER_BINARY BATON_LAUNCHER_BINARY [pytest args]
 # Exit 77 (skipped) when the venv is missing.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -13,5 +13,6 @@ if ! "$py" -c 'import openai, pytest' 2>/dev/null; then
     exit 77
 fi
 export BATON_SERVER_BIN=$(realpath "$1")
-shift
-cd "$here" && exec timeout 110 "$py" -m pytest -q -p no:cacheprovider -x "$here/test_server.py" "$@"
+export BATON_LAUNCHER_BIN=$(realpath "$2")
+shift 2
+cd "$here" && exec timeout 280 "$py" -m pytest -q -p no:cacheprovider -x "$here/test_server.py" "$@"

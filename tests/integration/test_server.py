@@ -1,4 +1,5 @@
-"""baton-server end to end on stories260K: the official OpenAI client, raw HTTP for every error,
+"""baton-server end to end on stories260K (alone, and under `baton serve` with 1 and 3 ranks: the
+`srv` fixture): the official OpenAI client, raw HTTP for every error,
 /health, /metrics, /tokenize, /detokenize, a client leaving mid-stream, a full queue, the request
 timeout and the loading state."""
 import json
@@ -169,9 +170,15 @@ def test_tokenize_detokenize(srv):
 def test_health(srv):
     st, h, r = srv.json("GET", "/health", key=None)  # exempt from the API key
     assert st == 200 and r["status"] == "ok"
-    rk = r["ranks"][0]
-    assert rk["rank"] == 0 and rk["layers"] == [0, 5] and rk["state"] == "ready"
-    assert isinstance(rk["host"], str) and rk["last_heartbeat_ms"] >= 0
+    ranks = r["ranks"]
+    assert [rk["rank"] for rk in ranks] == list(range(srv.ranks))
+    # the stages cover the model's 5 layers in order, each at least one
+    assert ranks[0]["layers"][0] == 0 and ranks[-1]["layers"][1] == 5
+    for a, b in zip(ranks, ranks[1:]):
+        assert a["layers"][1] == b["layers"][0]
+    for rk in ranks:
+        assert rk["layers"][1] > rk["layers"][0] and rk["state"] == "ready"
+        assert isinstance(rk["host"], str) and rk["last_heartbeat_ms"] >= 0
 
 
 def test_chat_page(srv):
@@ -193,9 +200,11 @@ def test_metrics(srv):
     assert after['baton_request_duration_seconds_bucket{le="+Inf"}'] == \
         after["baton_request_duration_seconds_count"]
     for name in ("baton_queue_depth", "baton_slots_busy", "baton_slots",
-                 'baton_rank_step_seconds{rank="0"}', 'baton_rank_heartbeat_age_seconds{rank="0"}',
                  "baton_time_to_first_token_seconds_count"):
         assert name in after
+    for k in range(srv.ranks):
+        assert f'baton_rank_step_seconds{{rank="{k}"}}' in after
+        assert f'baton_rank_heartbeat_age_seconds{{rank="{k}"}}' in after
     assert after["baton_slots"] == 4
     promtool = shutil.which("promtool")
     if promtool:
