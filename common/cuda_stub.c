@@ -5,7 +5,7 @@
 #include "log.h"
 
 #define NOT_BUILT                                                                                  \
-    "no CUDA device: this baton was built without the CUDA backend (configure with "               \
+    "this baton was built without the CUDA backend (configure with "                               \
     "-Dcuda=enabled on a machine with nvcc and cuBLAS)"
 
 bool cuda_built(void)
@@ -17,14 +17,14 @@ int cuda_probe(int device, char *name, size_t namesz, double *peak_bw, char *err
 {
     if (name && namesz) name[0] = '\0';
     if (peak_bw) *peak_bw = 0;
-    return bt_errf(err, errsz, BT_EUNSUP, "cuda:%d: " NOT_BUILT, device);
+    return bt_errf(err, errsz, BT_EUNSUP, "no CUDA device: cuda:%d: " NOT_BUILT, device);
 }
 
 int cuda_fwd_new(const struct model *m, const struct kv *kv, int device, int max_batch, int max_out,
                  struct cuda_fwd **out, char *err, size_t errsz)
 {
     *out = NULL;
-    return bt_errf(err, errsz, BT_EUNSUP, "cuda:%d: " NOT_BUILT, device);
+    return bt_errf(err, errsz, BT_EUNSUP, "no CUDA device: cuda:%d: " NOT_BUILT, device);
 }
 
 void cuda_fwd_free(struct cuda_fwd *c) {}
@@ -38,5 +38,5 @@ int cuda_fwd_eval(struct cuda_fwd *c, int n, const float *x, const int32_t *pos,
                   const float *rope, const int32_t *rows, int n_out, float *out, char *err,
                   size_t errsz)
 {
-    return bt_errf(err, errsz, BT_EUNSUP, NOT_BUILT);
+    return bt_errf(err, errsz, BT_EUNSUP, "no CUDA device: " NOT_BUILT);
 }
