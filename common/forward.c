@@ -1,5 +1,7 @@
 #include "forward.h"
 
+#include "cuda.h"
+#include "device.h"
 #include "kernels.h"
 #include "kv.h"
 #include "log.h"
@@ -181,6 +183,7 @@ int fwd_new(const struct model *m, struct kv *kv, struct bt_pool *pool, int max_
     f->max_batch = max_batch;
     f->max_out = m->last ? (max_out < 1 ? 1 : max_out > max_batch ? max_batch : max_out) : 0;
     f->n_threads = bt_pool_size(pool);
+    f->device = DEV_CPU;
 
     const size_t B = (size_t)max_batch, q_dim = (size_t)hp->n_head * hp->head_dim;
     const size_t kv_dim = (size_t)hp->n_head_kv * hp->head_dim;
@@ -225,9 +228,55 @@ fail:
     return rc;
 }
 
+int fwd_new_dev(const struct model *m, struct kv *kv, struct bt_pool *pool, int device,
+                int max_batch, int max_out, struct fwd **out, char *err, size_t errsz)
+{
+    const struct model_hparams *hp = &m->hp;
+    struct fwd *f = NULL;
+    int rc;
+
+    if (device < 0) return fwd_new(m, kv, pool, max_batch, max_out, out, err, errsz);
+    *out = NULL;
+    if (max_batch < 1 || max_batch > (1 << 20) || max_out < 0)
+        return bt_errf(err, errsz, BT_EINVAL, "bad batch sizes: %d tokens, %d with logits",
+                       max_batch, max_out);
+    if (kv->m != m || kv->n_layer != m->l1 - m->l0)
+        return bt_errf(err, errsz, BT_EINVAL, "kv cache was made for another model or stage");
+    f = calloc(1, sizeof(*f));
+    if (!f) return bt_errf(err, errsz, BT_ENOMEM, "out of memory");
+    f->m = m;
+    f->kv = kv;
+    f->pool = pool;
+    f->device = device;
+    f->max_batch = max_batch;
+    f->max_out = m->last ? (max_out < 1 ? 1 : max_out > max_batch ? max_batch : max_out) : 0;
+    const size_t B = (size_t)max_batch;
+    f->x = malloc(B * hp->n_embd * sizeof(float));
+    f->xb = malloc(B * hp->n_embd * sizeof(float));
+    f->logits = malloc(((size_t)f->max_out + 1) * hp->n_vocab * sizeof(float));
+    f->rope_cs = malloc(B * (hp->n_rot > 0 ? hp->n_rot : 1) * sizeof(float));
+    f->out_rows = malloc(((size_t)f->max_out + 1) * sizeof(int32_t));
+    f->seq_n = malloc((size_t)kv->n_seq * sizeof(int32_t));
+    if (!f->x || !f->xb || !f->logits || !f->rope_cs || !f->out_rows || !f->seq_n) {
+        rc = bt_errf(err, errsz, BT_ENOMEM, "out of memory for a batch of %d tokens", max_batch);
+        goto fail;
+    }
+    if ((rc = cuda_fwd_new(m, kv, device, max_batch, f->max_out, &f->gpu, err, errsz)) < 0)
+        goto fail;
+    kv_release_storage(kv); /* the device holds the cache */
+    *out = f;
+    return 0;
+fail:
+    fwd_free(f);
+    return rc;
+}
+
 void fwd_free(struct fwd *f)
 {
     if (!f) return;
+    cuda_fwd_free(f->gpu);
+    free(f->rope_cs);
+    free(f->out_rows);
     free(f->x);
     free(f->xb);
     free(f->q);
@@ -327,6 +376,55 @@ static int layer_forward(struct fwd *f, int il, const struct fwd_batch *b)
     return 0;
 }
 
+/* The input rows of batch b into x (n, n_embd): embedding rows on the first stage. */
+static void embed(const struct model *m, const struct fwd_batch *b, float *x)
+{
+    const int D = m->hp.n_embd;
+    const size_t rs = bt_row_size(m->tok_embd.type, D);
+    for (int t = 0; t < b->n; t++) {
+        const char *row = (const char *)m->tok_embd.data + (size_t)b->token[t] * rs;
+        bt_dequantize_row(m->tok_embd.type, row, x + (size_t)t * D, D);
+    }
+}
+
+/* The stage on its CUDA device; the batch is checked, `no` rows want logits. */
+static int eval_gpu(struct fwd *f, const struct fwd_batch *b, int no, const float **out, int *n_out,
+                    char *err, size_t errsz)
+{
+    const struct model *m = f->m;
+    const int n_rot = m->hp.n_rot;
+    int rc, r = 0;
+
+    const float *in = b->embd;
+    if (m->first) {
+        embed(m, b, f->x);
+        in = f->x;
+    }
+    for (int t = 0; t < b->n; t++) {
+        model_rope_cos_sin(m, b->pos[t], f->rope_cs + (size_t)t * n_rot);
+        if (m->last && b->logits && b->logits[t]) f->out_rows[r++] = t;
+    }
+    float *dst = m->last ? f->logits : f->xb;
+    if ((rc = cuda_fwd_eval(f->gpu, b->n, in, b->pos, b->seq, f->rope_cs, f->out_rows, no, dst, err,
+                            errsz)) < 0)
+        return rc;
+    for (int t = 0; t < b->n; t++)
+        if (b->pos[t] + 1 > f->kv->len[b->seq[t]]) f->kv->len[b->seq[t]] = b->pos[t] + 1;
+    if (!m->last) {
+        *out = f->xb;
+        *n_out = b->n;
+        return 0;
+    }
+    const size_t nl = (size_t)no * m->hp.n_vocab;
+    for (size_t i = 0; i < nl; i++)
+        if (!isfinite(f->logits[i]))
+            return bt_errf(err, errsz, BT_ERR, "non-finite logit (row %zu, token %zu)",
+                           i / m->hp.n_vocab, i % m->hp.n_vocab);
+    *out = no ? f->logits : NULL;
+    *n_out = no;
+    return 0;
+}
+
 int fwd_eval(struct fwd *f, const struct fwd_batch *b, const float **out, int *n_out, char *err,
              size_t errsz)
 {
@@ -338,14 +436,11 @@ int fwd_eval(struct fwd *f, const struct fwd_batch *b, const float **out, int *n
     *out = NULL;
     *n_out = 0;
     if ((rc = check_batch(f, b, &no, err, errsz)) < 0) return rc;
+    if (f->gpu) return eval_gpu(f, b, no, out, n_out, err, errsz);
 
     /* input: embedding rows or the previous stage's activations */
     if (m->first) {
-        const size_t rs = bt_row_size(m->tok_embd.type, D);
-        for (int t = 0; t < b->n; t++) {
-            const char *row = (const char *)m->tok_embd.data + (size_t)b->token[t] * rs;
-            bt_dequantize_row(m->tok_embd.type, row, f->x + (size_t)t * D, D);
-        }
+        embed(m, b, f->x);
     } else {
         memcpy(f->x, b->embd, (size_t)b->n * D * sizeof(float));
     }

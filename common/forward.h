@@ -12,6 +12,13 @@
  * Head (last stage): logits = rmsnorm(x) * out_norm @ Woutput (token_embd when tied).
  *
  * All buffers are allocated by fwd_new for a maximum batch; fwd_eval never allocates or logs.
+ *
+ * Devices: fwd_new_dev builds the same stage on a CUDA device (cuda.h): the batch checks, the
+ * embedding lookup (first stage), the RoPE cos/sin table and the cache bookkeeping (kv->len)
+ * stay here on the host, the layers and the head run on the device, and fwd_eval's inputs and
+ * outputs are host memory either way, so a GPU stage talks to its neighbours exactly like a CPU
+ * one (activations staged through host memory). The kv cache then keeps only its lengths on the
+ * host (its K/V arrays are released; the device holds them) and kv_seq_shift is unsupported.
  * Ownership and threads: a struct fwd borrows its model, kv cache and thread pool (they must
  * outlive it) and is used by one thread at a time (it runs the pool's threads itself). */
 #ifndef BATON_FORWARD_H
@@ -55,6 +62,12 @@ struct fwd {
     /* set by fwd_eval while the pool runs (attention job) */
     const struct fwd_batch *cur;
     int cur_layer;
+    /* a CUDA stage (fwd_new_dev with a device >= 0): x stages the input, xb the output
+     * activations, logits the logits; the other CPU buffers are not allocated */
+    int device;           /* DEV_CPU (-1) or the CUDA device */
+    struct cuda_fwd *gpu; /* owned; NULL on the CPU */
+    float *rope_cs;       /* (max_batch, n_rot) cos/sin of each token's position */
+    int32_t *out_rows;    /* (max_out) rows that want logits */
 };
 
 /* Buffers for batches of up to max_batch tokens, of which up to max_out want logits (clamped to
@@ -62,6 +75,11 @@ struct fwd {
 int fwd_new(const struct model *m, struct kv *kv, struct bt_pool *pool, int max_batch, int max_out,
             struct fwd **out, char *err, size_t errsz);
 void fwd_free(struct fwd *f); /* NULL is fine */
+/* The same on a device: DEV_CPU (device.h) is fwd_new; N >= 0 is CUDA device N (pool may then
+ * be NULL). No such device, or a build without CUDA: BT_ENOTFOUND / BT_EUNSUP with "no CUDA
+ * device: ..." in err. */
+int fwd_new_dev(const struct model *m, struct kv *kv, struct bt_pool *pool, int device,
+                int max_batch, int max_out, struct fwd **out, char *err, size_t errsz);
 
 /* Run the stage over batch b. On success *out points to (borrowed until the next call):
  *   last stage:  *n_out rows of n_vocab logits, for the rows with b->logits set, in batch order;

@@ -68,6 +68,13 @@ size_t kv_bytes(const struct kv *kv)
     return 2 * (size_t)kv->n_layer * kv->n_seq * kv->n_ctx * kv->kv_dim * kv->elsize;
 }
 
+void kv_release_storage(struct kv *kv)
+{
+    free(kv->k);
+    free(kv->v);
+    kv->k = kv->v = NULL;
+}
+
 int kv_seq_len(const struct kv *kv, int seq)
 {
     if (seq < 0 || seq >= kv->n_seq) return -1;
@@ -110,6 +117,7 @@ int kv_seq_shift(struct kv *kv, int seq, int n_keep, int n_drop)
         (int64_t)n_keep + n_drop > kv->len[seq])
         return BT_EINVAL;
     if (n_drop == 0) return 0;
+    if (!kv->k) return BT_EUNSUP; /* the cache is on a device */
     const int n_move = kv->len[seq] - n_keep - n_drop;
     const size_t row = (size_t)kv->kv_dim * kv->elsize;
     for (int il = 0; il < kv->n_layer; il++) {

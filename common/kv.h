@@ -34,6 +34,9 @@ int kv_new(const struct model *m, int n_seq, int n_ctx, uint32_t type, struct kv
 void kv_free(struct kv *kv); /* NULL is fine */
 
 size_t kv_bytes(const struct kv *kv); /* memory of the K and V arrays */
+/* Free the host K and V arrays (k, v become NULL): the cache lives on a device and only the
+ * lengths are kept here (fwd_new_dev). kv_seq_shift then fails with BT_EUNSUP. */
+void kv_release_storage(struct kv *kv);
 
 /* Number of positions stored for seq (its next position); -1 for a bad seq. */
 int kv_seq_len(const struct kv *kv, int seq);

@@ -499,7 +499,7 @@ void model_prefetch(const struct model *m)
 /* cos/sin of each rotated pair at position pos, as ggml computes them: theta starts at pos and is
  * multiplied by base^(-2/n_rot) per pair, divided by the pair's frequency factor and scaled.
  * cs (n_rot): cs[2i] = cos, cs[2i+1] = sin of pair i. */
-static void rope_cos_sin(const struct model *m, int pos, float *cs)
+void model_rope_cos_sin(const struct model *m, int pos, float *cs)
 {
     const struct model_hparams *hp = &m->hp;
     const float theta_scale = powf(hp->rope_freq_base, -2.0f / (float)hp->n_rot);
@@ -517,7 +517,7 @@ void model_rope(const struct model *m, float *x, int n_heads, int pos)
 {
     float cs[MODEL_MAX_ROT];
     const int n_rot = m->hp.n_rot, hd = m->hp.head_dim, half = n_rot / 2;
-    rope_cos_sin(m, pos, cs);
+    model_rope_cos_sin(m, pos, cs);
     for (int h = 0; h < n_heads; h++) {
         float *v = x + (size_t)h * hd;
         if (m->hp.rope_type == MODEL_ROPE_NEOX) {

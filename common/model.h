@@ -104,5 +104,8 @@ const char *model_arch_name(int arch);
  * linear scale and frequency factors, like llama.cpp.
  * x (n_heads, head_dim) */
 void model_rope(const struct model *m, float *x, int n_heads, int pos);
+/* The cos/sin pairs model_rope rotates with at position pos: cs (n_rot), cs[2i] = cos and
+ * cs[2i+1] = sin of pair i (the CUDA backend gets them from here, so both rotate alike). */
+void model_rope_cos_sin(const struct model *m, int pos, float *cs);
 
 #endif

@@ -2,6 +2,7 @@
 #include "loop.h"
 
 #include "config.h"
+#include "device.h"
 #include "exitcodes.h"
 #include "forward.h"
 #include "gguf.h"
@@ -530,7 +531,10 @@ static int load_stage(struct rankd *d)
     d->hs.layer_begin = (uint32_t)r->l0;
     d->hs.layer_end = (uint32_t)r->l1;
     d->hs.n_layers = (uint32_t)hp.n_layer;
-    snprintf(d->hs.backend, sizeof(d->hs.backend), "cpu %s, %d threads", kern_isa(), n_threads);
+    if (cfg_device(c) == DEV_CPU)
+        snprintf(d->hs.backend, sizeof(d->hs.backend), "cpu %s, %d threads", kern_isa(), n_threads);
+    else
+        snprintf(d->hs.backend, sizeof(d->hs.backend), "cuda:%d", cfg_device(c));
     send_handshake(d); /* identity first: a mismatch is found before anything loads */
     bt_info("%s: layers [%d, %d) of %d%s", c->model, r->l0, r->l1, hp.n_layer,
             r->l1 == hp.n_layer ? " + output head" : "");
@@ -547,7 +551,8 @@ static int load_stage(struct rankd *d)
     d->pool = bt_pool_new(n_threads);
     if (!d->pool) return bt_errf(err, errsz, BT_ERR, "cannot start %d compute threads", n_threads);
     if ((rc = kv_new(d->m, d->n_seq, d->n_ctx, BT_F16, &d->kv, err, errsz)) < 0) return rc;
-    if ((rc = fwd_new(d->m, d->kv, d->pool, d->max_batch, d->n_seq, &d->f, err, errsz)) < 0)
+    if ((rc = fwd_new_dev(d->m, d->kv, d->pool, cfg_device(c), d->max_batch, d->n_seq, &d->f, err,
+                          errsz)) < 0)
         return rc;
     if (d->last && (rc = seqsmp_new(d->n_seq, d->n_vocab, &d->smp, err, errsz)) < 0) return rc;
     d->tok = malloc(sizeof(*d->tok) * (size_t)d->max_batch);

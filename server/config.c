@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include "device.h"
 #include "log.h"
 
 #include <ctype.h>
@@ -24,6 +25,10 @@ const struct cfg_opt cfg_opts[] = {
      "-1: none."},
     {"threads", 't', CFG_INT, OFF(threads), 0, 1024, "0", "BATON_THREADS", NULL,
      "Compute threads of the engine (0: one per core)."},
+    {"device", 0, CFG_STR, OFF(device), 0, 0, "cpu", "BATON_DEVICE", NULL,
+     "Where this process's layers run: cpu, or cuda:N for CUDA device N (a build with "
+     "-Dcuda=enabled; each rank of a pipeline reads its own BATON_DEVICE, so GPU and CPU stages "
+     "can be mixed). Without such a device the start fails with \"no CUDA device: ...\"."},
     {"http-threads", 0, CFG_INT, OFF(http_threads), 1, 256, "4", "BATON_HTTP_THREADS", NULL,
      "Threads serving HTTP connections."},
     {"ctx-size", 'c', CFG_INT, OFF(ctx_size), 0, 1 << 20, "0", "BATON_CTX_SIZE", NULL,
@@ -391,7 +396,19 @@ int cfg_load(struct cfg *c, int argc, char **argv, char **env, char *err, size_t
         rc = set_opt(c, o, v, from, err, errsz);
         if (rc < 0) return rc;
     }
+    int dev;
+    char derr[160];
+    if (c->device && dev_parse(c->device, &dev, derr, sizeof(derr)) < 0)
+        return bt_errf(err, errsz, BT_EINVAL, "option device: %s", derr);
     return BT_OK;
+}
+
+int cfg_device(const struct cfg *c)
+{
+    int dev = DEV_CPU;
+    char derr[160];
+    if (c->device && dev_parse(c->device, &dev, derr, sizeof(derr)) < 0) dev = DEV_CPU;
+    return dev;
 }
 
 void cfg_free(struct cfg *c)

@@ -21,6 +21,7 @@ struct cfg {
     int64_t port;      /* TCP port (0: any free port) */
     int64_t listen_fd; /* already-listening socket to use instead of host/port, or -1 */
     int64_t threads;   /* compute threads (0: all cores) */
+    char *device;      /* "cpu" or "cuda:N": where this process's stage runs (device.h) */
     int64_t http_threads;
     int64_t ctx_size; /* positions per sequence (0: the model's training context) */
     int64_t parallel; /* slots: sequences decoded together */
@@ -77,6 +78,8 @@ extern const int cfg_n_opts;
  * to cfg_free. */
 int cfg_load(struct cfg *c, int argc, char **argv, char **env, char *err, size_t errsz);
 void cfg_free(struct cfg *c); /* NULL is fine; leaves c zeroed */
+/* The device option as DEV_CPU (-1) or a CUDA index (cfg_load has checked its spelling). */
+int cfg_device(const struct cfg *c);
 
 /* The documented example configuration (config/baton.conf.example), generated from the table. */
 void cfg_write_example(FILE *f);

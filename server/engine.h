@@ -66,10 +66,11 @@ struct eng_result {
 };
 
 struct eng_load_params {
-    int n_seq;     /* sequences (slots) */
-    int n_ctx;     /* positions per sequence; 0: the model's training context */
-    int max_batch; /* most tokens in one micro-batch */
-    int n_threads; /* 0: one per core */
+    int n_seq;          /* sequences (slots) */
+    int n_ctx;          /* positions per sequence; 0: the model's training context */
+    int max_batch;      /* most tokens in one micro-batch */
+    int n_threads;      /* 0: one per core */
+    const char *device; /* this process's stage: "cuda:N", or NULL / "cpu" (device.h) */
     void (*progress)(void *arg, int rank, float fraction); /* may be NULL */
     void *progress_arg;
 };

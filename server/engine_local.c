@@ -1,5 +1,6 @@
 #include "engine_local.h"
 
+#include "device.h"
 #include "forward.h"
 #include "gguf.h"
 #include "kv.h"
@@ -65,7 +66,10 @@ static int local_load(void *self, const struct gguf *g, const struct eng_load_pa
         goto fail;
     }
     if ((rc = kv_new(e->m, e->n_seq, e->n_ctx, BT_F16, &e->kv, err, errsz)) < 0) goto fail;
-    if ((rc = fwd_new(e->m, e->kv, e->pool, e->max_batch, e->n_seq, &e->f, err, errsz)) < 0)
+    int dev;
+    if ((rc = dev_parse(p->device, &dev, err, errsz)) < 0) goto fail;
+    if ((rc = fwd_new_dev(e->m, e->kv, e->pool, dev, e->max_batch, e->n_seq, &e->f, err, errsz)) <
+        0)
         goto fail;
     if ((rc = seqsmp_new(e->n_seq, e->n_vocab, &e->smp, err, errsz)) < 0) goto fail;
     e->res = calloc((size_t)e->n_seq, sizeof(*e->res));

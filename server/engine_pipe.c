@@ -1,6 +1,7 @@
 /* engine_pipe: the pipeline engine on rank 0 (see engine_pipe.h). */
 #include "engine_pipe.h"
 
+#include "device.h"
 #include "exitcodes.h"
 #include "forward.h"
 #include "gguf.h"
@@ -485,8 +486,11 @@ static int pipe_load(void *self, const struct gguf *g, const struct eng_load_par
         set_fail(e, BT_ERR, BT_EXIT_FAIL, "cannot start %d compute threads", n_threads);
         return load_failed(e, err, errsz);
     }
-    if ((rc = kv_new(e->m, e->n_seq, e->n_ctx, BT_F16, &e->kv, why, sizeof(why))) < 0 ||
-        (rc = fwd_new(e->m, e->kv, e->pool, e->max_batch, 1, &e->f, why, sizeof(why))) < 0) {
+    int dev = DEV_CPU;
+    if ((rc = dev_parse(p->device, &dev, why, sizeof(why))) < 0 ||
+        (rc = kv_new(e->m, e->n_seq, e->n_ctx, BT_F16, &e->kv, why, sizeof(why))) < 0 ||
+        (rc = fwd_new_dev(e->m, e->kv, e->pool, dev, e->max_batch, 1, &e->f, why, sizeof(why))) <
+            0) {
         set_fail(e, rc, BT_EXIT_CONFIG, "rank 0: %s", why);
         return load_failed(e, err, errsz);
     }

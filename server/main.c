@@ -138,6 +138,7 @@ int main(int argc, char **argv)
                               .queue_cap = (int)c.queue,
                               .prefill_chunk = (int)c.prefill_chunk,
                               .n_threads = (int)c.threads,
+                              .device = c.device,
                               .request_timeout_s = (int)c.request_timeout,
                               .test_step_delay_ms = (int)c.test_step_delay_ms,
                               .test_load_delay_ms = (int)c.test_load_delay_ms};

@@ -94,7 +94,8 @@ int oneshot_main(const struct cfg *c, int *argc, char ***argv)
     struct eng_load_params lp = {.n_seq = (int)c->parallel,
                                  .n_ctx = (int)c->ctx_size,
                                  .max_batch = (int)(c->parallel + c->prefill_chunk),
-                                 .n_threads = (int)c->threads};
+                                 .n_threads = (int)c->threads,
+                                 .device = c->device};
     struct eng_info info;
     if ((rc = eng.ops->load(eng.self, g, &lp, &info, err, sizeof(err))) < 0) {
         bt_error("loading failed: %s", err);

@@ -39,6 +39,7 @@ struct sched_config {
     int queue_cap;
     int prefill_chunk;
     int n_threads;
+    const char *device;    /* engine load parameter: "cpu" (or NULL) or "cuda:N"; borrowed */
     int request_timeout_s; /* 0: none */
     int test_step_delay_ms;
     int test_load_delay_ms;

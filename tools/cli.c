@@ -2,13 +2,14 @@
  *
  *   baton-cli -m MODEL -p PROMPT [-n N] [-c CTX] [-t THREADS] [--temp T] [--seed S]
  *             [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--repeat-last-n N]
- *             [--kv-type f16|f32] [-b BATCH]
+ *             [--kv-type f16|f32] [-b BATCH] [--device cpu|cuda:N]
  *
  * Only the generated text goes to stdout, flushed token by token (UTF-8-safe: a character split
  * over tokens is printed when complete); logs go to stderr. --temp 0 is greedy. The prompt gets
  * a BOS token when the vocabulary asks for one (tokenizer.ggml.add_bos_token), as llama.cpp does.
  * Generation stops after N tokens or at an end-of-generation token. -c defaults to the model's
  * training context; a prompt plus N tokens that does not fit is an error (exit 1). */
+#include "device.h"
 #include "forward.h"
 #include "gguf.h"
 #include "kv.h"
@@ -35,6 +36,7 @@ struct cli_opts {
     int n_threads;
     int n_batch;
     uint32_t kv_type;
+    int device; /* DEV_CPU or a CUDA device */
     bool seed_set;
     struct smp_params sp;
 };
@@ -53,7 +55,8 @@ static void usage(FILE *f)
           "  --min-p P            (default 0.05; 0 = off)\n"
           "  --repeat-penalty R   (default 1.0 = off)\n"
           "  --repeat-last-n N    tokens the penalty looks back over (default 64)\n"
-          "  --kv-type f16|f32    KV cache element type (default f16)\n",
+          "  --kv-type f16|f32    KV cache element type (default f16)\n"
+          "  --device D           cpu or cuda:N, where the forward pass runs (default cpu)\n",
           f);
 }
 
@@ -83,6 +86,7 @@ static int parse_args(int argc, char **argv, struct cli_opts *o)
     o->n_predict = 128;
     o->n_batch = 512;
     o->kv_type = BT_F16;
+    o->device = DEV_CPU;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     o->n_threads = ncpu > 0 ? (int)ncpu : 1;
     smp_params_default(&o->sp);
@@ -135,6 +139,12 @@ static int parse_args(int argc, char **argv, struct cli_opts *o)
                 rc = BT_EINVAL;
             else
                 o->kv_type = (uint32_t)t;
+        } else if (!strcmp(a, "--device")) {
+            char derr[160];
+            if ((rc = dev_parse(v, &o->device, derr, sizeof(derr))) < 0) {
+                fprintf(stderr, "baton-cli: %s\n", derr);
+                return rc;
+            }
         } else {
             fprintf(stderr, "baton-cli: unknown option %s\n", a);
             return BT_EINVAL;
@@ -232,7 +242,7 @@ int main(int argc, char **argv)
     pool = bt_pool_new(o.n_threads);
     if (!pool) goto out;
     if ((rc = kv_new(m, 1, n_ctx, o.kv_type, &kv, err, sizeof(err))) < 0 ||
-        (rc = fwd_new(m, kv, pool, n_batch, 1, &f, err, sizeof(err))) < 0 ||
+        (rc = fwd_new_dev(m, kv, pool, o.device, n_batch, 1, &f, err, sizeof(err))) < 0 ||
         (rc = smp_new(&o.sp, hp->n_vocab, &smp, err, sizeof(err))) < 0) {
         bt_error("%s", err);
         goto out;
