@@ -41,6 +41,7 @@ static int parse_level(const char *s)
 
 int main(int argc, char **argv)
 {
+    const uint64_t t_start = bt_now_ns();
     struct cfg c;
     char err[1024];
     static struct metrics m;
@@ -141,7 +142,8 @@ int main(int argc, char **argv)
         .n_threads = (int)c.threads,
         .request_timeout_s = (int)c.request_timeout,
         .test_step_delay_ms = (int)c.test_step_delay_ms,
-        .test_load_delay_ms = c.test_load_delay_rank <= 0 ? (int)c.test_load_delay_ms : 0};
+        .test_load_delay_ms = c.test_load_delay_rank <= 0 ? (int)c.test_load_delay_ms : 0,
+        .t_start_ns = t_start};
     if (sched_create(&sc, eng, &m, &s, err, sizeof(err)) < 0) {
         bt_error("%s", err);
         goto out;
