@@ -502,6 +502,28 @@ static int on_load_progress(void *arg, float fraction)
     return d->stop || d->faulted || peer_gone(d);
 }
 
+/* Test hook (--test-load-delay-ms, --test-load-delay-rank): this rank starts loading that late,
+ * as a slow starter would (a cold disk, a busy host). Meanwhile it is what a loading rank is: in
+ * the loading state with progress 0, telling rank 0 so (a HANDSHAKE every second), and
+ * answering what comes (a SHUTDOWN, a peer's exit end the wait). */
+static int load_delay(struct rankd *d)
+{
+    const struct cfg *c = d->c;
+    if (c->test_load_delay_ms <= 0 ||
+        (c->test_load_delay_rank != -1 && c->test_load_delay_rank != d->rank))
+        return BT_OK;
+    bt_warn("test hook: starting to load %lld ms late (--test-load-delay-ms)",
+            (long long)c->test_load_delay_ms);
+    const uint64_t until = bt_now_ns() + (uint64_t)c->test_load_delay_ms * 1000000ull;
+    for (uint64_t now = bt_now_ns(); now < until; now = bt_now_ns()) {
+        if (now - d->progress_sent_ns >= 1000000000ull) send_handshake(d);
+        serve_one(d, now + WAIT_IDLE_NS < until ? now + WAIT_IDLE_NS : until);
+        if (d->stop || d->faulted || peer_gone(d))
+            return bt_errf(d->err, sizeof(d->err), BT_ERR, "stopped while loading");
+    }
+    return BT_OK;
+}
+
 static int load_stage(struct rankd *d)
 {
     const struct cfg *c = d->c;
@@ -539,6 +561,7 @@ static int load_stage(struct rankd *d)
     bt_info("%s: layers [%d, %d) of %d%s", c->model, r->l0, r->l1, hp.n_layer,
             r->l1 == hp.n_layer ? " + output head" : "");
 
+    if ((rc = load_delay(d)) < 0) return rc;
     if ((rc = stage_load(d->g, r->l0, r->l1, on_load_progress, d, &d->m, err, errsz)) < 0)
         return rc;
     d->last = d->m->last;

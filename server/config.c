@@ -94,7 +94,12 @@ const struct cfg_opt cfg_opts[] = {
      "Testing aid: sleep this long after every engine step (keep 0 in production)."},
     {"test-load-delay-ms", 0, CFG_INT, OFF(test_load_delay_ms), 0, 600000, "0",
      "BATON_TEST_LOAD_DELAY_MS", NULL,
-     "Testing aid: stay in the loading state this long before loading (keep 0 in production)."},
+     "Testing aid: the rank chosen by --test-load-delay-rank stays in the loading state this "
+     "long before it loads (keep 0 in production)."},
+    {"test-load-delay-rank", 0, CFG_INT, OFF(test_load_delay_rank), -1, 255, "0",
+     "BATON_TEST_LOAD_DELAY_RANK", NULL,
+     "Testing aid: the rank whose load --test-load-delay-ms delays (0: rank 0, baton-server; "
+     "-1: every rank)."},
 };
 const int cfg_n_opts = (int)(sizeof(cfg_opts) / sizeof(cfg_opts[0]));
 

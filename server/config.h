@@ -47,6 +47,7 @@ struct cfg {
     int64_t seed;      /* --oneshot: sampling seed (-1: random) */
     int64_t test_step_delay_ms;
     int64_t test_load_delay_ms;
+    int64_t test_load_delay_rank; /* the rank test_load_delay_ms applies to; -1: every rank */
     /* set by flags that are not options */
     int help;
     int version;

@@ -30,6 +30,7 @@
 #define PROBE_MIN_NS     (500000000ull) /* a round of heartbeats to find a failed rank: at least */
 #define PROBE_MAX_NS     (2 * SEC_NS)   /* ... and at most this long */
 #define SHUTDOWN_WAIT_NS (2 * SEC_NS)   /* delivering SHUTDOWN at the end */
+#define WAIT_NOTE_NS     (30 * SEC_NS)  /* load: log the ranks still awaited this often */
 
 struct pipe_rank {
     bool seen; /* a HANDSHAKE arrived */
@@ -90,6 +91,7 @@ struct eng_pipe {
     int exit_code;  /* see eng_pipe_exit_code */
     char fail[768]; /* its text */
     uint64_t hb_next, hb_nonce;
+    uint64_t t_ready_ns;     /* when the pipeline became ready */
     uint64_t hb_ns, step_ns; /* --heartbeat-interval, --step-timeout */
     int misses;              /* --heartbeat-misses */
     bool probing;            /* inside probe(): no nested fault handling */
@@ -431,6 +433,25 @@ static int load_failed(struct eng_pipe *e, char *err, size_t errsz)
     return bt_errf(err, errsz, e->fail_rc < 0 ? e->fail_rc : BT_EINVAL, "%s", e->fail);
 }
 
+/* "rank 1 on host h (loading, 40%), rank 2 (no handshake)": the ranks not ready yet. */
+static void not_ready(const struct eng_pipe *e, char *list, size_t cap)
+{
+    size_t n = 0;
+    list[0] = 0;
+    for (int k = 1; k < e->size && n + 80 < cap; k++) {
+        const struct pipe_rank *r = &e->ranks[k];
+        int w;
+        if (r->state == ENG_RANK_READY) continue;
+        if (r->seen)
+            w = snprintf(list + n, cap - n, "%srank %d on host %s (%s, %d%%)", n ? ", " : "", k,
+                         r->host, r->state == ENG_RANK_FAILED ? "failed" : "loading",
+                         (int)(r->progress * 100));
+        else
+            w = snprintf(list + n, cap - n, "%srank %d (no handshake)", n ? ", " : "", k);
+        if (w > 0) n += (size_t)w < cap - n ? (size_t)w : cap - n - 1;
+    }
+}
+
 static int pipe_load(void *self, const struct gguf *g, const struct eng_load_params *p,
                      struct eng_info *info, char *err, size_t errsz)
 {
@@ -521,7 +542,9 @@ static int pipe_load(void *self, const struct gguf *g, const struct eng_load_par
             e->range[0].l0, e->range[0].l1, (double)(bt_now_ns() - t0) * 1e-9,
             (double)e->m->n_bytes / (1 << 20), e->size - 1);
 
-    /* every other rank: its handshake, then READY, before --init-timeout */
+    /* every other rank: its handshake, then READY, before --init-timeout (a slow starter is
+     * normal: nothing else times out meanwhile; who is awaited is logged now and then) */
+    uint64_t note_at = bt_now_ns() + WAIT_NOTE_NS;
     for (;;) {
         int waiting = 0;
         for (int k = 1; k < e->size; k++) waiting += e->ranks[k].state != ENG_RANK_READY;
@@ -529,20 +552,17 @@ static int pipe_load(void *self, const struct gguf *g, const struct eng_load_par
         uint64_t now = bt_now_ns();
         if (now >= init_deadline) {
             char list[512];
-            int n = 0;
-            for (int k = 1; k < e->size && n < (int)sizeof(list) - 80; k++) {
-                const struct pipe_rank *r = &e->ranks[k];
-                if (r->state == ENG_RANK_READY) continue;
-                if (r->seen)
-                    n += snprintf(list + n, sizeof(list) - (size_t)n, "%srank %d on host %s (%d%%)",
-                                  n ? ", " : "", k, r->host, (int)(r->progress * 100));
-                else
-                    n += snprintf(list + n, sizeof(list) - (size_t)n, "%srank %d (no handshake)",
-                                  n ? ", " : "", k);
-            }
+            not_ready(e, list, sizeof(list));
             set_fail(e, BT_ETIMEOUT, BT_EXIT_RESTART, "%s not ready within --init-timeout %d s",
                      list, e->pc.init_timeout_s);
             break;
+        }
+        if (now >= note_at) {
+            char list[512];
+            not_ready(e, list, sizeof(list));
+            bt_info("waiting for %s (--init-timeout %d s: %.0f s left)", list, e->pc.init_timeout_s,
+                    (double)(init_deadline - now) * 1e-9);
+            note_at = now + WAIT_NOTE_NS;
         }
         uint64_t dl = now + SEC_NS < init_deadline ? now + SEC_NS : init_deadline;
         recv_one(e, dl);
@@ -564,7 +584,9 @@ static int pipe_load(void *self, const struct gguf *g, const struct eng_load_par
     e->ready = true;
     e->lp = NULL;
     e->exit_code = BT_EXIT_FAIL;
-    e->hb_next = bt_now_ns() + e->hb_ns;
+    /* the first heartbeats at once: after a long wait for a slow starter, the ranks that were
+     * ready early have not been heard from for that long */
+    e->t_ready_ns = e->hb_next = bt_now_ns();
     info->tick_ms = (int)(e->hb_ns / 2000000ull) < 10 ? 10 : (int)(e->hb_ns / 2000000ull);
     info->n_ctx = e->n_ctx;
     info->n_vocab = e->n_vocab;
@@ -853,8 +875,11 @@ static int pipe_ranks(void *self, struct eng_rank *out, int cap)
         }
         o->heartbeat_age_ms = r->last_seen_ns ? (double)(now - r->last_seen_ns) * 1e-6 : -1;
         o->step_ms = r->step_ms;
+        /* silent for longer than --heartbeat-misses intervals since the pipeline is ready (a rank
+         * that waited for a slow starter was not asked anything before) */
+        uint64_t since = r->last_seen_ns > e->t_ready_ns ? r->last_seen_ns : e->t_ready_ns;
         if (e->ready && !e->fl_len && r->state == ENG_RANK_READY &&
-            o->heartbeat_age_ms > (double)((uint64_t)e->misses * e->hb_ns) * 1e-6)
+            now - since > (uint64_t)e->misses * e->hb_ns)
             o->state = ENG_RANK_OFFLINE;
     }
     return n;

@@ -125,9 +125,14 @@ static enum MHD_Result reply_error(struct conn *c, int status, const char *param
     char *json = NULL;
     if (api_error_json(msg, error_type(status), param, code, &json) < 0) return MHD_NO;
     const char *hn = NULL, *hv = NULL;
-    if (status == 429 || status == 503) {
+    char retry[16];
+    if (status == 429) {
         hn = MHD_HTTP_HEADER_RETRY_AFTER;
         hv = RETRY_AFTER;
+    } else if (status == 503) {
+        snprintf(retry, sizeof(retry), "%d", sched_retry_after(c->h->s));
+        hn = MHD_HTTP_HEADER_RETRY_AFTER;
+        hv = retry;
     } else if (status == 401) {
         hn = MHD_HTTP_HEADER_WWW_AUTHENTICATE;
         hv = "Bearer";
@@ -563,7 +568,9 @@ static enum MHD_Result do_health(struct conn *c)
     if (api_health_json(status, ranks, st.n_ranks, st.message[0] ? st.message : NULL, &json) < 0)
         return MHD_NO;
     if (st.state == SCHED_READY) return reply_json(c, 200, json);
-    return reply(c, 503, "application/json", json, MHD_HTTP_HEADER_RETRY_AFTER, RETRY_AFTER);
+    char retry[16];
+    snprintf(retry, sizeof(retry), "%d", sched_retry_after(c->h->s));
+    return reply(c, 503, "application/json", json, MHD_HTTP_HEADER_RETRY_AFTER, retry);
 }
 
 static enum MHD_Result do_metrics(struct conn *c)

@@ -41,6 +41,7 @@ static int parse_level(const char *s)
 
 int main(int argc, char **argv)
 {
+    const uint64_t t_start = bt_now_ns();
     struct cfg c;
     char err[1024];
     static struct metrics m;
@@ -130,18 +131,19 @@ int main(int argc, char **argv)
         bt_error("out of memory");
         goto out;
     }
-    struct sched_config sc = {.model_path = c.model,
-                              .chat_template =
-                                  c.chat_template && *c.chat_template ? c.chat_template : NULL,
-                              .n_ctx = (int)c.ctx_size,
-                              .n_slots = (int)c.parallel,
-                              .queue_cap = (int)c.queue,
-                              .prefill_chunk = (int)c.prefill_chunk,
-                              .n_threads = (int)c.threads,
-                              .device = c.device,
-                              .request_timeout_s = (int)c.request_timeout,
-                              .test_step_delay_ms = (int)c.test_step_delay_ms,
-                              .test_load_delay_ms = (int)c.test_load_delay_ms};
+    struct sched_config sc = {
+        .model_path = c.model,
+        .chat_template = c.chat_template && *c.chat_template ? c.chat_template : NULL,
+        .n_ctx = (int)c.ctx_size,
+        .n_slots = (int)c.parallel,
+        .queue_cap = (int)c.queue,
+        .prefill_chunk = (int)c.prefill_chunk,
+        .n_threads = (int)c.threads,
+        .device = c.device,
+        .request_timeout_s = (int)c.request_timeout,
+        .test_step_delay_ms = (int)c.test_step_delay_ms,
+        .test_load_delay_ms = c.test_load_delay_rank <= 0 ? (int)c.test_load_delay_ms : 0,
+        .t_start_ns = t_start};
     if (sched_create(&sc, eng, &m, &s, err, sizeof(err)) < 0) {
         bt_error("%s", err);
         goto out;

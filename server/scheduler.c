@@ -81,6 +81,7 @@ struct sched {
     char message[512];
     struct eng_fault fault; /* valid in SCHED_FAULTED */
     atomic_int busy;
+    double startup_s; /* process start to READY; written before the state turns READY */
 };
 
 /* ---- status ---- */
@@ -132,6 +133,7 @@ int sched_create(const struct sched_config *c, struct engine eng, struct metrics
         return bt_errf(err, errsz, BT_ENOMEM, "scheduler: out of memory");
     }
     s->c = *c;
+    if (!s->c.t_start_ns) s->c.t_start_ns = bt_now_ns();
     s->eng = eng;
     s->m = m;
     atomic_init(&s->state, SCHED_LOADING);
@@ -609,8 +611,10 @@ static void *sched_main(void *arg)
         return NULL;
     }
     refresh_ranks(s);
-    bt_info("ready: %d slots, %d tokens of context each, prefill chunk %d", s->n_slots,
-            s->info.n_ctx, s->c.prefill_chunk);
+    s->startup_s = (double)(bt_now_ns() - s->c.t_start_ns) * 1e-9;
+    bt_info("ready: %d slots, %d tokens of context each, prefill chunk %d (%.1f s after the "
+            "start)",
+            s->n_slots, s->info.n_ctx, s->c.prefill_chunk, s->startup_s);
     set_state(s, SCHED_READY);
 
     const uint64_t tick_ns =
@@ -741,6 +745,16 @@ void sched_stats(struct sched *s, struct sched_stats *st)
         st->fault_kind = s->fault.kind;
     }
     pthread_mutex_unlock(&s->st_mu);
+}
+
+int sched_retry_after(struct sched *s)
+{
+    if (sched_state(s) != SCHED_FAULTED) return 1; /* acquire: startup_s was written before */
+    double est = s->startup_s + 1.5;
+    if (!(est < 120.0)) return 120;
+    int sec = (int)est;
+    if ((double)sec < est) sec++;
+    return sec < 2 ? 2 : sec;
 }
 
 void sched_drain(struct sched *s)

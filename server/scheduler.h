@@ -43,6 +43,7 @@ struct sched_config {
     int request_timeout_s; /* 0: none */
     int test_step_delay_ms;
     int test_load_delay_ms;
+    uint64_t t_start_ns; /* when the process started (bt_now_ns); 0: sched_create's time */
 };
 
 /* SCHED_FAULTED: the engine failed for good (a pipeline rank died, hung or went silent, see
@@ -95,6 +96,13 @@ const struct sched_model *sched_model(struct sched *s);
 /* Wait until loading ended (or timeout_ms passed); returns the state. */
 int sched_wait_loaded(struct sched *s, int timeout_ms);
 void sched_stats(struct sched *s, struct sched_stats *st);
+/* Seconds a client should wait before it retries a 503 (the Retry-After header; any thread).
+ * After a pipeline fault (SCHED_FAULTED) the job is about to be restarted: this process leaves
+ * within 1 s, the supervisor waits at least 0.25 s and the new job needs about as long as this
+ * one took from its start to READY; so the estimate is that startup time + 1.5 s, rounded up, in
+ * [2, 120] (the OpenAI SDKs wait as long as Retry-After says up to 120 s and do not retry
+ * beyond). A client told to come back then finds the new job ready. Otherwise 1. */
+int sched_retry_after(struct sched *s);
 
 /* Refuse new requests from now on (sched_submit: BT_EUNSUP); queued and running ones go on
  * (SIGTERM's drain; any thread). */

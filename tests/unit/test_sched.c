@@ -1,7 +1,8 @@
 /* test_sched: the scheduler against a scripted engine (the real stories260K tokenizer, fake
  * logits): continuous batching, chunked prefill, stop strings held back across tokens,
  * max_tokens, end of generation, logprob offsets, cancellation, timeouts, a full queue, engine
- * errors and a failed load. Every wait polls a condition with a deadline. */
+ * errors, a pipeline fault (and the Retry-After it asks for) and a failed load. Every wait polls a
+ * condition with a deadline. */
 #include "engine.h"
 #include "log.h"
 #include "metrics.h"
@@ -186,6 +187,7 @@ static const struct eng_ops mock_ops = {"mock",       mock_load,  mock_submit,  
 static struct mock mk;
 static struct metrics met;
 static int start_ctx = 64, start_delay_ms = 0;
+static uint64_t start_t0; /* the process's start as the scheduler is told (0: its creation) */
 static char model_path[4096];
 
 static struct sched *start(int n_slots, int queue_cap, int prefill_chunk, int max_inflight)
@@ -205,7 +207,8 @@ static struct sched *start(int n_slots, int queue_cap, int prefill_chunk, int ma
                              .test_step_delay_ms = start_delay_ms,
                              .n_slots = n_slots,
                              .queue_cap = queue_cap,
-                             .prefill_chunk = prefill_chunk};
+                             .prefill_chunk = prefill_chunk,
+                             .t_start_ns = start_t0};
     struct engine e = {&mock_ops, &mk};
     CHECK_INT(sched_create(&c, e, &met, &s, err, sizeof(err)), 0);
     CHECK_INT(sched_start(s), 0);
@@ -584,8 +587,11 @@ static void test_request_wake(void)
  * the fault is counted by kind, new requests are refused. */
 static void test_fault(void)
 {
+    start_t0 = bt_now_ns() - 30000000000ull; /* as if the start had taken 30 s */
     struct sched *s = start(1, 4, 256, 1);
+    start_t0 = 0;
     struct req_take t;
+    CHECK_INT(sched_retry_after(s), 1); /* not faulted */
     mk.forever = true;
     atomic_store(&mk.gate, false); /* hold the running batch in the engine */
     struct req *a = mkreq(4, 1000, NULL, true);
@@ -608,6 +614,7 @@ static void test_fault(void)
     }
     CHECK_INT(sched_state(s), SCHED_FAULTED);
     CHECK(sched_model(s) != NULL);
+    CHECK_INT(sched_retry_after(s), 32); /* the restart: 30 s startup + 1.5 s, rounded up */
     struct sched_stats st;
     sched_stats(s, &st);
     CHECK_INT(st.fault_rank, 2);
