@@ -63,6 +63,7 @@ struct launch_opts {
     const char *hosts;    /* comma-separated, or NULL */
     const char *hostfile; /* or NULL */
     bool dry_run;
+    double rank0_silence; /* serve: rank 0 silent this long (s) is stopped or hung */
     double drain_timeout; /* serve: seconds rank 0 may take to finish after SIGTERM (the option
                            * table's --drain-timeout, which every rank also gets) */
     struct argv_buf pass; /* options for every rank */
@@ -372,6 +373,7 @@ struct job {
     pid_t rank0;      /* rank 0's pid, from its wrapper (0: not known yet) */
     int rank0_code;   /* rank 0's exit code, -1 until reported */
     int rank0_result; /* what rank 0 said it will exit with, before its MPI teardown; -1 */
+    double alive;     /* when rank 0 last said "alive" (0: not yet) */
     int mpiexec_code; /* -1 while running */
     double started;
 };
@@ -412,6 +414,8 @@ static void read_reports(int fd, struct job *j, char *buf, size_t *len, size_t c
             j->rank0_code = (int)v;
         else if (sscanf(line, "result %ld", &v) == 1)
             j->rank0_result = (int)v;
+        else if (!strcmp(line, "alive"))
+            j->alive = bt_now_s();
         line = nl + 1;
     }
     *len = strlen(line);
@@ -481,6 +485,16 @@ static int supervise(char **cmd, int status_rd, const struct launch_opts *o, boo
                 double grace = j.rank0_code == 0 ? 5.0 : 0.0, t0 = bt_now_s();
                 while (bt_now_s() - t0 < grace && !reap(&j)) poll(NULL, 0, 20);
                 if (j.mpiexec_code < 0) kill_tree(j.pid);
+                killed = true;
+            }
+            /* rank 0 stopped or stuck (it says "alive" twice a second while its scheduler goes
+             * round): nobody else notices, its clients would wait; end the job */
+            if (!once && !stopping && !killed && j.alive > 0 &&
+                bt_now_s() - j.alive > o->rank0_silence) {
+                bt_warn("supervisor: rank 0 (pid %d) gave no sign of life for %.1f s (stopped or "
+                        "hung): ending the job",
+                        (int)j.rank0, bt_now_s() - j.alive);
+                kill_tree(j.pid);
                 killed = true;
             }
             if (stopping && bt_now_s() > stop_deadline && !killed) {
@@ -583,6 +597,9 @@ int main(int argc, char **argv)
             return BT_EXIT_CONFIG;
         }
         o.drain_timeout = (double)c.drain_timeout_ms / 1000.0;
+        /* the ranks' own rule for a silent rank 0 (interval x misses x 2), at least 3 s */
+        o.rank0_silence = (double)c.heartbeat_interval_ms * 1e-3 * (double)c.heartbeat_misses * 2;
+        if (o.rank0_silence < 3) o.rank0_silence = 3;
     }
     if (self_dir(dir, sizeof(dir)) != BT_OK) {
         fputs("baton: cannot find my own executable in /proc/self/exe\n", stderr);

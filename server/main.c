@@ -16,6 +16,7 @@
 #include "scheduler.h"
 #include "version.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -171,10 +172,24 @@ int main(int argc, char **argv)
     /* SIGTERM/SIGINT: new requests get 503 while the running and queued ones may finish for
      * --drain-timeout; a second signal, or the end of the drain, shuts down */
     bool draining = false;
-    uint64_t drain_until = 0;
+    uint64_t drain_until = 0, last_alive = 0;
+    const char *report = getenv("BATON_REPORT_FD");
+    const int report_fd = report && *report ? atoi(report) : -1;
+    if (report_fd >= 0) fcntl(report_fd, F_SETFL, fcntl(report_fd, F_GETFL) | O_NONBLOCK);
+    /* a scheduler that has not gone round for this long is stuck (a step is bounded by
+     * --step-timeout): then the supervisor hears nothing and ends the job */
+    const uint64_t stuck_ns = 2 * (uint64_t)c.step_timeout_ms * 1000000ull + 5000000000ull;
     for (;;) {
         struct timespec ts = {.tv_sec = 0, .tv_nsec = 100000000L};
         int sig = sigtimedwait(&sigs, NULL, &ts);
+        const uint64_t now = bt_now_ns(), loop = sched_loop_ns(s);
+        if (report_fd >= 0 && now - last_alive >= 500000000ull &&
+            (loop == 0 || now - loop < stuck_ns)) {
+            /* a sign of life for the supervisor of `baton serve` (launcher.c) */
+            ssize_t w = write(report_fd, "alive\n", 6);
+            (void)w;
+            last_alive = now;
+        }
         if ((sig == SIGINT || sig == SIGTERM) && !draining && c.drain_timeout_ms > 0 &&
             sched_state(s) == SCHED_READY) {
             draining = true;

@@ -81,6 +81,7 @@ struct sched {
     char message[512];
     struct eng_fault fault; /* valid in SCHED_FAULTED */
     atomic_int busy;
+    _Atomic uint64_t loop_ns; /* when the serving loop last went round (0: not serving yet) */
     double startup_s; /* process start to READY; written before the state turns READY */
 };
 
@@ -140,6 +141,7 @@ int sched_create(const struct sched_config *c, struct engine eng, struct metrics
     atomic_init(&s->stop, false);
     atomic_init(&s->draining, false);
     atomic_init(&s->busy, 0);
+    atomic_init(&s->loop_ns, 0);
     pthread_mutex_init(&s->st_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -621,6 +623,7 @@ static void *sched_main(void *arg)
         (uint64_t)(s->info.tick_ms > 0 && s->info.tick_ms < 1000 ? s->info.tick_ms : 1000) *
         1000000u;
     while (!atomic_load(&s->stop)) {
+        atomic_store(&s->loop_ns, bt_now_ns());
         if (check_fault(s)) {
             /* a request that raced with the state change: answer it too */
             struct req *r;
@@ -725,6 +728,11 @@ int sched_wait_loaded(struct sched *s, int timeout_ms)
     int st = atomic_load(&s->state);
     pthread_mutex_unlock(&s->st_mu);
     return st;
+}
+
+uint64_t sched_loop_ns(struct sched *s)
+{
+    return atomic_load(&s->loop_ns);
 }
 
 void sched_stats(struct sched *s, struct sched_stats *st)

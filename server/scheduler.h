@@ -96,6 +96,8 @@ const struct sched_model *sched_model(struct sched *s);
 /* Wait until loading ended (or timeout_ms passed); returns the state. */
 int sched_wait_loaded(struct sched *s, int timeout_ms);
 void sched_stats(struct sched *s, struct sched_stats *st);
+/* bt_now_ns() of the serving loop's last round; 0 before it serves. Any thread. */
+uint64_t sched_loop_ns(struct sched *s);
 /* Seconds a client should wait before it retries a 503 (the Retry-After header; any thread).
  * After a pipeline fault (SCHED_FAULTED) the job is about to be restarted: this process leaves
  * within 1 s, the supervisor waits at least 0.25 s and the new job needs about as long as this
