@@ -63,9 +63,10 @@ struct launch_opts {
     const char *hosts;    /* comma-separated, or NULL */
     const char *hostfile; /* or NULL */
     bool dry_run;
-    double drain_timeout; /* serve: seconds rank 0 may take to finish after SIGTERM (the option
-                           * table's --drain-timeout, which every rank also gets) */
-    struct argv_buf pass; /* options for every rank */
+    double drain_timeout;  /* serve: seconds rank 0 may take to finish after SIGTERM (the option
+                            * table's --drain-timeout, which every rank also gets) */
+    double launch_timeout; /* serve: seconds the job may take to come up (--launch-timeout) */
+    struct argv_buf pass;  /* options for every rank */
 };
 
 static void usage(FILE *f)
@@ -205,6 +206,7 @@ static int parse_args(int argc, char **argv, struct launch_opts *o, char *err, s
     memset(o, 0, sizeof(*o));
     o->ranks = 1;
     o->drain_timeout = 30;
+    o->launch_timeout = 60;
     if (argc < 2) return bt_errf(err, errsz, BT_EINVAL, "missing mode: run or serve");
     o->mode = argv[1];
     if (strcmp(o->mode, "run") != 0 && strcmp(o->mode, "serve") != 0)
@@ -372,6 +374,7 @@ struct job {
     pid_t rank0;      /* rank 0's pid, from its wrapper (0: not known yet) */
     int rank0_code;   /* rank 0's exit code, -1 until reported */
     int rank0_result; /* what rank 0 said it will exit with, before its MPI teardown; -1 */
+    bool up;          /* rank 0 said MPI is up on every host */
     int mpiexec_code; /* -1 while running */
     double started;
 };
@@ -412,6 +415,8 @@ static void read_reports(int fd, struct job *j, char *buf, size_t *len, size_t c
             j->rank0_code = (int)v;
         else if (sscanf(line, "result %ld", &v) == 1)
             j->rank0_result = (int)v;
+        else if (sscanf(line, "up %ld", &v) == 1)
+            j->up = true;
         line = nl + 1;
     }
     *len = strlen(line);
@@ -465,9 +470,9 @@ static int supervise(char **cmd, int status_rd, const struct launch_opts *o, boo
                         stop_deadline = bt_now_s() + o->drain_timeout + 5;
                         bt_info("supervisor: stopping: rank 0 drains for up to %.0f s",
                                 o->drain_timeout);
-                        if (j.rank0 > 0)
+                        if (j.rank0 > 0 && j.up)
                             kill(j.rank0, SIGTERM);
-                        else
+                        else /* still starting: nothing to drain (rank 0 takes signals later) */
                             kill_tree(j.pid), killed = true;
                     }
                 }
@@ -481,6 +486,15 @@ static int supervise(char **cmd, int status_rd, const struct launch_opts *o, boo
                 double grace = j.rank0_code == 0 ? 5.0 : 0.0, t0 = bt_now_s();
                 while (bt_now_s() - t0 < grace && !reap(&j)) poll(NULL, 0, 20);
                 if (j.mpiexec_code < 0) kill_tree(j.pid);
+                killed = true;
+            }
+            /* the job never came up: hydra waits forever for a host it could not reach (its
+             * proxy there could not connect back, e.g. while a link is down) */
+            if (!once && !j.up && !killed && bt_now_s() - j.started > o->launch_timeout) {
+                bt_warn("supervisor: the job did not come up within --launch-timeout %.3g s (MPI "
+                        "not up on every host: one unreachable?); killing it",
+                        o->launch_timeout);
+                kill_tree(j.pid);
                 killed = true;
             }
             if (stopping && bt_now_s() > stop_deadline && !killed) {
@@ -583,6 +597,7 @@ int main(int argc, char **argv)
             return BT_EXIT_CONFIG;
         }
         o.drain_timeout = (double)c.drain_timeout_ms / 1000.0;
+        o.launch_timeout = (double)c.launch_timeout_ms / 1000.0;
     }
     if (self_dir(dir, sizeof(dir)) != BT_OK) {
         fputs("baton: cannot find my own executable in /proc/self/exe\n", stderr);
