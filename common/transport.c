@@ -255,12 +255,15 @@ int xport_send(struct xport *x, int dst, struct proto_buf *msg, uint64_t deadlin
         *msg = x->pool[--x->n_pool];
     else
         memset(msg, 0, sizeof(*msg));
-    rc = x->ops->isend(x->st, dst, XPORT_TAG, s->buf.data, s->buf.len, &s->req, err, errsz);
+    char why[384];
+    rc = x->ops->isend(x->st, dst, XPORT_TAG, s->buf.data, s->buf.len, &s->req, why, sizeof(why));
     if (rc < 0) { /* hand the bytes back */
         x->failed_peer = dst;
         pool_put(x, msg);
         *msg = s->buf;
-        return rc;
+        return bt_errf(err, errsz, rc, "%s (step %llu) to rank %d failed: %s",
+                       s->opcode ? proto_op_name(s->opcode) : "message",
+                       (unsigned long long)s->step, dst, why);
     }
     x->n_sends++;
     x->stats.n_sent++;

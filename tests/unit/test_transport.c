@@ -26,6 +26,7 @@ static struct fake {
     struct freq req[32];
     int sends_done;
     int sends_fail; /* the next send tested fails, as over TCP to a peer that is gone */
+    int isend_fail; /* the next send is refused at once */
     int destroyed, finalized;
 } fk;
 
@@ -64,6 +65,10 @@ static int fk_isend(void *st, int dst, int tag, const void *buf, size_t len, int
 {
     int s = fk_slot();
     CHECK_INT(tag, XPORT_TAG);
+    if (fk.isend_fail) {
+        fk.isend_fail = 0;
+        return bt_errf(e, es, BT_EIO, "MPI_Isend: Endpoint timeout");
+    }
     fk.req[s] = (struct freq){1, 0, dst, 0, NULL, 0};
     struct fmsg *m = &fk.out[fk.n_out++];
     m->src = dst;
@@ -292,6 +297,13 @@ int main(void)
     CHECK(strstr(err, "HEARTBEAT (step 12) to rank 2 failed") && strstr(err, "Endpoint timeout"));
     CHECK_INT(xport_take_failed_peer(x), 2);
     CHECK_INT(xport_take_failed_peer(x), -1); /* taken */
+    /* a send refused at once: the same, from xport_send */
+    CHECK_INT(proto_encode_heartbeat(&b, &r, PROTO_OP_HEARTBEAT, &hb, err, sizeof(err)), 0);
+    fk.isend_fail = 1;
+    CHECK_INT(xport_send(x, 1, &b, after_ms(1000), err, sizeof(err)), BT_EIO);
+    CHECK(strstr(err, "to rank 1 failed: MPI_Isend: Endpoint timeout") != NULL);
+    CHECK_INT(xport_take_failed_peer(x), 1);
+    CHECK(b.len > 0); /* the caller keeps its bytes */
     CHECK_INT(xport_recv(x, NULL, after_ms(5), &m, err, sizeof(err)), BT_ETIMEOUT);
     CHECK_INT(xport_flush(x, after_ms(5), err, sizeof(err)), 0);
     fk.sends_done = 1;
