@@ -31,6 +31,7 @@ struct xport {
     int rank, size;
     int busy;
     int faulted;
+    int failed_peer; /* destination of the last send the backend failed, -1 none (taken) */
     uint64_t idle_min, idle_max, sleep_ns; /* current idle sleep */
     uint64_t last_traffic;                 /* bt_now_ns() of the last send / receive */
     uint64_t spin_ns;                      /* busy: spin this long after traffic */
@@ -61,6 +62,7 @@ int xport_create(const struct xport_ops *ops, void *st, int rank, int size, stru
     x->idle_max = 2000000;
     x->sleep_ns = x->idle_min;
     x->spin_ns = 200000;
+    x->failed_peer = -1;
     x->max_msg = PROTO_HDR_SIZE + (64u << 20);
     *out = x;
     return BT_OK;
@@ -113,6 +115,13 @@ void xport_mark_faulted(struct xport *x)
     x->faulted = 1;
 }
 
+int xport_take_failed_peer(struct xport *x)
+{
+    int k = x->failed_peer;
+    x->failed_peer = -1;
+    return k;
+}
+
 const uint8_t *xport_last_bytes(const struct xport *x, size_t *len)
 {
     *len = x->rbuf.len;
@@ -157,7 +166,10 @@ static void pool_put(struct xport *x, struct proto_buf *b)
     memset(b, 0, sizeof(*b));
 }
 
-/* Test every outstanding send once; completed ones give their buffer to the pool. */
+/* Test every outstanding send once; completed ones give their buffer to the pool. A send the
+ * backend completed with an error (over TCP: the peer's connection is gone) is dropped too, so
+ * it is reported once: the first such error is returned, naming the destination, which is also
+ * remembered for xport_take_failed_peer. */
 static int reap_sends(struct xport *x, char *err, size_t errsz)
 {
     size_t k = 0;
@@ -167,8 +179,15 @@ static int reap_sends(struct xport *x, char *err, size_t errsz)
         int done = 0;
         struct xport_status st;
         if (rc == BT_OK) {
-            rc = x->ops->test(x->st, s->req, &done, &st, err, errsz);
-            if (rc < 0) done = 0;
+            char why[384];
+            int trc = x->ops->test(x->st, s->req, &done, &st, why, sizeof(why));
+            if (trc < 0) { /* the backend freed the request: the send is over */
+                done = 1;
+                x->failed_peer = s->dst;
+                rc = bt_errf(err, errsz, trc, "%s (step %llu) to rank %d failed: %s",
+                             s->opcode ? proto_op_name(s->opcode) : "message",
+                             (unsigned long long)s->step, s->dst, why);
+            }
         }
         if (done)
             pool_put(x, &s->buf);
@@ -236,11 +255,15 @@ int xport_send(struct xport *x, int dst, struct proto_buf *msg, uint64_t deadlin
         *msg = x->pool[--x->n_pool];
     else
         memset(msg, 0, sizeof(*msg));
-    rc = x->ops->isend(x->st, dst, XPORT_TAG, s->buf.data, s->buf.len, &s->req, err, errsz);
+    char why[384];
+    rc = x->ops->isend(x->st, dst, XPORT_TAG, s->buf.data, s->buf.len, &s->req, why, sizeof(why));
     if (rc < 0) { /* hand the bytes back */
+        x->failed_peer = dst;
         pool_put(x, msg);
         *msg = s->buf;
-        return rc;
+        return bt_errf(err, errsz, rc, "%s (step %llu) to rank %d failed: %s",
+                       s->opcode ? proto_op_name(s->opcode) : "message",
+                       (unsigned long long)s->step, dst, why);
     }
     x->n_sends++;
     x->stats.n_sent++;

@@ -131,6 +131,13 @@ int xport_send(struct xport *x, int dst, struct proto_buf *msg, uint64_t deadlin
                size_t errsz);
 /* Wait until every outstanding send has completed, or the deadline. */
 int xport_flush(struct xport *x, uint64_t deadline_ns, char *err, size_t errsz);
+/* A send the backend fails (over UCX TCP: the connection to a peer that exited or was reset;
+ * on one host a dead peer fails nothing) is reported once, with BT_EIO from xport_send, or from
+ * a later xport_send, xport_flush or xport_recv that finds it completed with an error; the
+ * error text names the destination. After a BT_EIO, this returns that destination (and forgets
+ * it), or -1 when no send failed since the last call: the failure was the transport's own (a
+ * receive). So a caller tells a lost peer from a broken local transport. */
+int xport_take_failed_peer(struct xport *x);
 
 /* Wait for the next message that passes f (NULL: any source, no filtering) and decode it into
  * m (payload arrays borrowed from the transport until the next receive). Stale messages are

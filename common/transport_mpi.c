@@ -29,13 +29,27 @@ struct mpi_state {
     int we_init; /* MPI_Init was ours: finalize it */
 };
 
+/* MPICH's error string is a multi-line stack ("Other MPI error, error stack:\n" then one line
+ * per layer, the cause last, e.g. "MPIDI_UCX_send(83).:  returned failed request in UCX netmod
+ * (... Endpoint timeout)"): keep its first line and the cause, on one line. */
 static int mpi_fail(int mpirc, const char *what, char *err, size_t errsz)
 {
     char text[MPI_MAX_ERROR_STRING];
     int n = 0;
     if (MPI_Error_string(mpirc, text, &n) != MPI_SUCCESS) n = 0;
-    text[n < MPI_MAX_ERROR_STRING ? n : MPI_MAX_ERROR_STRING - 1] = 0;
-    return bt_errf(err, errsz, BT_EIO, "%s: %s", what, n ? text : "MPI error");
+    text[n < MPI_MAX_ERROR_STRING ? (n > 0 ? n : 0) : MPI_MAX_ERROR_STRING - 1] = 0;
+    while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == ' ')) text[--n] = 0;
+    char *nl = strchr(text, '\n');
+    if (!nl) return bt_errf(err, errsz, BT_EIO, "%s: %s", what, n ? text : "MPI error");
+    *nl = 0;
+    char *stack = strstr(text, ", error stack:");
+    if (stack) *stack = 0;
+    const char *cause = strrchr(nl + 1, '\n');
+    cause = cause ? cause + 1 : nl + 1;
+    const char *colon = strstr(cause, ":"); /* "FUNC(LINE).: the cause" */
+    if (colon) cause = colon + 1;
+    while (*cause == ' ') cause++;
+    return bt_errf(err, errsz, BT_EIO, "%s: %s (%s)", what, text, cause);
 }
 
 static int slot_get(struct mpi_state *s, int *slot, char *err, size_t errsz)

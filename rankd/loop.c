@@ -76,14 +76,16 @@ static struct proto_route route(const struct rankd *d, uint64_t step)
     return r;
 }
 
-/* Send d->out (just encoded) to dst; a failure is logged here and does not stop the loop (a
- * stuck peer shows up at rank 0 as a missed deadline). */
+static void transport_failed(struct rankd *d);
+
+/* Send d->out (just encoded) to dst; a failure is logged here. A timeout does not stop the loop
+ * (a stuck peer shows up at rank 0 as a missed deadline); a transport failure ends it. */
 static void send_out(struct rankd *d, int dst)
 {
     char err[384];
     int rc = xport_send(d->x, dst, &d->out, bt_now_ns() + SEND_TIMEOUT_NS, err, sizeof(err));
-    if (rc == BT_EIO) d->faulted = true;
     if (rc < 0) bt_error("send to rank %d: %s", dst, err);
+    if (rc == BT_EIO) transport_failed(d);
 }
 
 /* Report one request's failure (or a startup failure, step 0) to rank 0. */
@@ -433,7 +435,10 @@ static void serve_one(struct rankd *d, uint64_t deadline)
     }
     if (rc < 0) {
         bt_error("transport: %s", d->err);
-        d->faulted = true;
+        if (rc == BT_EIO)
+            transport_failed(d);
+        else
+            d->faulted = true;
         return;
     }
     d->last_heard_ns = bt_now_ns();
@@ -457,6 +462,8 @@ static void serve_one(struct rankd *d, uint64_t deadline)
 static void leave(struct rankd *d, const char *why)
 {
     char err[256];
+    if (d->faulted) return; /* leaving already */
+    d->faulted = true;
     bt_error("%s: leaving for a restart (exit %d)", why, BT_EXIT_RESTART);
     if (d->accepted) { /* a HEARTBEAT_REPLY in state FAILED: control, never dropped by step */
         struct proto_heartbeat hb = {
@@ -466,6 +473,20 @@ static void leave(struct rankd *d, const char *why)
             BT_OK)
             send_out(d, 0);
         xport_flush(d->x, bt_now_ns() + 200000000ull, err, sizeof(err));
+    }
+}
+
+/* The transport failed (BT_EIO). A send to another rank that failed means that rank exited or
+ * cannot be reached (over TCP, the first sign of a dead successor, before mpiexec's notice):
+ * leave, telling rank 0, so that it names that rank and not this one. Anything else (rank 0
+ * unreachable, the transport itself broken): leave at once. */
+static void transport_failed(struct rankd *d)
+{
+    int k = xport_take_failed_peer(d->x);
+    if (k > 0 && k != d->rank) {
+        char why[96];
+        snprintf(why, sizeof(why), "a send to rank %d failed (it exited or is unreachable)", k);
+        leave(d, why);
     }
     d->faulted = true;
 }

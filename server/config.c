@@ -81,6 +81,11 @@ const struct cfg_opt cfg_opts[] = {
      NULL,
      "After SIGTERM/SIGINT: seconds the running and queued requests may take to finish while new "
      "ones get 503 (0: stop at once); `baton serve` kills the job 5 s after that."},
+    {"launch-timeout", 0, CFG_SEC, OFF(launch_timeout_ms), 1000, 86400000, "60",
+     "BATON_LAUNCH_TIMEOUT", NULL,
+     "`baton serve`: seconds a job may take to start on every host and bring MPI up (rank 0 past "
+     "MPI_Init, before any model loading); past it the supervisor kills the job and starts it "
+     "again (a host unreachable at the start would make it wait forever)."},
     {"prompt", 'p', CFG_STR, OFF(prompt), 0, 0, NULL, "BATON_PROMPT", NULL,
      "`baton run` (--oneshot): the prompt whose continuation is printed."},
     {"n-predict", 'n', CFG_INT, OFF(n_predict), -1, 1 << 24, "128", "BATON_N_PREDICT", NULL,

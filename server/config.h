@@ -41,6 +41,7 @@ struct cfg {
     int64_t heartbeat_misses;      /* heartbeats missed in a row: the rank is offline */
     int64_t step_timeout_ms;       /* a pipeline step with no answer by then: a stage is hung */
     int64_t drain_timeout_ms;      /* after SIGTERM: running requests may finish (0: no drain) */
+    int64_t launch_timeout_ms;     /* baton serve: the job's start up to MPI_Init on rank 0 */
     char *prompt;                  /* --oneshot: the prompt */
     int64_t n_predict; /* --oneshot: tokens to generate (-1: until the context is full) */
     char *temp;        /* --oneshot: temperature, a number >= 0 (0: greedy) */

@@ -356,7 +356,8 @@ static int probe(struct eng_pipe *e)
         struct proto_route rt = route(e, 0);
         if (proto_encode_heartbeat(&e->out, &rt, PROTO_OP_HEARTBEAT, &hb, why, sizeof(why)) ==
             BT_OK)
-            send_to(e, k, why, sizeof(why)); /* a failed send: no answer */
+            if (send_to(e, k, why, sizeof(why)) < 0) /* a failed send: no answer */
+                xport_take_failed_peer(e->x);
     }
     for (;;) {
         int waiting = 0;
@@ -370,6 +371,28 @@ static int probe(struct eng_pipe *e)
         e->ranks[k].probe_nonce = 0;
     }
     return culprit;
+}
+
+/* A send to rank k failed in the transport. Over UCX TCP that is how a rank that exited, or
+ * whose connection was reset, shows up first (on one host such a send succeeds); it may also be
+ * a rank that left by itself because its own send to a dead successor failed. So the failed
+ * rank is found as after mpiexec's exit notice: a round of heartbeats, the ranks that said they
+ * leave excepted; k itself when every other rank answers. */
+static void send_failed(struct eng_pipe *e, int k, const char *why)
+{
+    char msg[768];
+    if (e->broken) return;
+    int c = e->probing ? -1 : probe(e);
+    if (e->broken) return;
+    if (c < 0 && k > 0 && k < e->size && !e->ranks[k].left) c = k;
+    if (c > 0)
+        snprintf(msg, sizeof(msg),
+                 "rank %d on host %s exited or is unreachable (it does not answer heartbeats; "
+                 "%.500s)",
+                 c, host_of(e, c), why);
+    else
+        snprintf(msg, sizeof(msg), "%.700s", why);
+    set_fault(e, "transport", c, msg);
 }
 
 /* Wait until deadline for one message and handle it. 0: handled; BT_ETIMEOUT: nothing came;
@@ -405,7 +428,12 @@ static int recv_one(struct eng_pipe *e, uint64_t deadline)
         return BT_OK;
     }
     if (rc < 0) {
-        set_broken(e, err);
+        int k = xport_take_failed_peer(e->x);
+        if (k > 0 && e->probing) return BT_OK; /* rank k just does not answer the probe */
+        if (k > 0)
+            send_failed(e, k, err);
+        else
+            set_broken(e, err);
         return rc;
     }
     handle(e, &e->msg);
@@ -728,10 +756,14 @@ static int pipe_submit(void *self, const struct eng_item *items, int n, char *er
         return BT_OK;
     }
     if ((rc = send_to(e, 1, why, sizeof(why))) < 0) {
-        set_broken(e, why);
+        int k = rc == BT_EIO ? xport_take_failed_peer(e->x) : -1;
+        if (k > 0)
+            send_failed(e, k, why);
+        else
+            set_broken(e, why);
         f->done = true;
         f->rc = BT_EIO;
-        snprintf(f->err, sizeof(f->err), "%s", why);
+        snprintf(f->err, sizeof(f->err), "%.575s", e->fail);
         return BT_OK;
     }
     xport_set_busy(e->x, 1);
@@ -823,6 +855,11 @@ static void heartbeats(struct eng_pipe *e)
             if (rc == BT_OK) rc = send_to(e, k, why, sizeof(why));
             if (rc == BT_OK) rc = proto_encode_stats_request(&e->out, &r, why, sizeof(why));
             if (rc == BT_OK) rc = send_to(e, k, why, sizeof(why));
+            int lost = rc == BT_EIO ? xport_take_failed_peer(e->x) : -1;
+            if (lost > 0) {
+                send_failed(e, lost, why);
+                return;
+            }
             if (rc == BT_ETIMEOUT || rc == BT_EIO) {
                 set_broken(e, why);
                 return;

@@ -63,10 +63,11 @@ struct launch_opts {
     const char *hosts;    /* comma-separated, or NULL */
     const char *hostfile; /* or NULL */
     bool dry_run;
-    double rank0_silence; /* serve: rank 0 silent this long (s) is stopped or hung */
-    double drain_timeout; /* serve: seconds rank 0 may take to finish after SIGTERM (the option
-                           * table's --drain-timeout, which every rank also gets) */
-    struct argv_buf pass; /* options for every rank */
+    double rank0_silence;  /* serve: rank 0 silent this long (s) is stopped or hung */
+    double drain_timeout;  /* serve: seconds rank 0 may take to finish after SIGTERM (the option
+                            * table's --drain-timeout, which every rank also gets) */
+    double launch_timeout; /* serve: seconds the job may take to come up (--launch-timeout) */
+    struct argv_buf pass;  /* options for every rank */
 };
 
 static void usage(FILE *f)
@@ -206,6 +207,7 @@ static int parse_args(int argc, char **argv, struct launch_opts *o, char *err, s
     memset(o, 0, sizeof(*o));
     o->ranks = 1;
     o->drain_timeout = 30;
+    o->launch_timeout = 60;
     if (argc < 2) return bt_errf(err, errsz, BT_EINVAL, "missing mode: run or serve");
     o->mode = argv[1];
     if (strcmp(o->mode, "run") != 0 && strcmp(o->mode, "serve") != 0)
@@ -374,6 +376,7 @@ struct job {
     int rank0_code;   /* rank 0's exit code, -1 until reported */
     int rank0_result; /* what rank 0 said it will exit with, before its MPI teardown; -1 */
     double alive;     /* when rank 0 last said "alive" (0: not yet) */
+    bool up;          /* rank 0 said MPI is up on every host */
     int mpiexec_code; /* -1 while running */
     double started;
 };
@@ -416,6 +419,8 @@ static void read_reports(int fd, struct job *j, char *buf, size_t *len, size_t c
             j->rank0_result = (int)v;
         else if (!strcmp(line, "alive"))
             j->alive = bt_now_s();
+        else if (sscanf(line, "up %ld", &v) == 1)
+            j->up = true;
         line = nl + 1;
     }
     *len = strlen(line);
@@ -469,9 +474,9 @@ static int supervise(char **cmd, int status_rd, const struct launch_opts *o, boo
                         stop_deadline = bt_now_s() + o->drain_timeout + 5;
                         bt_info("supervisor: stopping: rank 0 drains for up to %.0f s",
                                 o->drain_timeout);
-                        if (j.rank0 > 0)
+                        if (j.rank0 > 0 && j.up)
                             kill(j.rank0, SIGTERM);
-                        else
+                        else /* still starting: nothing to drain (rank 0 takes signals later) */
                             kill_tree(j.pid), killed = true;
                     }
                 }
@@ -494,6 +499,15 @@ static int supervise(char **cmd, int status_rd, const struct launch_opts *o, boo
                 bt_warn("supervisor: rank 0 (pid %d) gave no sign of life for %.1f s (stopped or "
                         "hung): ending the job",
                         (int)j.rank0, bt_now_s() - j.alive);
+                kill_tree(j.pid);
+                killed = true;
+            }
+            /* the job never came up: hydra waits forever for a host it could not reach (its
+             * proxy there could not connect back, e.g. while a link is down) */
+            if (!once && !j.up && !killed && bt_now_s() - j.started > o->launch_timeout) {
+                bt_warn("supervisor: the job did not come up within --launch-timeout %.3g s (MPI "
+                        "not up on every host: one unreachable?); killing it",
+                        o->launch_timeout);
                 kill_tree(j.pid);
                 killed = true;
             }
@@ -600,6 +614,7 @@ int main(int argc, char **argv)
         /* the ranks' own rule for a silent rank 0 (interval x misses x 2), at least 3 s */
         o.rank0_silence = (double)c.heartbeat_interval_ms * 1e-3 * (double)c.heartbeat_misses * 2;
         if (o.rank0_silence < 3) o.rank0_silence = 3;
+        o.launch_timeout = (double)c.launch_timeout_ms / 1000.0;
     }
     if (self_dir(dir, sizeof(dir)) != BT_OK) {
         fputs("baton: cannot find my own executable in /proc/self/exe\n", stderr);

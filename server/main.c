@@ -32,6 +32,18 @@ extern char **environ;
 #define FAULT_FLUSH_NS  1000000000ull
 #define FAULT_LINGER_NS 500000000ull
 
+/* Tell the supervisor (BATON_REPORT_FD, from rank 0's wrapper) that the job is up: MPI came up
+ * on every host (MPI_Init returns on rank 0 only then). Before that, `baton serve` bounds the
+ * start with --launch-timeout. */
+static void report_up(void)
+{
+    const char *fd = getenv("BATON_REPORT_FD");
+    if (!fd || !*fd) return;
+    static const char line[] = "up 1\n";
+    ssize_t w = write(atoi(fd), line, sizeof(line) - 1);
+    (void)w;
+}
+
 static int parse_level(const char *s)
 {
     if (!strcasecmp(s, "info")) return BT_LOG_INFO;
@@ -132,6 +144,7 @@ int main(int argc, char **argv)
         bt_error("out of memory");
         goto out;
     }
+    report_up();
     struct sched_config sc = {
         .model_path = c.model,
         .chat_template = c.chat_template && *c.chat_template ? c.chat_template : NULL,

@@ -82,7 +82,7 @@ struct sched {
     struct eng_fault fault; /* valid in SCHED_FAULTED */
     atomic_int busy;
     _Atomic uint64_t loop_ns; /* when the serving loop last went round (0: not serving yet) */
-    double startup_s; /* process start to READY; written before the state turns READY */
+    double startup_s;         /* process start to READY; written before the state turns READY */
 };
 
 /* ---- status ---- */

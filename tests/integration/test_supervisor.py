@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
 """The supervisor in `baton serve`: restarts a job whose rank 0 died, keeps the port, stops on
-configuration errors, exits 0 on SIGTERM. Python stdlib only; everything bounded in time.
+configuration errors, kills and restarts a job that never comes up (--launch-timeout), exits 0 on
+SIGTERM. Python stdlib only; everything bounded in time.
 
 usage: test_supervisor.py BUILD_DIR   (env BATON_SHARED: ../shared)
 """
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -33,10 +36,10 @@ def check(cond, what):
 class Serve:
     """`baton serve` on 127.0.0.1 with a free port; its stderr collected in a file."""
 
-    def __init__(self, *args):
+    def __init__(self, *args, env=None):
         self.log = open(f"/tmp/baton-sup-{os.getpid()}-{time.monotonic_ns()}.log", "w+")
         self.p = subprocess.Popen([BATON, "serve", "--port", "0", *args], stdout=subprocess.DEVNULL,
-                                  stderr=self.log, start_new_session=True)
+                                  stderr=self.log, start_new_session=True, env=env)
         self.port = None
 
     def text(self):
@@ -165,6 +168,34 @@ def test_config_error_not_restarted():
         s.stop()
 
 
+def test_launch_timeout():
+    """A job that never comes up (hydra waits forever for a host it cannot reach; here a fake
+    mpiexec that hangs on its first launch) is killed after --launch-timeout and started again."""
+    tmp = tempfile.mkdtemp(prefix="baton-sup-")
+    fake, state = os.path.join(tmp, "mpiexec"), os.path.join(tmp, "launches")
+    with open(fake, "w") as f:
+        f.write('#!/bin/sh\nn=$(cat "$STATE" 2>/dev/null || echo 0)\necho $((n + 1)) >"$STATE"\n'
+                '[ "$n" -eq 0 ] && exec sleep 600\nexec mpiexec "$@"\n')
+    os.chmod(fake, 0o755)
+    env = dict(os.environ, BATON_MPIEXEC=fake, STATE=state)
+    s = Serve("-m", MODEL, "--ranks", "1", "--launch-timeout", "1", env=env)
+    try:
+        check(s.wait_port() is not None, "launch timeout: the supervisor reports its port")
+        t0 = time.monotonic()
+        ok = s.wait_ok(timeout=20)
+        dt = time.monotonic() - t0
+        check(ok and dt < 10, f"launch timeout: a completion succeeds ({dt:.2f} s)")
+        check("did not come up within --launch-timeout 1 s" in s.text(),
+              "launch timeout: the supervisor says why it killed the first job")
+        with open(state) as f:
+            check(f.read().strip() == "2", "launch timeout: the job was started twice")
+        hung = [pid for pid, comm in s.descendants() if comm == "sleep"]
+        check(not hung, f"launch timeout: the hung job is gone ({hung})")
+    finally:
+        s.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def test_bad_option():
     p = subprocess.run([BATON, "serve", "-m", MODEL, "--no-such-option", "1"],
                        capture_output=True, text=True, timeout=10)
@@ -177,6 +208,7 @@ if not os.path.exists(MODEL):
     sys.exit(77)
 test_bad_option()
 test_config_error_not_restarted()
+test_launch_timeout()
 test_restart_after_kill()
 print(f"{failures} failure(s)")
 sys.exit(1 if failures else 0)

@@ -25,6 +25,8 @@ static struct fake {
     int n_in, n_out;
     struct freq req[32];
     int sends_done;
+    int sends_fail; /* the next send tested fails, as over TCP to a peer that is gone */
+    int isend_fail; /* the next send is refused at once */
     int destroyed, finalized;
 } fk;
 
@@ -63,6 +65,10 @@ static int fk_isend(void *st, int dst, int tag, const void *buf, size_t len, int
 {
     int s = fk_slot();
     CHECK_INT(tag, XPORT_TAG);
+    if (fk.isend_fail) {
+        fk.isend_fail = 0;
+        return bt_errf(e, es, BT_EIO, "MPI_Isend: Endpoint timeout");
+    }
     fk.req[s] = (struct freq){1, 0, dst, 0, NULL, 0};
     struct fmsg *m = &fk.out[fk.n_out++];
     m->src = dst;
@@ -88,6 +94,11 @@ static int fk_test(void *st, int req, int *done, struct xport_status *out, char 
     memset(out, 0, sizeof(*out));
     if (!r->used) return bt_errf(e, es, BT_EINVAL, "no request %d", req);
     if (!r->is_recv) {
+        if (fk.sends_fail) { /* like MPICH: the request is freed, the error returned */
+            fk.sends_fail = 0;
+            r->used = 0;
+            return bt_errf(e, es, BT_EIO, "MPI_Test: Endpoint timeout");
+        }
         if (fk.sends_done) *done = 1, r->used = 0;
         return BT_OK;
     }
@@ -272,6 +283,30 @@ int main(void)
     CHECK(b.data != NULL && b.cap >= len); /* a spare from the pool */
     xport_get_stats(x, &st);
     CHECK_INT(st.n_sent, 3);
+    clear_out();
+
+    /* a send the backend fails (a peer gone over TCP): reported once by the next receive,
+     * naming the destination, which xport_take_failed_peer gives once; then all goes on */
+    CHECK_INT(xport_flush(x, after_ms(1000), err, sizeof(err)), 0);
+    CHECK_INT(xport_take_failed_peer(x), -1);
+    fk.sends_done = 0;
+    CHECK_INT(proto_encode_heartbeat(&b, &r, PROTO_OP_HEARTBEAT, &hb, err, sizeof(err)), 0);
+    CHECK_INT(xport_send(x, 2, &b, after_ms(1000), err, sizeof(err)), 0);
+    fk.sends_fail = 1;
+    CHECK_INT(xport_recv(x, NULL, after_ms(5), &m, err, sizeof(err)), BT_EIO);
+    CHECK(strstr(err, "HEARTBEAT (step 12) to rank 2 failed") && strstr(err, "Endpoint timeout"));
+    CHECK_INT(xport_take_failed_peer(x), 2);
+    CHECK_INT(xport_take_failed_peer(x), -1); /* taken */
+    /* a send refused at once: the same, from xport_send */
+    CHECK_INT(proto_encode_heartbeat(&b, &r, PROTO_OP_HEARTBEAT, &hb, err, sizeof(err)), 0);
+    fk.isend_fail = 1;
+    CHECK_INT(xport_send(x, 1, &b, after_ms(1000), err, sizeof(err)), BT_EIO);
+    CHECK(strstr(err, "to rank 1 failed: MPI_Isend: Endpoint timeout") != NULL);
+    CHECK_INT(xport_take_failed_peer(x), 1);
+    CHECK(b.len > 0); /* the caller keeps its bytes */
+    CHECK_INT(xport_recv(x, NULL, after_ms(5), &m, err, sizeof(err)), BT_ETIMEOUT);
+    CHECK_INT(xport_flush(x, after_ms(5), err, sizeof(err)), 0);
+    fk.sends_done = 1;
     clear_out();
 
     /* a posted receive: cancelled at its deadline; a message that is there completes it */
