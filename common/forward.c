@@ -162,6 +162,28 @@ static void attention_job(void *ctx, int ith, int nth)
 
 /* ---- the stage ---- */
 
+/* What fwd_new and fwd_new_dev share: check the sizes and the cache, allocate the struct. */
+static int fwd_begin(const struct model *m, struct kv *kv, struct bt_pool *pool, int device,
+                     int max_batch, int max_out, struct fwd **out, char *err, size_t errsz)
+{
+    *out = NULL;
+    if (max_batch < 1 || max_batch > (1 << 20) || max_out < 0)
+        return bt_errf(err, errsz, BT_EINVAL, "bad batch sizes: %d tokens, %d with logits",
+                       max_batch, max_out);
+    if (kv->m != m || kv->n_layer != m->l1 - m->l0)
+        return bt_errf(err, errsz, BT_EINVAL, "kv cache was made for another model or stage");
+    struct fwd *f = calloc(1, sizeof(*f));
+    if (!f) return bt_errf(err, errsz, BT_ENOMEM, "out of memory");
+    f->m = m;
+    f->kv = kv;
+    f->pool = pool;
+    f->device = device;
+    f->max_batch = max_batch;
+    f->max_out = m->last ? (max_out < 1 ? 1 : max_out > max_batch ? max_batch : max_out) : 0;
+    *out = f;
+    return 0;
+}
+
 int fwd_new(const struct model *m, struct kv *kv, struct bt_pool *pool, int max_batch, int max_out,
             struct fwd **out, char *err, size_t errsz)
 {
@@ -170,20 +192,8 @@ int fwd_new(const struct model *m, struct kv *kv, struct bt_pool *pool, int max_
     int rc;
 
     *out = NULL;
-    if (max_batch < 1 || max_batch > (1 << 20) || max_out < 0)
-        return bt_errf(err, errsz, BT_EINVAL, "bad batch sizes: %d tokens, %d with logits",
-                       max_batch, max_out);
-    if (kv->m != m || kv->n_layer != m->l1 - m->l0)
-        return bt_errf(err, errsz, BT_EINVAL, "kv cache was made for another model or stage");
-    f = calloc(1, sizeof(*f));
-    if (!f) return bt_errf(err, errsz, BT_ENOMEM, "out of memory");
-    f->m = m;
-    f->kv = kv;
-    f->pool = pool;
-    f->max_batch = max_batch;
-    f->max_out = m->last ? (max_out < 1 ? 1 : max_out > max_batch ? max_batch : max_out) : 0;
+    if ((rc = fwd_begin(m, kv, pool, DEV_CPU, max_batch, max_out, &f, err, errsz)) < 0) return rc;
     f->n_threads = bt_pool_size(pool);
-    f->device = DEV_CPU;
 
     const size_t B = (size_t)max_batch, q_dim = (size_t)hp->n_head * hp->head_dim;
     const size_t kv_dim = (size_t)hp->n_head_kv * hp->head_dim;
@@ -237,19 +247,7 @@ int fwd_new_dev(const struct model *m, struct kv *kv, struct bt_pool *pool, int 
 
     if (device < 0) return fwd_new(m, kv, pool, max_batch, max_out, out, err, errsz);
     *out = NULL;
-    if (max_batch < 1 || max_batch > (1 << 20) || max_out < 0)
-        return bt_errf(err, errsz, BT_EINVAL, "bad batch sizes: %d tokens, %d with logits",
-                       max_batch, max_out);
-    if (kv->m != m || kv->n_layer != m->l1 - m->l0)
-        return bt_errf(err, errsz, BT_EINVAL, "kv cache was made for another model or stage");
-    f = calloc(1, sizeof(*f));
-    if (!f) return bt_errf(err, errsz, BT_ENOMEM, "out of memory");
-    f->m = m;
-    f->kv = kv;
-    f->pool = pool;
-    f->device = device;
-    f->max_batch = max_batch;
-    f->max_out = m->last ? (max_out < 1 ? 1 : max_out > max_batch ? max_batch : max_out) : 0;
+    if ((rc = fwd_begin(m, kv, pool, device, max_batch, max_out, &f, err, errsz)) < 0) return rc;
     const size_t B = (size_t)max_batch;
     f->x = malloc(B * hp->n_embd * sizeof(float));
     f->xb = malloc(B * hp->n_embd * sizeof(float));
