@@ -514,6 +514,7 @@ int api_parse_gen(int kind, const char *body, size_t len, int n_vocab, struct ap
         g->seed = (uint64_t)v;
     }
     if ((rc = get_bool(root, "stream", &g->stream, e)) < 0) goto fail;
+    if ((rc = get_bool(root, "ignore_eos", &g->ignore_eos, e)) < 0) goto fail;
     const cJSON *so = field(root, "stream_options");
     if (so) {
         if (!cJSON_IsObject(so)) {

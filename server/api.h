@@ -62,6 +62,7 @@ struct api_gen {
     int n_bias;
     int n_logprobs; /* -1: no logprobs; else top alternatives per token (0..API_MAX_TOP) */
     bool stream, include_usage;
+    bool ignore_eos; /* llama-server / vLLM extension: end-of-generation tokens are banned */
     char *stop[API_MAX_STOP];
     int n_stop;
     char *user;

@@ -441,6 +441,34 @@ static int gen_prompt(const struct sched_model *mdl, const struct api_gen *g, in
     return BT_OK;
 }
 
+/* ignore_eos: ban every end-of-generation token through the request's logit bias (an entry
+ * the client gave for such a token is overridden). 400 text in e when the list gets too long. */
+static int ban_eog(const struct tok *tok, struct api_gen *g, struct api_error *e)
+{
+    int nv = tok_n_vocab(tok);
+    for (int32_t id = 0; id < nv; id++) {
+        if (!tok_is_eog(tok, id)) continue;
+        int k = 0;
+        while (k < g->n_bias && g->bias[k].token != id) k++;
+        if (k == g->n_bias) {
+            if (g->n_bias >= API_MAX_BIAS) {
+                snprintf(e->param, sizeof(e->param), "logit_bias");
+                snprintf(e->message, sizeof(e->message),
+                         "Invalid value for 'logit_bias': with 'ignore_eos' the end-of-generation "
+                         "tokens are added to it, which makes more than %d entries.",
+                         API_MAX_BIAS);
+                return BT_EINVAL;
+            }
+            struct api_bias *nb = realloc(g->bias, sizeof(*nb) * (size_t)(g->n_bias + 1));
+            if (!nb) return BT_ENOMEM;
+            g->bias = nb;
+            g->n_bias++;
+        }
+        g->bias[k] = (struct api_bias){.token = id, .bias = -100.0f};
+    }
+    return BT_OK;
+}
+
 static enum MHD_Result gen_start(struct conn *c)
 {
     struct http *h = c->h;
@@ -457,7 +485,8 @@ static enum MHD_Result gen_start(struct conn *c)
     if (api_parse_gen(kind, c->body ? c->body : "", c->len, mdl->n_vocab, &g, &e) < 0)
         return reply_error(c, 400, e.param, NULL, e.message);
     memset(&e, 0, sizeof(e));
-    rc = gen_prompt(mdl, &g, &ids, &n, &e);
+    rc = g.ignore_eos ? ban_eog(mdl->tok, &g, &e) : BT_OK;
+    if (rc == BT_OK) rc = gen_prompt(mdl, &g, &ids, &n, &e);
     if (rc == BT_ENOMEM) {
         api_gen_free(&g);
         return reply_error(c, 500, NULL, NULL, "out of memory");

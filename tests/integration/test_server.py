@@ -151,6 +151,20 @@ def test_logit_bias_bans(srv):
     assert not banned.choices[0].text.startswith(first)
 
 
+def test_ignore_eos(srv):
+    # stories260K's EOS is token 2; +100 makes it certain, so the answer ends at once with "stop"
+    eos_first = {"2": 100}
+    r = client(srv).completions.create(model="s", prompt=PROMPT, max_tokens=8, temperature=0,
+                                       logit_bias=eos_first)
+    assert r.choices[0].finish_reason == "stop" and r.usage.completion_tokens == 0
+    # ignore_eos (llama-server's and vLLM's extension) bans it, whatever logit_bias says
+    r = client(srv).completions.create(model="s", prompt=PROMPT, max_tokens=8, temperature=0,
+                                       logit_bias=eos_first, extra_body={"ignore_eos": True})
+    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 8
+    st, _, e = srv.json("POST", "/v1/completions", {"prompt": PROMPT, "ignore_eos": "yes"})
+    assert st == 400 and e["error"]["param"] == "ignore_eos"
+
+
 # ---- other routes ----
 
 
