@@ -83,9 +83,12 @@ def one_request(host, port, body, stream, timeout):
         conn.close()
 
 
-def run_load(host, port, clients, requests, duration, max_tokens, stream, prompt, timeout):
+def run_load(host, port, clients, requests, duration, max_tokens, stream, prompt, timeout,
+             ignore_eos=False):
     body = {"model": "any", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.8,
             "seed": 1}
+    if ignore_eos:
+        body["ignore_eos"] = True
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
@@ -177,6 +180,8 @@ def main():
     ap.add_argument("--prompt", default="Once upon a time")
     ap.add_argument("--mode", default="both", choices=["stream", "plain", "both"])
     ap.add_argument("--timeout", type=float, default=60, help="per request")
+    ap.add_argument("--ignore-eos", action="store_true",
+                    help="send ignore_eos: every answer is --max-tokens long")
     ap.add_argument("--json", action="store_true", help="one JSON object per line")
     a = ap.parse_args()
     if not loopback(a.host):
@@ -189,7 +194,7 @@ def main():
         for n in [int(x) for x in a.clients.split(",")]:
             for stream in modes:
                 r = run_load(a.host, port, n, a.requests, a.duration, a.max_tokens, stream,
-                             a.prompt, a.timeout)
+                             a.prompt, a.timeout, a.ignore_eos)
                 rows.append(r)
                 if a.json:
                     print(json.dumps(r), flush=True)
