@@ -230,16 +230,17 @@ static void quant_bf16_scalar(const float *x, uint8_t *dst, const struct kern_ac
     if (L->n & 1) y[L->n] = 0; /* gemm kernels read values in pairs */
 }
 
-/* the 32 q of block b at their place in the act row (see kern_act.paired) */
+/* the 32 q of block b at their place in the act row (see kern_act.ilv) */
 static void act_store_q(const struct kern_act *L, int8_t *q, int64_t b, const int8_t *src)
 {
-    if (!L->paired || (b ^ 1) >= L->nb) {
+    const int g = L->ilv > 1 ? L->ilv : 1;
+    if (g == 1 || b >= (L->nb / g) * g) {
         memcpy(q + 32 * b, src, 32);
         return;
     }
-    int8_t *base = q + 64 * (b / 2) + 16 * (b & 1);
+    int8_t *base = q + 32 * g * (b / g) + 16 * (b % g);
     memcpy(base, src, 16);
-    memcpy(base + 32, src + 16, 16);
+    memcpy(base + 16 * g, src + 16, 16);
 }
 
 /* Q8_0 and Q8_1 through the reference quantiser, one block at a time. */
@@ -446,7 +447,7 @@ static void merge_ops(struct kern_ops *dst, const struct kern_ops *src)
         if (src->mv[i]) {
             dst->mv[i] = src->mv[i];
             dst->act_off[i] = src->act_off[i];
-            dst->mv_paired[i] = src->mv_paired[i];
+            dst->mv_ilv[i] = src->mv_ilv[i];
             dst->gemm[i] = NULL; /* a lower level's gemm may expect another offset */
         }
         if (src->gemm[i]) {
@@ -716,7 +717,7 @@ static void mm_plan(struct mm_job *j, const struct kern_ops *ops, uint32_t wtype
     j->act_bytes = j->act_direct ? 0 : (size_t)m * j->L.stride;
     j->pre_bytes = pre ? round64((size_t)n * 4) : 0;
     j->gemm = ops->gemm[wtype] && ops->gemm_rows > 0 && m >= ops->gemm_min_m[wtype];
-    j->L.paired = !j->gemm && ops->mv_paired[wtype];
+    j->L.ilv = !j->gemm && ops->mv_ilv[wtype] ? ops->mv_ilv[wtype] : 1;
     j->priv_bytes = j->gemm ? ops->gemm_scratch(wtype, n) : 0;
     int64_t work_rows = 0; /* rows of weights, all slots */
     for (int s = 0; s < j->n_slots; s++) work_rows += j->slot[s].rows * j->slot[s].nw;
