@@ -84,32 +84,6 @@ AI __m512 gather_dm(const uint8_t *p, size_t bs, int g, bool has_min)
     return _mm512_cvtph_ps(_mm512_castsi512_si256(r));
 }
 
-/* Software prefetch of the weight stream into L2 (prefetcht1), PF_DIST bytes ahead of the
- * reads. Matvec is bound by how many cache lines a core keeps in flight: with the L1 fill
- * buffers busy with the kernel's own loads, the hardware prefetchers alone reached about half
- * of the streaming read bandwidth for Q4_0 / Q8_0 (2 threads, Sapphire Rapids); the L2 queue is
- * deeper. Rows of a matrix are contiguous, so one stream runs across the rows of a call. */
-#define PF_DIST 4096
-
-struct pfs {
-    const uint8_t *next; /* first line not yet prefetched */
-};
-
-AI void pf_init(struct pfs *s, const uint8_t *p)
-{
-    s->next = (const uint8_t *)(((uintptr_t)p + PF_DIST) & ~(uintptr_t)63);
-}
-
-/* the reads have reached p: prefetch up to p + PF_DIST */
-AI void pf_to(struct pfs *s, const uint8_t *p)
-{
-    const uint8_t *e = p + PF_DIST;
-    while (s->next < e) {
-        _mm_prefetch((const char *)s->next, _MM_HINT_T1);
-        s->next += 64;
-    }
-}
-
 /* lane k = sum of the lanes of v[k] (8 vectors) */
 AI __m256 reduce8_ps(const __m256 *v)
 {
@@ -416,7 +390,7 @@ AI void mv32_scales(const int T, const int NC, const uint8_t *row, int64_t b0, i
  * of the next group of blocks are computed while the current one is processed, and broadcast
  * from registers. */
 AI void mv32_row(const int T, const int NC, const uint8_t *row, const uint8_t *act,
-                 const struct kern_act *L, __m256 *out, struct pfs *pf)
+                 const struct kern_act *L, __m256 *out, struct kern_pf *pf)
 {
     const size_t bs = bsize32(T);
     const int NA = NC == 1 ? 4 : NC == 2 ? 2 : 1;
@@ -430,7 +404,7 @@ AI void mv32_row(const int T, const int NC, const uint8_t *row, const uint8_t *a
     mv32_scales(T, NC, row, 0, nb < G ? (int)nb : G, act, L, sc, cacc);
     int64_t b = 0;
     for (; b + G <= nb; b += G) {
-        pf_to(pf, row + (size_t)(b + G) * bs);
+        kern_pf_to(pf, row + (size_t)(b + G) * bs);
         if (b + G < nb) {
             const int gn = nb - (b + G) < G ? (int)(nb - (b + G)) : G;
             mv32_scales(T, NC, row, b + G, gn, act, L, scn, cacc);
@@ -505,7 +479,7 @@ AI void mv32q_quad(const int T, const int NC, const uint8_t *blk, size_t bs, con
 }
 
 AI void mv32q_row(const int T, const int NC, const uint8_t *row, const uint8_t *act,
-                  const struct kern_act *L, __m256 *out, struct pfs *pf)
+                  const struct kern_act *L, __m256 *out, struct kern_pf *pf)
 {
     const size_t bs = bsize32(T);
     const int NA = NC == 1 ? 2 : 1;
@@ -520,7 +494,7 @@ AI void mv32q_row(const int T, const int NC, const uint8_t *row, const uint8_t *
     mv32_scales(T, NC, row, 0, nb < G ? (int)nb : G, act, L, sc, cacc);
     int64_t b = 0;
     for (; b + G <= nb; b += G) {
-        pf_to(pf, row + (size_t)(b + G) * bs);
+        kern_pf_to(pf, row + (size_t)(b + G) * bs);
         if (b + G < nb) {
             const int gn = nb - (b + G) < G ? (int)(nb - (b + G)) : G;
             mv32_scales(T, NC, row, b + G, gn, act, L, scn, cacc);
@@ -559,8 +533,8 @@ AI void mv32(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t n
              const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy)
 {
     struct rowacc ra;
-    struct pfs pf;
-    pf_init(&pf, W);
+    struct kern_pf pf;
+    kern_pf_init(&pf, W);
     for (int64_t r = 0; r < nr; r++) {
         __m256 t[KERN_MV_COLS];
         if (T == BT_Q4_0 || T == BT_Q4_1)
@@ -618,15 +592,15 @@ AI void mv_k45(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t
     const int64_t nsb = L->n / QK_K;
     const int NA = NC == 1 ? 2 : 1;
     struct rowacc ra;
-    struct pfs pf;
-    pf_init(&pf, W);
+    struct kern_pf pf;
+    kern_pf_init(&pf, W);
     for (int64_t r = 0; r < nr; r++) {
         const uint8_t *row = W + (size_t)r * wrow;
         __m256 acc[KERN_MV_COLS][2], cacc[KERN_MV_COLS];
         for (int c = 0; c < NC; c++) cacc[c] = acc[c][0] = acc[c][1] = _mm256_setzero_ps();
         for (int64_t i = 0; i < nsb; i++) {
             const uint8_t *blk = row + (size_t)i * bs;
-            pf_to(&pf, blk + bs);
+            kern_pf_to(&pf, blk + bs);
             const float d = h2f(blk), dmin = h2f(blk + 2);
             uint64_t sc, mn;
             kscales(blk + 4, &sc, &mn);
@@ -700,8 +674,8 @@ AI void mv_q6k(const int NC, const uint8_t *W, size_t wrow, int64_t nr, const ui
     const int64_t nsb = L->n / QK_K;
     const int NA = NC == 1 ? 2 : 1;
     struct rowacc ra;
-    struct pfs pf;
-    pf_init(&pf, W);
+    struct kern_pf pf;
+    kern_pf_init(&pf, W);
     for (int64_t r = 0; r < nr; r++) {
         const uint8_t *row = W + (size_t)r * wrow;
         __m256 acc[KERN_MV_COLS][2];
@@ -712,7 +686,7 @@ AI void mv_q6k(const int NC, const uint8_t *W, size_t wrow, int64_t nr, const ui
         }
         for (int64_t i = 0; i < nsb; i++) {
             const uint8_t *blk = row + (size_t)i * bs;
-            pf_to(&pf, blk + bs);
+            kern_pf_to(&pf, blk + bs);
             const float d = h2f(blk + 208);
             const __m128i sc8 = _mm_loadu_si128((const __m128i *)(blk + 192));
             const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
@@ -778,8 +752,8 @@ AI void mv_f32f16(const bool F16, const int NC, const uint8_t *W, size_t wrow, i
     const int NA = NC == 1 ? 4 : 2;
     const size_t es = F16 ? 2 : 4;
     struct rowacc ra;
-    struct pfs pf;
-    pf_init(&pf, W);
+    struct kern_pf pf;
+    kern_pf_init(&pf, W);
     for (int64_t r = 0; r < nr; r++) {
         const uint8_t *row = W + (size_t)r * wrow;
         __m512 acc[KERN_MV_COLS][4];
@@ -787,7 +761,7 @@ AI void mv_f32f16(const bool F16, const int NC, const uint8_t *W, size_t wrow, i
             for (int a = 0; a < NA; a++) acc[c][a] = _mm512_setzero_ps();
         int64_t k = 0;
         for (; k + 16 * NA <= n; k += 16 * NA) {
-            pf_to(&pf, row + (size_t)(k + 16 * NA) * es);
+            kern_pf_to(&pf, row + (size_t)(k + 16 * NA) * es);
 #pragma GCC unroll 4
             for (int a = 0; a < NA; a++) {
                 __m512 w = F16 ? _mm512_cvtph_ps(_mm256_loadu_si256(
@@ -831,14 +805,14 @@ AI void mv_bf16_cvt(const int NC, const uint8_t *W, size_t wrow, int64_t nr, con
 {
     const int64_t n = L->n;
     struct rowacc ra;
-    struct pfs pf;
-    pf_init(&pf, W);
+    struct kern_pf pf;
+    kern_pf_init(&pf, W);
     for (int64_t r = 0; r < nr; r++) {
         const uint16_t *row = (const uint16_t *)(W + (size_t)r * wrow);
         __m512 acc[KERN_MV_COLS][2];
         for (int c = 0; c < NC; c++) acc[c][0] = acc[c][1] = _mm512_setzero_ps();
         for (int64_t k = 0; k < n; k += 16) {
-            pf_to(&pf, (const uint8_t *)(row + k + 16));
+            kern_pf_to(&pf, (const uint8_t *)(row + k + 16));
             const __mmask16 km = n - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - k)) - 1);
             __m512 w = bf16_to_ps(_mm256_maskz_loadu_epi16(km, row + k));
             for (int c = 0; c < NC; c++) {
@@ -865,8 +839,8 @@ mv_bf16_dp(const int NC, const uint8_t *W, size_t wrow, int64_t nr, const uint8_
     const int64_t n = L->n;
     const int NA = NC == 1 ? 4 : 2;
     struct rowacc ra;
-    struct pfs pf;
-    pf_init(&pf, W);
+    struct kern_pf pf;
+    kern_pf_init(&pf, W);
     for (int64_t r = 0; r < nr; r++) {
         const uint16_t *row = (const uint16_t *)(W + (size_t)r * wrow);
         __m512 acc[KERN_MV_COLS][4];
@@ -874,7 +848,7 @@ mv_bf16_dp(const int NC, const uint8_t *W, size_t wrow, int64_t nr, const uint8_
             for (int a = 0; a < NA; a++) acc[c][a] = _mm512_setzero_ps();
         int64_t k = 0;
         for (; k + 32 * NA <= n; k += 32 * NA) {
-            pf_to(&pf, (const uint8_t *)(row + k + 32 * NA));
+            kern_pf_to(&pf, (const uint8_t *)(row + k + 32 * NA));
 #pragma GCC unroll 4
             for (int a = 0; a < NA; a++) {
                 __m512i w = _mm512_loadu_si512(row + k + 32 * a);
