@@ -36,19 +36,6 @@ void fwd_softmax(float *x, int n)
     for (int i = 0; i < n; i++) x[i] *= inv;
 }
 
-/* y (m, n) += b (n) for every row */
-static void add_bias(float *y, const float *b, int m, int n)
-{
-    for (int r = 0; r < m; r++)
-        for (int i = 0; i < n; i++) y[(size_t)r * n + i] += b[i];
-}
-
-/* y (n) += x (n) */
-static void add(float *y, const float *x, size_t n)
-{
-    for (size_t i = 0; i < n; i++) y[i] += x[i];
-}
-
 /* g (n) = silu(g) * u */
 static void swiglu(float *g, const float *u, size_t n)
 {
@@ -329,6 +316,74 @@ static int check_batch(struct fwd *f, const struct fwd_batch *b, int *n_out, cha
     return 0;
 }
 
+/* ---- fused steps of a layer (kern_matmul_multi's pre and post operations) ---- */
+
+/* pre: rmsnorm of a row of the residual stream */
+struct norm_op {
+    const float *w; /* (n_embd) */
+    int n;
+    float eps;
+};
+
+static void norm_pre(const void *ctx, const float *x, float *out, int64_t c)
+{
+    const struct norm_op *o = ctx;
+    (void)c;
+    fwd_rmsnorm(out, x, o->w, o->n, o->eps);
+}
+
+/* post: biases of q, k, v (matrices 0, 1, 2) */
+struct qkv_op {
+    float *y[3];
+    const float *b[3]; /* NULL: no bias */
+    int64_t dim[3];
+};
+
+static void qkv_post(void *ctx, int mat, int64_t r0, int64_t r1, int64_t c0, int64_t c1)
+{
+    const struct qkv_op *o = ctx;
+    if (!o->b[mat]) return;
+    for (int64_t c = c0; c < c1; c++)
+        for (int64_t r = r0; r < r1; r++) o->y[mat][c * o->dim[mat] + r] += o->b[mat][r];
+}
+
+/* post: x += y (+ bias), the residual connection */
+struct resid_op {
+    float *x;
+    const float *y;
+    const float *b; /* NULL: no bias */
+    int64_t dim;
+};
+
+static void resid_post(void *ctx, int mat, int64_t r0, int64_t r1, int64_t c0, int64_t c1)
+{
+    const struct resid_op *o = ctx;
+    (void)mat;
+    for (int64_t c = c0; c < c1; c++) {
+        float *x = o->x + c * o->dim;
+        const float *y = o->y + c * o->dim;
+        if (o->b)
+            for (int64_t r = r0; r < r1; r++) x[r] += y[r] + o->b[r];
+        else
+            for (int64_t r = r0; r < r1; r++) x[r] += y[r];
+    }
+}
+
+/* post (paired gate and up): g = silu(g) * u */
+struct glu_op {
+    float *g;
+    const float *u;
+    int64_t dim;
+};
+
+static void glu_post(void *ctx, int mat, int64_t r0, int64_t r1, int64_t c0, int64_t c1)
+{
+    const struct glu_op *o = ctx;
+    (void)mat;
+    for (int64_t c = c0; c < c1; c++)
+        swiglu(o->g + c * o->dim + r0, o->u + c * o->dim + r0, (size_t)(r1 - r0));
+}
+
 static int layer_forward(struct fwd *f, int il, const struct fwd_batch *b)
 {
     const struct model_hparams *hp = &f->m->hp;
@@ -338,17 +393,16 @@ static int layer_forward(struct fwd *f, int il, const struct fwd_batch *b)
     const int q_dim = hp->n_head * hp->head_dim, kv_dim = hp->n_head_kv * hp->head_dim;
     int rc;
 
-    /* attention */
-    for (int t = 0; t < n; t++)
-        fwd_rmsnorm(f->xb + (size_t)t * D, f->x + (size_t)t * D, L->attn_norm.data, D,
-                    hp->norm_eps);
-    if ((rc = matmul(f, &L->wq, f->xb, n, f->q)) < 0 ||
-        (rc = matmul(f, &L->wk, f->xb, n, f->k)) < 0 ||
-        (rc = matmul(f, &L->wv, f->xb, n, f->v)) < 0)
-        return rc;
-    if (L->bq.data) add_bias(f->q, L->bq.data, n, q_dim);
-    if (L->bk.data) add_bias(f->k, L->bk.data, n, kv_dim);
-    if (L->bv.data) add_bias(f->v, L->bv.data, n, kv_dim);
+    /* attention: q, k, v of the normed input in one job */
+    const struct norm_op an = {L->attn_norm.data, D, hp->norm_eps};
+    const struct qkv_op qo = {
+        {f->q, f->k, f->v}, {L->bq.data, L->bk.data, L->bv.data}, {q_dim, kv_dim, kv_dim}};
+    const struct kern_mat qkv[3] = {{L->wq.type, L->wq.data, L->wq.rows, f->q},
+                                    {L->wk.type, L->wk.data, L->wk.rows, f->k},
+                                    {L->wv.type, L->wv.data, L->wv.rows, f->v}};
+    const bool bias = L->bq.data || L->bk.data || L->bv.data;
+    struct kern_fuse fu = {norm_pre, &an, bias ? qkv_post : NULL, (void *)&qo, false};
+    if ((rc = kern_matmul_multi(f->pool, qkv, 3, D, f->x, n, &fu)) < 0) return rc;
     for (int t = 0; t < n; t++) {
         model_rope(f->m, f->q + (size_t)t * q_dim, hp->n_head, b->pos[t]);
         model_rope(f->m, f->k + (size_t)t * kv_dim, hp->n_head_kv, b->pos[t]);
@@ -358,19 +412,30 @@ static int layer_forward(struct fwd *f, int il, const struct fwd_batch *b)
     f->cur = b;
     f->cur_layer = il;
     bt_pool_run(f->pool, attention_job, f);
-    if ((rc = matmul(f, &L->wo, f->att, n, f->xb)) < 0) return rc;
-    if (L->bo.data) add_bias(f->xb, L->bo.data, n, D);
-    add(f->x, f->xb, (size_t)n * D);
+    /* x += att @ wo^T (+ bo) */
+    const struct resid_op ro = {f->x, f->xb, L->bo.data, D};
+    const struct kern_mat wo = {L->wo.type, L->wo.data, L->wo.rows, f->xb};
+    fu = (struct kern_fuse){NULL, NULL, resid_post, (void *)&ro, false};
+    if ((rc = kern_matmul_multi(f->pool, &wo, 1, q_dim, f->att, n, &fu)) < 0) return rc;
 
-    /* feed-forward */
-    for (int t = 0; t < n; t++)
-        fwd_rmsnorm(f->xb + (size_t)t * D, f->x + (size_t)t * D, L->ffn_norm.data, D, hp->norm_eps);
-    if ((rc = matmul(f, &L->w_gate, f->xb, n, f->hb)) < 0 ||
-        (rc = matmul(f, &L->w_up, f->xb, n, f->hb2)) < 0)
-        return rc;
-    swiglu(f->hb, f->hb2, (size_t)n * hp->n_ff);
-    if ((rc = matmul(f, &L->w_down, f->hb, n, f->xb)) < 0) return rc;
-    add(f->x, f->xb, (size_t)n * D);
+    /* feed-forward: gate and up of the normed input, silu(gate) * up, in one job */
+    const struct norm_op fn = {L->ffn_norm.data, D, hp->norm_eps};
+    const struct glu_op go = {f->hb, f->hb2, hp->n_ff};
+    const struct kern_mat gu[2] = {{L->w_gate.type, L->w_gate.data, L->w_gate.rows, f->hb},
+                                   {L->w_up.type, L->w_up.data, L->w_up.rows, f->hb2}};
+    if (L->w_gate.type == L->w_up.type) {
+        fu = (struct kern_fuse){norm_pre, &fn, glu_post, (void *)&go, true};
+        if ((rc = kern_matmul_multi(f->pool, gu, 2, D, f->x, n, &fu)) < 0) return rc;
+    } else {
+        fu = (struct kern_fuse){norm_pre, &fn, NULL, NULL, false};
+        if ((rc = kern_matmul_multi(f->pool, gu, 2, D, f->x, n, &fu)) < 0) return rc;
+        swiglu(f->hb, f->hb2, (size_t)n * hp->n_ff);
+    }
+    /* x += h @ w_down^T */
+    const struct resid_op rd = {f->x, f->xb, NULL, D};
+    const struct kern_mat wd = {L->w_down.type, L->w_down.data, L->w_down.rows, f->xb};
+    fu = (struct kern_fuse){NULL, NULL, resid_post, (void *)&rd, false};
+    if ((rc = kern_matmul_multi(f->pool, &wd, 1, hp->n_ff, f->hb, n, &fu)) < 0) return rc;
     return 0;
 }
 

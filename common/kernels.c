@@ -212,6 +212,11 @@ static void act_layout(struct kern_act *L, int kind, int B, int off, int64_t n)
     }
 }
 
+static void quant_f32_scalar(const float *x, uint8_t *dst, const struct kern_act *L)
+{
+    memcpy(dst, x, (size_t)L->n * sizeof(float));
+}
+
 static void quant_f16_scalar(const float *x, uint8_t *dst, const struct kern_act *L)
 {
     float *y = (float *)dst;
@@ -225,16 +230,17 @@ static void quant_bf16_scalar(const float *x, uint8_t *dst, const struct kern_ac
     if (L->n & 1) y[L->n] = 0; /* gemm kernels read values in pairs */
 }
 
-/* the 32 q of block b at their place in the act row (see kern_act.paired) */
+/* the 32 q of block b at their place in the act row (see kern_act.ilv) */
 static void act_store_q(const struct kern_act *L, int8_t *q, int64_t b, const int8_t *src)
 {
-    if (!L->paired || (b ^ 1) >= L->nb) {
+    const int g = L->ilv > 1 ? L->ilv : 1;
+    if (g == 1 || b >= (L->nb / g) * g) {
         memcpy(q + 32 * b, src, 32);
         return;
     }
-    int8_t *base = q + 64 * (b / 2) + 16 * (b & 1);
+    int8_t *base = q + 32 * g * (b / g) + 16 * (b % g);
     memcpy(base, src, 16);
-    memcpy(base + 32, src + 16, 16);
+    memcpy(base + 16 * g, src + 16, 16);
 }
 
 /* Q8_0 and Q8_1 through the reference quantiser, one block at a time. */
@@ -393,6 +399,7 @@ static const struct kern_ops scalar_ops = {
     .name = "scalar",
     .quant =
         {
+            [KACT_F32] = quant_f32_scalar,
             [KACT_F16] = quant_f16_scalar,
             [KACT_BF16] = quant_bf16_scalar,
             [KACT_Q8_0] = quant_q8_01_scalar,
@@ -440,7 +447,7 @@ static void merge_ops(struct kern_ops *dst, const struct kern_ops *src)
         if (src->mv[i]) {
             dst->mv[i] = src->mv[i];
             dst->act_off[i] = src->act_off[i];
-            dst->mv_paired[i] = src->mv_paired[i];
+            dst->mv_ilv[i] = src->mv_ilv[i];
             dst->gemm[i] = NULL; /* a lower level's gemm may expect another offset */
         }
         if (src->gemm[i]) {
@@ -556,7 +563,7 @@ static void *scratch_get(size_t need)
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* kern_matmul                                                                               */
+/* kern_matmul, kern_matmul_multi                                                            */
 
 /* Up to this many rows of X, every thread converts all of X itself (no barrier). */
 #define ACT_PRIVATE_MAX_M 4
@@ -564,54 +571,90 @@ static void *scratch_get(size_t need)
 #define KERN_MAX_DIM  ((int64_t)1 << 28)
 #define KERN_MAX_ROWS ((int64_t)1 << 40)
 
+/* A group of rows that a work unit covers: one matrix, or (paired) the same rows of two. */
+struct mm_slot {
+    const uint8_t *W[2];
+    float *Y[2];
+    int nw; /* 1, or 2 when paired */
+    int64_t rows;
+    int64_t n_rtiles;
+    int64_t u0; /* first unit of the slot */
+    int index;  /* the matrix's index in kern_matmul_multi (the post op's `mat`) */
+};
+
 struct mm_job {
     const struct kern_ops *ops;
     const struct kern_wtype *wt;
     uint32_t wtype;
-    const uint8_t *W;
     size_t wrow;
-    int64_t rows, n, m;
+    int64_t n, m;
     const float *X;
-    float *Y;
     struct kern_act L;
     struct bt_pool *pool;
-    uint8_t *act_shared; /* caller's scratch when the act rows are shared */
-    bool act_private;    /* each thread converts X into its own scratch */
-    bool act_direct;     /* F32: act rows are X itself */
-    size_t act_bytes;    /* m * L.stride */
-    size_t priv_bytes;   /* per-thread private scratch (gemm repacking) */
+    struct mm_slot slot[KERN_MULTI_MAX];
+    int n_slots;
+    const struct kern_fuse *fu; /* NULL: none */
+    uint8_t *act_shared;        /* caller's scratch when the act rows are shared */
+    bool act_private;           /* each thread converts X into its own scratch */
+    bool act_direct;            /* F32 without a pre transform: act rows are X itself */
+    size_t act_bytes;           /* m * L.stride */
+    size_t priv_bytes;          /* per-thread private scratch (gemm repacking) */
+    size_t pre_bytes; /* one transformed row of X (f32), per thread, in the caller's scratch */
     bool gemm;
     int64_t unit_rows; /* rows per work unit */
     int64_t unit_cols; /* columns per work unit */
-    int64_t n_rtiles, n_ctiles;
+    int64_t n_ctiles, n_units;
     alignas(64) _Atomic int64_t next;
 };
 
-static void mm_convert(const struct mm_job *j, uint8_t *act, int64_t c0, int64_t c1)
+static void mm_convert(const struct mm_job *j, uint8_t *act, int64_t c0, int64_t c1, float *tmp)
 {
     kern_quant_fn q = j->ops->quant[j->L.kind];
-    for (int64_t c = c0; c < c1; c++) q(j->X + c * j->n, act + (size_t)c * j->L.stride, &j->L);
+    for (int64_t c = c0; c < c1; c++) {
+        const float *x = j->X + c * j->n;
+        if (j->fu && j->fu->pre) {
+            j->fu->pre(j->fu->pre_ctx, x, tmp, c);
+            x = tmp;
+        }
+        q(x, act + (size_t)c * j->L.stride, &j->L);
+    }
 }
 
-static void mm_unit(const struct mm_job *j, int64_t u, const uint8_t *act, void *priv)
+/* rows [r0, r1) of one weight matrix against act rows [c0, c1) */
+static void mm_block(const struct mm_job *j, const uint8_t *W0, float *Y0, int64_t ldy, int64_t r0,
+                     int64_t r1, int64_t c0, int64_t c1, const uint8_t *act, void *priv)
 {
-    int64_t rt = u % j->n_rtiles, ct = u / j->n_rtiles;
-    int64_t r0 = rt * j->unit_rows, r1 = r0 + j->unit_rows;
-    int64_t c0 = ct * j->unit_cols, c1 = c0 + j->unit_cols;
-    if (r1 > j->rows) r1 = j->rows;
-    if (c1 > j->m) c1 = j->m;
-    const uint8_t *W = j->W + (size_t)r0 * j->wrow;
+    const uint8_t *W = W0 + (size_t)r0 * j->wrow;
     if (j->gemm) {
-        j->ops->gemm[j->wtype](W, j->wrow, r1 - r0, act + (size_t)c0 * j->L.stride, &j->L, c1 - c0,
-                               j->Y + c0 * j->rows + r0, j->rows, priv);
+        for (int64_t r = r0; r < r1; r += j->ops->gemm_rows) {
+            const int64_t nr = r1 - r < j->ops->gemm_rows ? r1 - r : j->ops->gemm_rows;
+            j->ops->gemm[j->wtype](W0 + (size_t)r * j->wrow, j->wrow, nr,
+                                   act + (size_t)c0 * j->L.stride, &j->L, c1 - c0,
+                                   Y0 + c0 * ldy + r, ldy, priv);
+        }
         return;
     }
     kern_mv_fn mv = j->ops->mv[j->wtype];
     for (int64_t c = c0; c < c1; c += KERN_MV_COLS) {
         int nc = (int)(c1 - c < KERN_MV_COLS ? c1 - c : KERN_MV_COLS);
-        mv(W, j->wrow, r1 - r0, act + (size_t)c * j->L.stride, &j->L, nc, j->Y + c * j->rows + r0,
-           j->rows);
+        mv(W, j->wrow, r1 - r0, act + (size_t)c * j->L.stride, &j->L, nc, Y0 + c * ldy + r0, ldy);
     }
+}
+
+static void mm_unit(const struct mm_job *j, int64_t u, const uint8_t *act, void *priv)
+{
+    int s = 0;
+    while (s + 1 < j->n_slots && u >= j->slot[s + 1].u0) s++;
+    const struct mm_slot *sl = &j->slot[s];
+    u -= sl->u0;
+    int64_t rt = u % sl->n_rtiles, ct = u / sl->n_rtiles;
+    int64_t r0 = rt * j->unit_rows, r1 = r0 + j->unit_rows;
+    int64_t c0 = ct * j->unit_cols, c1 = c0 + j->unit_cols;
+    if (r1 > sl->rows) r1 = sl->rows;
+    if (c1 > j->m) c1 = j->m;
+    for (int w = 0; w < sl->nw; w++)
+        mm_block(j, sl->W[w], sl->Y[w], sl->rows, r0, r1, c0, c1, act, priv);
+    if (j->fu && j->fu->post) j->fu->post(j->fu->post_ctx, sl->index, r0, r1, c0, c1);
 }
 
 static void mm_worker(void *ctx, int ith, int nth)
@@ -619,13 +662,19 @@ static void mm_worker(void *ctx, int ith, int nth)
     struct mm_job *j = ctx;
     const uint8_t *act = j->act_shared;
     uint8_t *priv = NULL;
+    float *tmp =
+        (float *)(j->act_shared + j->act_bytes + j->priv_bytes + (size_t)ith * j->pre_bytes);
     bool ok = true;
     if (j->act_direct) {
         act = (const uint8_t *)j->X;
+        if (ith == 0)
+            priv = j->act_shared;
+        else if (j->priv_bytes)
+            ok = (priv = scratch_get(j->priv_bytes)) != NULL;
     } else if (j->act_private) {
         uint8_t *base = ith == 0 ? j->act_shared : scratch_get(j->act_bytes + j->priv_bytes);
         if (base) {
-            mm_convert(j, base, 0, j->m);
+            mm_convert(j, base, 0, j->m, tmp);
             act = base;
             priv = base + j->act_bytes;
         } else {
@@ -633,96 +682,158 @@ static void mm_worker(void *ctx, int ith, int nth)
         }
     } else {
         int64_t c0 = j->m * ith / nth, c1 = j->m * (ith + 1) / nth;
-        mm_convert(j, j->act_shared, c0, c1);
+        mm_convert(j, j->act_shared, c0, c1, tmp);
         if (ith == 0)
             priv = j->act_shared + j->act_bytes;
         else if (j->priv_bytes)
             ok = (priv = scratch_get(j->priv_bytes)) != NULL;
         bt_pool_barrier(j->pool);
     }
-    if (j->act_direct) {
-        if (ith == 0)
-            priv = j->act_shared;
-        else if (j->priv_bytes)
-            ok = (priv = scratch_get(j->priv_bytes)) != NULL;
-    }
     /* a thread without scratch takes no units: the others do its share */
     if (!ok) return;
-    const int64_t nu = j->n_rtiles * j->n_ctiles;
     for (;;) {
         int64_t u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
-        if (u >= nu) break;
+        if (u >= j->n_units) break;
         mm_unit(j, u, act, priv);
     }
 }
 
-/* Plan a call: fills everything in j but the pointers to data. Returns the caller's scratch
- * size and the size every other thread may need. */
-static void mm_plan(struct mm_job *j, const struct kern_ops *ops, uint32_t wtype, int64_t rows,
-                    int64_t n, int64_t m, int nth, size_t *caller_need, size_t *worker_need)
+/* Plan a call over the slots already in j (rows set): fills everything in j but the pointers to
+ * data. Returns the caller's scratch size and the size every other thread may need. */
+static void mm_plan(struct mm_job *j, const struct kern_ops *ops, uint32_t wtype, int64_t n,
+                    int64_t m, int nth, bool pre, size_t *caller_need, size_t *worker_need)
 {
     const struct kern_wtype *wt = &wtypes[wtype];
     j->ops = ops;
     j->wt = wt;
     j->wtype = wtype;
-    j->rows = rows;
     j->n = n;
     j->m = m;
     j->wrow = bt_row_size(wtype, n);
     act_layout(&j->L, wt->act, wt->B, ops->act_off[wtype], n);
-    j->act_direct = wt->act == KACT_F32;
+    j->act_direct = wt->act == KACT_F32 && !pre;
+    if (wt->act == KACT_F32 && pre) j->L.stride = round64((size_t)n * 4);
     j->act_private = !j->act_direct && (m <= ACT_PRIVATE_MAX_M || nth == 1);
     j->act_bytes = j->act_direct ? 0 : (size_t)m * j->L.stride;
+    j->pre_bytes = pre ? round64((size_t)n * 4) : 0;
     j->gemm = ops->gemm[wtype] && ops->gemm_rows > 0 && m >= ops->gemm_min_m[wtype];
-    j->L.paired = !j->gemm && ops->mv_paired[wtype];
+    j->L.ilv = !j->gemm && ops->mv_ilv[wtype] ? ops->mv_ilv[wtype] : 1;
     j->priv_bytes = j->gemm ? ops->gemm_scratch(wtype, n) : 0;
+    int64_t work_rows = 0; /* rows of weights, all slots */
+    for (int s = 0; s < j->n_slots; s++) work_rows += j->slot[s].rows * j->slot[s].nw;
     if (j->gemm) {
         j->unit_rows = ops->gemm_rows;
         j->unit_cols = m <= 256 ? m : 128;
     } else {
         /* a few units per thread: balance against the cost of taking one */
-        int64_t per = rows / ((int64_t)nth * 4);
+        int64_t per = work_rows / ((int64_t)nth * 4 * (j->n_slots ? j->slot[0].nw : 1));
         if (per < 16) per = 16;
         per = (per + 15) & ~(int64_t)15;
         j->unit_rows = per;
         j->unit_cols = m <= 64 ? m : 64;
     }
-    j->n_rtiles = (rows + j->unit_rows - 1) / j->unit_rows;
+    int64_t n_rtiles = 0;
+    for (int s = 0; s < j->n_slots; s++) {
+        j->slot[s].n_rtiles = (j->slot[s].rows + j->unit_rows - 1) / j->unit_rows;
+        n_rtiles += j->slot[s].n_rtiles;
+    }
     /* few row tiles for many threads (a small matrix, a big batch): split the columns too */
-    while (j->gemm && j->n_rtiles * ((m + j->unit_cols - 1) / j->unit_cols) < 2 * (int64_t)nth &&
+    while (j->gemm && n_rtiles * ((m + j->unit_cols - 1) / j->unit_cols) < 2 * (int64_t)nth &&
            j->unit_cols > 16)
         j->unit_cols = (j->unit_cols / 2 + 3) & ~(int64_t)3;
     j->n_ctiles = (m + j->unit_cols - 1) / j->unit_cols;
-    *caller_need = j->act_bytes + j->priv_bytes;
+    j->n_units = 0;
+    for (int s = 0; s < j->n_slots; s++) {
+        j->slot[s].u0 = j->n_units;
+        j->n_units += j->slot[s].n_rtiles * j->n_ctiles;
+    }
+    *caller_need = j->act_bytes + j->priv_bytes + (size_t)nth * j->pre_bytes;
     *worker_need = (j->act_private ? j->act_bytes : 0) + j->priv_bytes;
 }
 
-int kern_matmul(struct bt_pool *p, uint32_t wtype, const void *W, int64_t rows, int64_t n,
-                const float *X, int64_t m, float *Y)
+static int mm_run(struct bt_pool *p, struct mm_job *j, uint32_t wtype, int64_t n, const float *X,
+                  int64_t m, const struct kern_fuse *fu)
+{
+    const struct kern_ops *ops = ops_get();
+    size_t caller_need, worker_need;
+    mm_plan(j, ops, wtype, n, m, bt_pool_size(p), fu && fu->pre, &caller_need, &worker_need);
+    (void)worker_need;
+    j->X = X;
+    j->pool = p;
+    j->fu = fu;
+    if (caller_need) {
+        j->act_shared = scratch_get(caller_need);
+        if (!j->act_shared) return BT_ENOMEM;
+    }
+    atomic_store_explicit(&j->next, 0, memory_order_relaxed);
+    bt_pool_run(p, mm_worker, j);
+    return BT_OK;
+}
+
+static int mm_check(uint32_t wtype, const void *W, int64_t rows, int64_t n, const float *X,
+                    int64_t m, const float *Y)
 {
     const struct kern_wtype *wt = kern_wtype_get(wtype);
     if (!wt) return BT_EUNSUP;
     if (!W || !X || !Y || rows < 0 || m < 0 || n <= 0 || n % wt->qk != 0) return BT_EINVAL;
     if (n > KERN_MAX_DIM || m > KERN_MAX_DIM || rows > KERN_MAX_ROWS) return BT_EINVAL;
-    if (rows == 0 || m == 0) return BT_OK;
-    const struct kern_ops *ops = ops_get();
-    int nth = bt_pool_size(p);
-    struct mm_job j;
-    size_t caller_need, worker_need;
-    memset(&j, 0, sizeof(j));
-    mm_plan(&j, ops, wtype, rows, n, m, nth, &caller_need, &worker_need);
-    (void)worker_need;
-    j.W = W;
-    j.X = X;
-    j.Y = Y;
-    j.pool = p;
-    if (caller_need) {
-        j.act_shared = scratch_get(caller_need);
-        if (!j.act_shared) return BT_ENOMEM;
-    }
-    atomic_store_explicit(&j.next, 0, memory_order_relaxed);
-    bt_pool_run(p, mm_worker, &j);
     return BT_OK;
+}
+
+int kern_matmul(struct bt_pool *p, uint32_t wtype, const void *W, int64_t rows, int64_t n,
+                const float *X, int64_t m, float *Y)
+{
+    int rc = mm_check(wtype, W, rows, n, X, m, Y);
+    if (rc < 0) return rc;
+    if (rows == 0 || m == 0) return BT_OK;
+    struct mm_job j;
+    memset(&j, 0, sizeof(j));
+    j.n_slots = 1;
+    j.slot[0] = (struct mm_slot){.W = {W}, .Y = {Y}, .nw = 1, .rows = rows};
+    return mm_run(p, &j, wtype, n, X, m, NULL);
+}
+
+int kern_matmul_multi(struct bt_pool *p, const struct kern_mat *mats, int n_mats, int64_t n,
+                      const float *X, int64_t m, const struct kern_fuse *fu)
+{
+    if (!mats || n_mats < 1 || n_mats > KERN_MULTI_MAX) return BT_EINVAL;
+    const bool paired = fu && fu->paired;
+    if (paired && (n_mats != 2 || mats[0].rows != mats[1].rows)) return BT_EINVAL;
+    bool same = true;
+    for (int i = 0; i < n_mats; i++) {
+        int rc = mm_check(mats[i].type, mats[i].W, mats[i].rows, n, X, m, mats[i].Y);
+        if (rc < 0) return rc;
+        if (mats[i].type != mats[0].type) same = false;
+    }
+    if (m == 0) return BT_OK;
+    struct mm_job j;
+    if (!same) {
+        /* one job per matrix, each with the whole fusion (pre again, post for its own slot) */
+        if (paired) return BT_EINVAL;
+        for (int i = 0; i < n_mats; i++) {
+            memset(&j, 0, sizeof(j));
+            j.n_slots = 1;
+            j.slot[0] = (struct mm_slot){
+                .W = {mats[i].W}, .Y = {mats[i].Y}, .nw = 1, .rows = mats[i].rows, .index = i};
+            int rc = mm_run(p, &j, mats[i].type, n, X, m, fu);
+            if (rc < 0) return rc;
+        }
+        return BT_OK;
+    }
+    memset(&j, 0, sizeof(j));
+    if (paired) {
+        if (mats[0].rows == 0) return BT_OK;
+        j.n_slots = 1;
+        j.slot[0] = (struct mm_slot){.W = {mats[0].W, mats[1].W},
+                                     .Y = {mats[0].Y, mats[1].Y},
+                                     .nw = 2,
+                                     .rows = mats[0].rows};
+    } else {
+        for (int i = 0; i < n_mats; i++)
+            j.slot[j.n_slots++] = (struct mm_slot){
+                .W = {mats[i].W}, .Y = {mats[i].Y}, .nw = 1, .rows = mats[i].rows, .index = i};
+    }
+    return mm_run(p, &j, mats[0].type, n, X, m, fu);
 }
 
 struct reserve_job {
@@ -746,14 +857,17 @@ int kern_reserve(struct bt_pool *p, uint32_t wtype, int64_t n, int64_t m)
         return BT_EINVAL;
     struct mm_job j;
     size_t caller_need, worker_need;
-    memset(&j, 0, sizeof(j));
     /* every m' <= m must fit: the largest need is at m itself or just below the switch to
      * shared activations / gemm; reserve the maximum over the few candidates */
     struct reserve_job r = {0, 0};
     int64_t cand[4] = {m, m < ACT_PRIVATE_MAX_M ? m : ACT_PRIVATE_MAX_M, m > 1 ? m - 1 : 1, 1};
     const struct kern_ops *ops = ops_get();
-    for (int i = 0; i < 4; i++) {
-        mm_plan(&j, ops, wtype, 1, n, cand[i], bt_pool_size(p), &caller_need, &worker_need);
+    for (int i = 0; i < 8; i++) { /* without and with a pre transform */
+        memset(&j, 0, sizeof(j));
+        j.n_slots = 1;
+        j.slot[0].rows = 1;
+        j.slot[0].nw = 1;
+        mm_plan(&j, ops, wtype, n, cand[i / 2], bt_pool_size(p), i & 1, &caller_need, &worker_need);
         if (caller_need > r.need) r.need = caller_need;
         if (worker_need > r.need) r.need = worker_need;
     }

@@ -41,6 +41,39 @@ struct bt_pool;
 int kern_matmul(struct bt_pool *p, uint32_t wtype, const void *W, int64_t rows, int64_t n,
                 const float *X, int64_t m, float *Y);
 
+/* Several matrices against the same X in one pool job (fewer synchronisations per layer). */
+#define KERN_MULTI_MAX 4
+
+struct kern_mat {
+    uint32_t type; /* weight type */
+    const void *W; /* (rows, n) as for kern_matmul, borrowed */
+    int64_t rows;  /* may be 0 */
+    float *Y;      /* (m, rows) */
+};
+
+/* Row transform of X before it is converted: out (n) = f(x (n)), x being row c of X. Called by
+ * any thread of the pool, possibly several times for the same row; must be a pure function. */
+typedef void (*kern_pre_fn)(const void *ctx, const float *x, float *out, int64_t c);
+/* Called by the thread that computed them, as soon as rows [r0, r1) of matrix `mat` (of both
+ * matrices when paired; mat is then 0) are final for rows [c0, c1) of X. Different calls cover
+ * disjoint parts of the outputs and may run concurrently. */
+typedef void (*kern_post_fn)(void *ctx, int mat, int64_t r0, int64_t r1, int64_t c0, int64_t c1);
+
+struct kern_fuse {
+    kern_pre_fn pre; /* NULL: X as is */
+    const void *pre_ctx;
+    kern_post_fn post; /* NULL: none */
+    void *post_ctx;
+    bool paired; /* two matrices of the same rows: every unit covers the same rows of both */
+};
+
+/* Y_i (m, rows_i) = pre(X) (m, n) @ W_i^T for each of the n_mats (1..KERN_MULTI_MAX) matrices,
+ * then post over the results, in one job of the pool when all have the same type (else one job
+ * per matrix). fu may be NULL. Results are those of kern_matmul on the transformed X. Returns as
+ * kern_matmul. */
+int kern_matmul_multi(struct bt_pool *p, const struct kern_mat *mats, int n_mats, int64_t n,
+                      const float *X, int64_t m, const struct kern_fuse *fu);
+
 /* Grow the scratch of the calling thread and of every worker of p so that kern_matmul from this
  * thread on p, with this type and at most these n and m, will not allocate. Optional; call it from
  * the thread that will call kern_matmul. BT_ENOMEM if a buffer could not grow. */

@@ -288,6 +288,8 @@ AI void mv32(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t n
     const bool has_off = T == BT_Q4_0 || T == BT_Q5_0;
     const int NA = NC == 1 ? 2 : 1;
     const int64_t nb = L->nb;
+    struct kern_pf pf;
+    kern_pf_init(&pf, W);
     for (int64_t r = 0; r < nr; r++) {
         const uint8_t *row = W + (size_t)r * wrow;
         __m256 acc[KERN_MV_COLS][4], cacc[KERN_MV_COLS];
@@ -299,6 +301,7 @@ AI void mv32(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t n
             const int g = nb - b0 < 8 ? (int)(nb - b0) : 8;
             const __m256i km = lane_mask(g);
             const uint8_t *bp = row + (size_t)b0 * bs;
+            kern_pf_to(&pf, bp + (size_t)g * bs);
             const __m256 dw = gather_f16(bp, bs, g);
             __m256 mw = _mm256_setzero_ps();
             if (has_min) mw = gather_f16(bp + 2, bs, g);
@@ -379,12 +382,15 @@ AI void mv_k45(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t
 {
     const size_t bs = T == BT_Q4_K ? 144 : 176;
     const int64_t nsb = L->n / QK_K;
+    struct kern_pf pf;
+    kern_pf_init(&pf, W);
     for (int64_t r = 0; r < nr; r++) {
         const uint8_t *row = W + (size_t)r * wrow;
         __m256 acc[KERN_MV_COLS][2], cacc[KERN_MV_COLS];
         for (int c = 0; c < NC; c++) cacc[c] = acc[c][0] = acc[c][1] = _mm256_setzero_ps();
         for (int64_t i = 0; i < nsb; i++) {
             const uint8_t *blk = row + (size_t)i * bs;
+            kern_pf_to(&pf, blk + bs);
             const float d = h2f(blk), dmin = h2f(blk + 2);
             uint64_t sc, mn;
             kscales(blk + 4, &sc, &mn);
@@ -441,12 +447,15 @@ AI void mv_q6k(const int NC, const uint8_t *W, size_t wrow, int64_t nr, const ui
 {
     const size_t bs = 210;
     const int64_t nsb = L->n / QK_K;
+    struct kern_pf pf;
+    kern_pf_init(&pf, W);
     for (int64_t r = 0; r < nr; r++) {
         const uint8_t *row = W + (size_t)r * wrow;
         __m256 acc[KERN_MV_COLS][2], cacc[KERN_MV_COLS];
         for (int c = 0; c < NC; c++) cacc[c] = acc[c][0] = acc[c][1] = _mm256_setzero_ps();
         for (int64_t i = 0; i < nsb; i++) {
             const uint8_t *blk = row + (size_t)i * bs;
+            kern_pf_to(&pf, blk + bs);
             const float d = h2f(blk + 208);
             __m128i sc8 = _mm_loadu_si128((const __m128i *)(blk + 192));
             const __m256 sc_lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc8));
@@ -528,6 +537,9 @@ AI void mv_float(const int T, const int NC, const uint8_t *W, size_t wrow, int64
 {
     const int64_t n = L->n;
     const int NA = NC == 1 ? 4 : 2;
+    const size_t es = T == BT_F32 ? 4 : 2;
+    struct kern_pf pf;
+    kern_pf_init(&pf, W);
     for (int64_t r = 0; r < nr; r++) {
         const uint8_t *row = W + (size_t)r * wrow;
         __m256 acc[KERN_MV_COLS][4];
@@ -535,6 +547,7 @@ AI void mv_float(const int T, const int NC, const uint8_t *W, size_t wrow, int64
             for (int a = 0; a < NA; a++) acc[c][a] = _mm256_setzero_ps();
         int64_t k = 0;
         for (; k + 8 * NA <= n; k += 8 * NA) {
+            kern_pf_to(&pf, row + (size_t)(k + 8 * NA) * es);
 #pragma GCC unroll 4
             for (int a = 0; a < NA; a++) {
                 __m256 w = load_w8(T, row, k + 8 * a);

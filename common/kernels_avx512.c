@@ -11,7 +11,7 @@
  * matvec (mv_*), one weight row at a time against 1, 2 or 4 activation rows:
  *  - 32-blocks: the f16 scales of a group of blocks are fetched with one word permute and
  *    multiplied by the activation scales while the previous group is computed; Q4_0 / Q4_1 take
- *    two blocks per vector against a pairwise activation layout;
+ *    four blocks per zmm against an interleaved activation layout;
  *  - K-quants: sub-block scales applied in integers (vpmaddwd), one float fma per super-block;
  *  - float types: f32 FMAs (F16 converted with vcvtph2ps), BF16 with vdpbf16ps;
  *  - row results are reduced 8 rows at a time.
@@ -161,9 +161,9 @@ AI __m512i reduce16(__m512i *v, const int op)
 }
 
 /* Q8_0 / Q8_1 numerics, 16 blocks of 32 at a time (nb16 <= 16 blocks; the rest are zero).
- * pair_end: with the paired layout (kern_act.paired), blocks below it are stored pairwise. */
+ * ilv_end: blocks below it are stored interleaved in groups of ilv (kern_act.ilv). */
 AI void quant_q8_01_16(const float *x, int nb16, int8_t *q, float *d, int32_t *corr, float *s,
-                       int off, bool q81, int pair_end)
+                       int off, bool q81, int ilv, int ilv_end)
 {
     __m512i v[16];
     for (int k = 0; k < 16; k++) {
@@ -188,9 +188,9 @@ AI void quant_q8_01_16(const float *x, int nb16, int8_t *q, float *d, int32_t *c
         /* the reference clamps to [-128, 127]; saturation does the same */
         __m128i b0 = _mm512_cvtsepi32_epi8(i0), b1 = _mm512_cvtsepi32_epi8(i1);
         int8_t *lo = q + 32 * k, *hi = lo + 16;
-        if (k < pair_end) {
-            lo = q + 64 * (k / 2) + 16 * (k & 1);
-            hi = lo + 32;
+        if (k < ilv_end) {
+            lo = q + 32 * ilv * (k / ilv) + 16 * (k % ilv);
+            hi = lo + 16 * ilv;
         }
         _mm_storeu_si128((__m128i *)lo, b0);
         _mm_storeu_si128((__m128i *)hi, b1);
@@ -217,8 +217,9 @@ static void quant_q8_01(const float *x, uint8_t *dst, const struct kern_act *L)
     const bool q81 = L->kind == KACT_Q8_1;
     for (int64_t b = 0; b < L->nb; b += 16) {
         const int nb16 = L->nb - b < 16 ? (int)(L->nb - b) : 16;
-        const int pair_end = L->paired ? nb16 & ~1 : 0;
-        quant_q8_01_16(x + 32 * b, nb16, q + 32 * b, d + b, corr + b, s + b, L->off, q81, pair_end);
+        const int ilv = L->ilv > 1 ? L->ilv : 1; /* 1, 2 or 4: groups never straddle 16 */
+        quant_q8_01_16(x + 32 * b, nb16, q + 32 * b, d + b, corr + b, s + b, L->off, q81, ilv,
+                       ilv > 1 ? nb16 / ilv * ilv : 0);
     }
 }
 
@@ -389,7 +390,7 @@ AI void mv32_scales(const int T, const int NC, const uint8_t *row, int64_t b0, i
  * of the next group of blocks are computed while the current one is processed, and broadcast
  * from registers. */
 AI void mv32_row(const int T, const int NC, const uint8_t *row, const uint8_t *act,
-                 const struct kern_act *L, __m256 *out)
+                 const struct kern_act *L, __m256 *out, struct kern_pf *pf)
 {
     const size_t bs = bsize32(T);
     const int NA = NC == 1 ? 4 : NC == 2 ? 2 : 1;
@@ -403,6 +404,7 @@ AI void mv32_row(const int T, const int NC, const uint8_t *row, const uint8_t *a
     mv32_scales(T, NC, row, 0, nb < G ? (int)nb : G, act, L, sc, cacc);
     int64_t b = 0;
     for (; b + G <= nb; b += G) {
+        kern_pf_to(pf, row + (size_t)(b + G) * bs);
         if (b + G < nb) {
             const int gn = nb - (b + G) < G ? (int)(nb - (b + G)) : G;
             mv32_scales(T, NC, row, b + G, gn, act, L, scn, cacc);
@@ -437,88 +439,93 @@ AI void mv32_row(const int T, const int NC, const uint8_t *row, const uint8_t *a
     }
 }
 
-/* Paired matvec for Q4_0 and Q4_1 (for Q5_* the high bits cost what it saves): the nibbles of
- * blocks b, b + 1 side by side in one vector (low nibbles) and its shift (high ones), against the
- * paired act layout: one unpack, two dpbusd, one convert and one fma per two blocks; lanes 0-3
- * belong to block b. */
-AI int mvp_group(const int T)
+/* Interleaved matvec for Q4_0 and Q4_1 (for Q5_* the high bits cost what it saves): the
+ * nibbles of blocks b .. b + 3 side by side in one zmm (low nibbles) and its shift (high ones),
+ * against the act layout with ilv = 4: one unpack, two dpbusd, one convert and one fma per four
+ * blocks; lanes 4i .. 4i + 3 belong to block b + i. */
+AI int mvq_group(const int T)
 {
-    return T == BT_Q4_0 ? 8 : 6; /* even, and within one gather_dm */
+    return T == BT_Q4_0 ? 8 : 4; /* a multiple of 4, and within one gather_dm */
 }
 
-AI void unpack_pair(const int T, const uint8_t *blk, size_t bs, __m256i *lo, __m256i *hi)
+AI void unpack_quad(const int T, const uint8_t *blk, size_t bs, __m512i *lo, __m512i *hi)
 {
     const int qo = T == BT_Q4_0 ? 2 : 4;
-    const __m256i q =
+    const __m256i q01 =
         _mm256_loadu2_m128i((const __m128i *)(blk + bs + qo), (const __m128i *)(blk + qo));
-    const __m256i m4 = _mm256_set1_epi8(15);
-    *lo = _mm256_and_si256(q, m4);
-    *hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+    const __m256i q23 = _mm256_loadu2_m128i((const __m128i *)(blk + 3 * bs + qo),
+                                            (const __m128i *)(blk + 2 * bs + qo));
+    const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(q01), q23, 1);
+    const __m512i m4 = _mm512_set1_epi8(15);
+    *lo = _mm512_and_si512(q, m4);
+    *hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
 }
 
-AI void mv32p_row(const int T, const int NC, const uint8_t *row, const uint8_t *act,
-                  const struct kern_act *L, __m256 *out)
+/* blocks i .. i + 3 of the group (their scales in lanes i .. i + 3 of sc) */
+AI void mv32q_quad(const int T, const int NC, const uint8_t *blk, size_t bs, const uint8_t *act,
+                   const struct kern_act *L, int64_t b, int i, const __m256 *sc, __m512 *acc)
+{
+    __m512i lo, hi;
+    unpack_quad(T, blk, bs, &lo, &hi);
+    const __m512i idx = _mm512_setr_epi32(i, i, i, i, i + 1, i + 1, i + 1, i + 1, i + 2, i + 2,
+                                          i + 2, i + 2, i + 3, i + 3, i + 3, i + 3);
+    for (int c = 0; c < NC; c++) {
+        const int8_t *a = (const int8_t *)(act + (size_t)c * L->stride) + 32 * b;
+        __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(a));
+        p = _mm512_dpbusd_epi32(p, hi, _mm512_loadu_si512(a + 64));
+        acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p),
+                                 _mm512_permutexvar_ps(idx, _mm512_castps256_ps512(sc[c])), acc[c]);
+    }
+}
+
+AI void mv32q_row(const int T, const int NC, const uint8_t *row, const uint8_t *act,
+                  const struct kern_act *L, __m256 *out, struct kern_pf *pf)
 {
     const size_t bs = bsize32(T);
-    const int NA = NC == 1 ? 4 : NC == 2 ? 2 : 1;
-    const int64_t nb = L->nb;
-    const int G = mvp_group(T);
-    __m256 acc[KERN_MV_COLS][4], cacc[KERN_MV_COLS], sc[KERN_MV_COLS], scn[KERN_MV_COLS];
+    const int NA = NC == 1 ? 2 : 1;
+    const int64_t nb = L->nb, nq = nb & ~(int64_t)3; /* blocks below nq are interleaved */
+    const int G = mvq_group(T);
+    __m512 acc[2][KERN_MV_COLS];
+    __m256 cacc[KERN_MV_COLS], sc[KERN_MV_COLS], scn[KERN_MV_COLS];
     for (int c = 0; c < NC; c++) {
         cacc[c] = scn[c] = _mm256_setzero_ps();
-        for (int a = 0; a < NA; a++) acc[c][a] = _mm256_setzero_ps();
+        acc[0][c] = acc[1][c] = _mm512_setzero_ps();
     }
     mv32_scales(T, NC, row, 0, nb < G ? (int)nb : G, act, L, sc, cacc);
     int64_t b = 0;
     for (; b + G <= nb; b += G) {
+        kern_pf_to(pf, row + (size_t)(b + G) * bs);
         if (b + G < nb) {
             const int gn = nb - (b + G) < G ? (int)(nb - (b + G)) : G;
             mv32_scales(T, NC, row, b + G, gn, act, L, scn, cacc);
         }
-#pragma GCC unroll 4
-        for (int k = 0; k < G / 2; k++) {
-            __m256i lo, hi;
-            unpack_pair(T, row + (size_t)(b + 2 * k) * bs, bs, &lo, &hi);
-            const __m256i idx = _mm256_setr_epi32(2 * k, 2 * k, 2 * k, 2 * k, 2 * k + 1, 2 * k + 1,
-                                                  2 * k + 1, 2 * k + 1);
-            for (int c = 0; c < NC; c++) {
-                const int8_t *a = (const int8_t *)(act + (size_t)c * L->stride) + 32 * (b + 2 * k);
-                __m256i p = dot_u8s8(_mm256_setzero_si256(), lo, a);
-                p = dot_u8s8(p, hi, a + 32);
-                acc[c][k % NA] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
-                                                 _mm256_permutexvar_ps(idx, sc[c]), acc[c][k % NA]);
-            }
-        }
+#pragma GCC unroll 2
+        for (int k = 0; k < G / 4; k++)
+            mv32q_quad(T, NC, row + (size_t)(b + 4 * k) * bs, bs, act, L, b + 4 * k, 4 * k, sc,
+                       acc[k % NA]);
         for (int c = 0; c < NC; c++) sc[c] = scn[c];
     }
-    /* the tail (fewer than G blocks): pairs, then maybe one block in natural order */
+    /* the tail (fewer than G blocks): quads, then single blocks in natural order */
     int i = 0;
-    for (; b + i + 1 < nb; i += 2) {
-        __m256i lo, hi;
-        unpack_pair(T, row + (size_t)(b + i) * bs, bs, &lo, &hi);
-        const __m256i idx = _mm256_setr_epi32(i, i, i, i, i + 1, i + 1, i + 1, i + 1);
-        for (int c = 0; c < NC; c++) {
-            const int8_t *a = (const int8_t *)(act + (size_t)c * L->stride) + 32 * (b + i);
-            __m256i p = dot_u8s8(_mm256_setzero_si256(), lo, a);
-            p = dot_u8s8(p, hi, a + 32);
-            acc[c][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_permutexvar_ps(idx, sc[c]),
-                                        acc[c][0]);
-        }
-    }
-    if (b + i < nb) {
+    for (; b + i + 4 <= nq; i += 4)
+        mv32q_quad(T, NC, row + (size_t)(b + i) * bs, bs, act, L, b + i, i, sc, acc[0]);
+    __m256 t1[KERN_MV_COLS];
+    for (int c = 0; c < NC; c++) t1[c] = _mm256_setzero_ps();
+    for (; b + i < nb; i++) {
         const __m256i w = unpack32(T, row + (size_t)(b + i) * bs);
         for (int c = 0; c < NC; c++) {
             const int8_t *a = (const int8_t *)(act + (size_t)c * L->stride) + 32 * (b + i);
             __m256i p = dot_u8s8(_mm256_setzero_si256(), w, a);
-            acc[c][0] =
-                _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
-                                _mm256_permutexvar_ps(_mm256_set1_epi32(i), sc[c]), acc[c][0]);
+            t1[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
+                                    _mm256_permutexvar_ps(_mm256_set1_epi32(i), sc[c]), t1[c]);
         }
     }
     for (int c = 0; c < NC; c++) {
-        __m256 t = cacc[c];
-        for (int a = 0; a < NA; a++) t = _mm256_add_ps(t, acc[c][a]);
-        out[c] = t;
+        __m512 z = acc[0][c];
+        if (NA > 1) z = _mm512_add_ps(z, acc[1][c]);
+        out[c] =
+            _mm256_add_ps(_mm256_add_ps(cacc[c], t1[c]),
+                          _mm256_add_ps(_mm512_castps512_ps256(z), _mm512_extractf32x8_ps(z, 1)));
     }
 }
 
@@ -526,12 +533,14 @@ AI void mv32(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t n
              const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy)
 {
     struct rowacc ra;
+    struct kern_pf pf;
+    kern_pf_init(&pf, W);
     for (int64_t r = 0; r < nr; r++) {
         __m256 t[KERN_MV_COLS];
         if (T == BT_Q4_0 || T == BT_Q4_1)
-            mv32p_row(T, NC, W + (size_t)r * wrow, act, L, t);
+            mv32q_row(T, NC, W + (size_t)r * wrow, act, L, t, &pf);
         else
-            mv32_row(T, NC, W + (size_t)r * wrow, act, L, t);
+            mv32_row(T, NC, W + (size_t)r * wrow, act, L, t, &pf);
         rowacc_put(&ra, NC, r, nr, t, Y, ldy);
     }
 }
@@ -583,12 +592,15 @@ AI void mv_k45(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t
     const int64_t nsb = L->n / QK_K;
     const int NA = NC == 1 ? 2 : 1;
     struct rowacc ra;
+    struct kern_pf pf;
+    kern_pf_init(&pf, W);
     for (int64_t r = 0; r < nr; r++) {
         const uint8_t *row = W + (size_t)r * wrow;
         __m256 acc[KERN_MV_COLS][2], cacc[KERN_MV_COLS];
         for (int c = 0; c < NC; c++) cacc[c] = acc[c][0] = acc[c][1] = _mm256_setzero_ps();
         for (int64_t i = 0; i < nsb; i++) {
             const uint8_t *blk = row + (size_t)i * bs;
+            kern_pf_to(&pf, blk + bs);
             const float d = h2f(blk), dmin = h2f(blk + 2);
             uint64_t sc, mn;
             kscales(blk + 4, &sc, &mn);
@@ -662,6 +674,8 @@ AI void mv_q6k(const int NC, const uint8_t *W, size_t wrow, int64_t nr, const ui
     const int64_t nsb = L->n / QK_K;
     const int NA = NC == 1 ? 2 : 1;
     struct rowacc ra;
+    struct kern_pf pf;
+    kern_pf_init(&pf, W);
     for (int64_t r = 0; r < nr; r++) {
         const uint8_t *row = W + (size_t)r * wrow;
         __m256 acc[KERN_MV_COLS][2];
@@ -672,6 +686,7 @@ AI void mv_q6k(const int NC, const uint8_t *W, size_t wrow, int64_t nr, const ui
         }
         for (int64_t i = 0; i < nsb; i++) {
             const uint8_t *blk = row + (size_t)i * bs;
+            kern_pf_to(&pf, blk + bs);
             const float d = h2f(blk + 208);
             const __m128i sc8 = _mm_loadu_si128((const __m128i *)(blk + 192));
             const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
@@ -735,7 +750,10 @@ AI void mv_f32f16(const bool F16, const int NC, const uint8_t *W, size_t wrow, i
 {
     const int64_t n = L->n;
     const int NA = NC == 1 ? 4 : 2;
+    const size_t es = F16 ? 2 : 4;
     struct rowacc ra;
+    struct kern_pf pf;
+    kern_pf_init(&pf, W);
     for (int64_t r = 0; r < nr; r++) {
         const uint8_t *row = W + (size_t)r * wrow;
         __m512 acc[KERN_MV_COLS][4];
@@ -743,6 +761,7 @@ AI void mv_f32f16(const bool F16, const int NC, const uint8_t *W, size_t wrow, i
             for (int a = 0; a < NA; a++) acc[c][a] = _mm512_setzero_ps();
         int64_t k = 0;
         for (; k + 16 * NA <= n; k += 16 * NA) {
+            kern_pf_to(&pf, row + (size_t)(k + 16 * NA) * es);
 #pragma GCC unroll 4
             for (int a = 0; a < NA; a++) {
                 __m512 w = F16 ? _mm512_cvtph_ps(_mm256_loadu_si256(
@@ -786,11 +805,14 @@ AI void mv_bf16_cvt(const int NC, const uint8_t *W, size_t wrow, int64_t nr, con
 {
     const int64_t n = L->n;
     struct rowacc ra;
+    struct kern_pf pf;
+    kern_pf_init(&pf, W);
     for (int64_t r = 0; r < nr; r++) {
         const uint16_t *row = (const uint16_t *)(W + (size_t)r * wrow);
         __m512 acc[KERN_MV_COLS][2];
         for (int c = 0; c < NC; c++) acc[c][0] = acc[c][1] = _mm512_setzero_ps();
         for (int64_t k = 0; k < n; k += 16) {
+            kern_pf_to(&pf, (const uint8_t *)(row + k + 16));
             const __mmask16 km = n - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - k)) - 1);
             __m512 w = bf16_to_ps(_mm256_maskz_loadu_epi16(km, row + k));
             for (int c = 0; c < NC; c++) {
@@ -817,6 +839,8 @@ mv_bf16_dp(const int NC, const uint8_t *W, size_t wrow, int64_t nr, const uint8_
     const int64_t n = L->n;
     const int NA = NC == 1 ? 4 : 2;
     struct rowacc ra;
+    struct kern_pf pf;
+    kern_pf_init(&pf, W);
     for (int64_t r = 0; r < nr; r++) {
         const uint16_t *row = (const uint16_t *)(W + (size_t)r * wrow);
         __m512 acc[KERN_MV_COLS][4];
@@ -824,6 +848,7 @@ mv_bf16_dp(const int NC, const uint8_t *W, size_t wrow, int64_t nr, const uint8_
             for (int a = 0; a < NA; a++) acc[c][a] = _mm512_setzero_ps();
         int64_t k = 0;
         for (; k + 32 * NA <= n; k += 32 * NA) {
+            kern_pf_to(&pf, (const uint8_t *)(row + k + 32 * NA));
 #pragma GCC unroll 4
             for (int a = 0; a < NA; a++) {
                 __m512i w = _mm512_loadu_si512(row + k + 32 * a);
@@ -1401,10 +1426,10 @@ static struct kern_ops ops = {
             [BT_Q8_0] = 128,
             [BT_Q6_K] = 32,
         },
-    .mv_paired =
+    .mv_ilv =
         {
-            [BT_Q4_0] = true,
-            [BT_Q4_1] = true,
+            [BT_Q4_0] = 4,
+            [BT_Q4_1] = 4,
         },
     .gemm =
         {

@@ -13,9 +13,10 @@
  *      float   s[n / B]    d * sum(q) over the block (f16-rounded as llama.cpp's Q8_1.s for the
  *                          Q8_1 family): multiplies a weight block's "min" term
  *    B is 32, or 16 for Q6_K (whose scales cover 16 values).
- *    With `paired` (matvec of Q4_0 / Q4_1 on AVX-512), the q of each pair of blocks
- *    (2i, 2i + 1) is stored as [b0 q0..15, b1 q0..15, b0 q16..31, b1 q16..31], matching the
- *    nibbles of two weight blocks loaded side by side; a last unpaired block stays in order.
+ *    With ilv = 2 or 4 (matvec of Q4_0 / Q4_1 on AVX-512), the q of each group of ilv blocks
+ *    (ilv * i ...) are interleaved by halves: [b0 q0..15, b1 q0..15, .., b0 q16..31, b1 q16..31,
+ *    ..], matching the nibbles of ilv weight blocks loaded side by side (low nibbles: values
+ *    0..15, high: 16..31); blocks after the last whole group stay in order.
  *  - BF16 act rows have a zero appended when n is odd (the gemm reads values in pairs). */
 #ifndef BATON_KERNELS_ISA_H
 #define BATON_KERNELS_ISA_H
@@ -35,7 +36,7 @@ struct kern_act {
     int kind;     /* enum kern_act_kind */
     int B;        /* values per scale block (quantised kinds) */
     int off;      /* weight offset folded into corr */
-    bool paired;  /* Q8_0/Q8_1 kinds: q stored pairwise, see below */
+    int ilv;      /* Q8_0/Q8_1 kinds: q of groups of ilv (1, 2 or 4) blocks interleaved, below */
     int64_t n;    /* values per row */
     int64_t nb;   /* n / B */
     size_t off_d; /* byte offsets within a row */
@@ -64,12 +65,39 @@ struct kern_ops {
     kern_mv_fn mv[BT_TYPE_COUNT];     /* NULL: scalar */
     kern_gemm_fn gemm[BT_TYPE_COUNT]; /* NULL: matvec in groups of KERN_MV_COLS */
     int act_off[BT_TYPE_COUNT];       /* offset (see corr) the ISA's kernels expect */
-    bool mv_paired[BT_TYPE_COUNT];    /* its matvec kernel wants the paired act layout */
+    uint8_t mv_ilv[BT_TYPE_COUNT];    /* its matvec kernel wants act.ilv = this (0: 1) */
     int gemm_rows;                    /* rows per gemm call (a multiple of its tile) */
     int gemm_min_m[BT_TYPE_COUNT];    /* use gemm from this many columns on */
     size_t (*gemm_scratch)(uint32_t wtype, int64_t n);
     void (*read_stream)(const void *buf, size_t bytes, float *sink);
 };
+
+/* Software prefetch of the weight stream into L2 (__builtin_prefetch locality 2: prefetcht1 on
+ * x86), KERN_PF_DIST bytes ahead of the reads, for the matvec kernels. Matvec is bound by how
+ * many cache lines a core keeps in flight: with the L1 fill buffers busy with the kernel's own
+ * loads, the hardware prefetchers alone reached about half of the streaming read bandwidth for
+ * Q4_0 / Q8_0 (2 threads, Sapphire Rapids); the L2 queue is deeper. The rows of a matrix are
+ * contiguous, so one stream runs across the rows of a call. */
+#define KERN_PF_DIST 4096
+
+struct kern_pf {
+    const uint8_t *next; /* first line not yet prefetched */
+};
+
+static inline void kern_pf_init(struct kern_pf *s, const uint8_t *p)
+{
+    s->next = (const uint8_t *)(((uintptr_t)p + KERN_PF_DIST) & ~(uintptr_t)63);
+}
+
+/* the reads have reached p: prefetch up to p + KERN_PF_DIST */
+static inline void kern_pf_to(struct kern_pf *s, const uint8_t *p)
+{
+    const uint8_t *e = p + KERN_PF_DIST;
+    while (s->next < e) {
+        __builtin_prefetch(s->next, 0, 2);
+        s->next += 64;
+    }
+}
 
 /* Weight block unpacking (portable, in kernels.c): one block of weights of qk values into
  * q[qk] (the signed integer multipliers), dw[qk / B] and mw[qk / B], so that the block's dot

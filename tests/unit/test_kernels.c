@@ -272,6 +272,127 @@ static void test_large(struct bt_pool *pool)
     }
 }
 
+/* kern_matmul_multi: three matrices (one of them empty) or a pair, with a pre transform of X and
+ * a post operation, equal bit for bit to kern_matmul on the transformed X; every output element
+ * passed to post exactly once; mixed types take one job per matrix. */
+static void multi_pre(const void *ctx, const float *x, float *out, int64_t c)
+{
+    const int64_t n = *(const int64_t *)ctx;
+    for (int64_t i = 0; i < n; i++) out[i] = x[i] * (1.0f + 0.25f * (float)c) - 0.125f;
+}
+
+struct multi_post {
+    int64_t rows[3];
+    float *y[3];
+    int *seen[3]; /* (m, rows) visits */
+    bool paired;
+};
+
+static void multi_post_fn(void *ctx, int mat, int64_t r0, int64_t r1, int64_t c0, int64_t c1)
+{
+    struct multi_post *o = ctx;
+    for (int64_t c = c0; c < c1; c++)
+        for (int64_t r = r0; r < r1; r++) {
+            o->seen[mat][c * o->rows[mat] + r]++;
+            if (o->paired) o->y[0][c * o->rows[0] + r] -= 2.0f * o->y[1][c * o->rows[1] + r];
+        }
+}
+
+static void test_multi(struct bt_pool *pool)
+{
+    static const int64_t ms[] = {1, 3, 8, 40};
+    for (int ti = 0; ti < NTYPES; ti++) {
+        const uint32_t t = types[ti];
+        const bool k = t == BT_Q4_K || t == BT_Q5_K || t == BT_Q6_K;
+        const int64_t n = k ? 512 : 160, mmax = 40;
+        const int64_t rows[3] = {67, 0, 129};
+        const uint32_t t2 = ti == 0 ? BT_F16 : BT_F32; /* a second type for the mixed case */
+        uint8_t *W[3];
+        float *Y[3], *R[3], *Xt = malloc(sizeof(float) * (size_t)(mmax * n));
+        float *X = malloc(sizeof(float) * (size_t)(mmax * n)), *tmp = malloc(sizeof(float) * n);
+        int *seen[3];
+        for (int i = 0; i < 3; i++) {
+            const uint32_t ti2 = i == 2 && (ti & 1) ? t2 : t;
+            W[i] = malloc(bt_row_size(ti2, n) * (size_t)(rows[i] + 1));
+            for (int64_t r = 0; r < rows[i]; r++)
+                make_row(ti2, n, W[i] + (size_t)r * bt_row_size(ti2, n), (int)(r & 1), tmp);
+            Y[i] = malloc(sizeof(float) * (size_t)(mmax * rows[i] + 1));
+            R[i] = malloc(sizeof(float) * (size_t)(mmax * rows[i] + 1));
+            seen[i] = calloc((size_t)(mmax * rows[i] + 1), sizeof(int));
+        }
+        for (int64_t i = 0; i < mmax * n; i++) X[i] = frand();
+        for (int64_t c = 0; c < mmax; c++) multi_pre(&n, X + c * n, Xt + c * n, c);
+        for (int ii = 0; ii < n_isa; ii++) {
+            set_isa(isa_list[ii]);
+            for (int mi = 0; mi < 4; mi++) {
+                const int64_t m = ms[mi];
+                for (int pi = 0; pi < 2; pi++) {
+                    struct bt_pool *p = pi ? pool : NULL;
+                    /* three matrices, the last of another type for odd ti */
+                    struct kern_mat mats[3];
+                    struct multi_post po = {{rows[0], rows[1], rows[2]}, {0}, {0}, false};
+                    for (int i = 0; i < 3; i++) {
+                        const uint32_t ti2 = i == 2 && (ti & 1) ? t2 : t;
+                        mats[i] = (struct kern_mat){ti2, W[i], rows[i], Y[i]};
+                        po.y[i] = Y[i];
+                        po.seen[i] = seen[i];
+                        memset(seen[i], 0, sizeof(int) * (size_t)(m * rows[i] + 1));
+                        CHECK_INT(kern_matmul(p, ti2, W[i], rows[i], n, Xt, m, R[i]), 0);
+                    }
+                    struct kern_fuse fu = {multi_pre, &n, multi_post_fn, &po, false};
+                    CHECK_INT(kern_matmul_multi(p, mats, 3, n, X, m, &fu), 0);
+                    for (int i = 0; i < 3; i++) {
+                        CHECK(memcmp(Y[i], R[i], sizeof(float) * (size_t)(m * rows[i])) == 0);
+                        int bad = 0;
+                        for (int64_t e = 0; e < m * rows[i]; e++) bad += seen[i][e] != 1;
+                        CHECK_INT(bad, 0);
+                    }
+                    /* a pair (matrices 0 and 2 of the same rows: 2's first 67 rows) */
+                    const uint32_t tp = mats[2].type;
+                    mats[0].type = tp;
+                    mats[0].W = W[2] + (size_t)62 * bt_row_size(tp, n);
+                    mats[1] = (struct kern_mat){tp, W[2], rows[0], Y[1]};
+                    float *y1 = Y[1];
+                    Y[1] = malloc(sizeof(float) * (size_t)(mmax * rows[0]));
+                    mats[1].Y = Y[1];
+                    struct multi_post pp = {{rows[0], rows[0], 0}, {Y[0], Y[1]}, {seen[0]}, true};
+                    memset(seen[0], 0, sizeof(int) * (size_t)(m * rows[0]));
+                    CHECK_INT(kern_matmul(p, tp, mats[0].W, rows[0], n, Xt, m, R[0]), 0);
+                    CHECK_INT(kern_matmul(p, tp, W[2], rows[0], n, Xt, m, R[2]), 0);
+                    fu.post_ctx = &pp;
+                    fu.paired = true;
+                    CHECK_INT(kern_matmul_multi(p, mats, 2, n, X, m, &fu), 0);
+                    int bad = 0;
+                    for (int64_t e = 0; e < m * rows[0]; e++) {
+                        bad += seen[0][e] != 1 || Y[1][e] != R[2][e];
+                        bad += Y[0][e] != R[0][e] - 2.0f * R[2][e];
+                    }
+                    CHECK_INT(bad, 0);
+                    free(Y[1]);
+                    Y[1] = y1;
+                    /* no fusion at all: kern_matmul */
+                    CHECK_INT(kern_matmul_multi(p, mats, 1, n, Xt, m, NULL), 0);
+                    CHECK(memcmp(Y[0], R[0], sizeof(float) * (size_t)(m * rows[0])) == 0);
+                }
+            }
+        }
+        struct kern_mat bad2[2] = {{t, W[0], 67, Y[0]}, {t, W[2], 66, Y[2]}};
+        struct kern_fuse fp = {NULL, NULL, NULL, NULL, true};
+        CHECK_INT(kern_matmul_multi(pool, bad2, 2, n, X, 1, &fp), BT_EINVAL);
+        CHECK_INT(kern_matmul_multi(pool, bad2, 0, n, X, 1, NULL), BT_EINVAL);
+        CHECK_INT(kern_matmul_multi(pool, bad2, KERN_MULTI_MAX + 1, n, X, 1, NULL), BT_EINVAL);
+        for (int i = 0; i < 3; i++) {
+            free(W[i]);
+            free(Y[i]);
+            free(R[i]);
+            free(seen[i]);
+        }
+        free(X);
+        free(Xt);
+        free(tmp);
+    }
+}
+
 static void test_quantize_row(const char *isa)
 {
     static const uint32_t qt[] = {BT_Q8_0, BT_Q8_1, BT_Q8_K};
@@ -342,6 +463,7 @@ int main(void)
     }
     test_matmul(pool);
     test_large(pool);
+    test_multi(pool);
     CHECK_INT(kern_set_isa("auto"), 0);
     CHECK_STR(kern_isa(), best);
 
