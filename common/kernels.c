@@ -567,6 +567,8 @@ static void *scratch_get(size_t need)
 
 /* Up to this many rows of X, every thread converts all of X itself (no barrier). */
 #define ACT_PRIVATE_MAX_M 4
+/* The most threads a pool has (threadpool.c caps its size there). */
+#define KERN_MAX_THREADS 256
 /* Bounds that keep every size computation far from overflow. */
 #define KERN_MAX_DIM  ((int64_t)1 << 28)
 #define KERN_MAX_ROWS ((int64_t)1 << 40)
@@ -604,7 +606,11 @@ struct mm_job {
     int64_t unit_rows; /* rows per work unit */
     int64_t unit_cols; /* columns per work unit */
     int64_t n_ctiles, n_units;
-    alignas(64) _Atomic int64_t next;
+    /* work sharing: thread i first takes the units of its own contiguous range [i * n_units /
+     * nth, (i + 1) * n_units / nth) in order, then helps the others with the rest of theirs.
+     * Contiguous ranges stream the weights better than interleaved units (F16 gemm on 2 threads:
+     * +15-20 %), and the stealing keeps the balance when a thread is slowed down. */
+    alignas(64) _Atomic int64_t next[KERN_MAX_THREADS]; /* next unit of each range */
 };
 
 static void mm_convert(const struct mm_job *j, uint8_t *act, int64_t c0, int64_t c1, float *tmp)
@@ -691,10 +697,14 @@ static void mm_worker(void *ctx, int ith, int nth)
     }
     /* a thread without scratch takes no units: the others do its share */
     if (!ok) return;
-    for (;;) {
-        int64_t u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
-        if (u >= j->n_units) break;
-        mm_unit(j, u, act, priv);
+    for (int k = 0; k < nth; k++) {
+        const int v = (ith + k) % nth;
+        const int64_t end = j->n_units * (v + 1) / nth;
+        for (;;) {
+            int64_t u = atomic_fetch_add_explicit(&j->next[v], 1, memory_order_relaxed);
+            if (u >= end) break;
+            mm_unit(j, u, act, priv);
+        }
     }
 }
 
@@ -765,7 +775,9 @@ static int mm_run(struct bt_pool *p, struct mm_job *j, uint32_t wtype, int64_t n
         j->act_shared = scratch_get(caller_need);
         if (!j->act_shared) return BT_ENOMEM;
     }
-    atomic_store_explicit(&j->next, 0, memory_order_relaxed);
+    const int nth = bt_pool_size(p);
+    for (int i = 0; i < nth; i++)
+        atomic_store_explicit(&j->next[i], j->n_units * i / nth, memory_order_relaxed);
     bt_pool_run(p, mm_worker, j);
     return BT_OK;
 }
