@@ -7,6 +7,7 @@
 #include "quant.h"
 #include "threadpool.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdalign.h>
 #include <stdatomic.h>
@@ -395,6 +396,11 @@ static void read_stream_scalar(const void *buf, size_t bytes, float *sink)
     *sink += (float)((a ^ b ^ c ^ d) & 1);
 }
 
+static void swiglu_scalar(float *g, const float *u, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
 static const struct kern_ops scalar_ops = {
     .name = "scalar",
     .quant =
@@ -423,6 +429,7 @@ static const struct kern_ops scalar_ops = {
     .gemm_rows = 0,
     .gemm_scratch = NULL,
     .read_stream = read_stream_scalar,
+    .swiglu = swiglu_scalar,
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -460,6 +467,7 @@ static void merge_ops(struct kern_ops *dst, const struct kern_ops *src)
         dst->gemm_scratch = src->gemm_scratch;
     }
     if (src->read_stream) dst->read_stream = src->read_stream;
+    if (src->swiglu) dst->swiglu = src->swiglu;
 }
 
 static void isa_init(void)
@@ -668,8 +676,11 @@ static void mm_worker(void *ctx, int ith, int nth)
     struct mm_job *j = ctx;
     const uint8_t *act = j->act_shared;
     uint8_t *priv = NULL;
+    /* the pre transform's row, in the caller's scratch (j->act_shared is NULL without one) */
     float *tmp =
-        (float *)(j->act_shared + j->act_bytes + j->priv_bytes + (size_t)ith * j->pre_bytes);
+        j->pre_bytes
+            ? (float *)(j->act_shared + j->act_bytes + j->priv_bytes + (size_t)ith * j->pre_bytes)
+            : NULL;
     bool ok = true;
     if (j->act_direct) {
         act = (const uint8_t *)j->X;
@@ -886,6 +897,11 @@ int kern_reserve(struct bt_pool *p, uint32_t wtype, int64_t n, int64_t m)
     if (r.need == 0) return BT_OK;
     bt_pool_run(p, reserve_worker, &r);
     return atomic_load(&r.fail) ? BT_ENOMEM : BT_OK;
+}
+
+void kern_swiglu(float *g, const float *u, int64_t n)
+{
+    if (n > 0) ops_get()->swiglu(g, u, n);
 }
 
 /* ---------------------------------------------------------------------------------------- */

@@ -1394,6 +1394,38 @@ static void read_stream(const void *buf, size_t bytes, float *sink)
 
 /* ---------------------------------------------------------------------------------------- */
 
+/* ---------------------------------------------------------------------------------------- */
+/* SwiGLU                                                                                    */
+
+AI __m512 exp512(__m512 x)
+{
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(KERN_EXP_LO)), _mm512_set1_ps(KERN_EXP_HI));
+    const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(KERN_LOG2E)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(KERN_LN2_HI), x);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(KERN_LN2_LO), r);
+    __m512 p = _mm512_set1_ps(KERN_EXP_P0);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(KERN_EXP_P1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(KERN_EXP_P2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(KERN_EXP_P3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(KERN_EXP_P4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(KERN_EXP_P5));
+    const __m512 y =
+        _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(y, k);
+}
+
+static void swiglu(float *g, const float *u, int64_t n)
+{
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 km = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 x = _mm512_maskz_loadu_ps(km, g + i);
+        const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), x));
+        const __m512 s = _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+        _mm512_mask_storeu_ps(g + i, km, _mm512_mul_ps(s, _mm512_maskz_loadu_ps(km, u + i)));
+    }
+}
+
 static struct kern_ops ops = {
     .name = "avx512",
     .quant =
@@ -1461,6 +1493,7 @@ static struct kern_ops ops = {
         },
     .gemm_scratch = gemm_scratch,
     .read_stream = read_stream,
+    .swiglu = swiglu,
 };
 
 const struct kern_ops *kern_ops_avx512(void)
