@@ -792,6 +792,7 @@ AI void gemm(const int T, const uint8_t *W, size_t wrow, int64_t nr, const uint8
         for (int64_t g0 = 0; g0 < ngroups; g0 += GEMM_KC) {
             const int ng = ngroups - g0 < GEMM_KC ? (int)(ngroups - g0) : GEMM_KC;
             const int nblk = ng * 32 / B;
+            kern_gemm_prefetch(W, wrow, nr, ngroups, GEMM_ROWS, GEMM_KC, r0, g0);
             gemm_repack(T, W + (size_t)r0 * wrow, wrow, rows, g0, ng, tile, tmp);
             const bool add = g0 > 0;
             const int64_t j0 = g0 * 32 / B;

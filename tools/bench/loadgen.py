@@ -145,26 +145,40 @@ class Server:
             if m:
                 self.port = int(m.group(1))
             time.sleep(0.05)
-        while self.port and time.monotonic() < end:
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                c.request("GET", "/health")
-                if c.getresponse().status == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
+        if self.port and wait_healthy(self.p, self.port, end):
+            return
         self.stop()
         raise RuntimeError("the server did not become healthy; log: " + self.log.name)
 
     def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.p.pid, signal.SIGKILL)
-                self.p.wait()
+        stop_tree(self.p)
+
+
+def wait_healthy(proc, port, end):
+    """True once GET /health on 127.0.0.1:port answers 200, before monotonic time end and while
+    proc runs."""
+    while time.monotonic() < end and proc.poll() is None:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", "/health")
+            if c.getresponse().status == 200:
+                return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def stop_tree(proc):
+    """SIGTERM, then after 30 s SIGKILL of proc's process group (started with
+    start_new_session)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def main():

@@ -14,7 +14,6 @@ baton runs as `BUILD/baton serve --port 0 -m MODEL -t T --parallel S -c CTX --qu
 (plus --baton's words); llama-server as `llama-server -m MODEL -t T -tb T -np S -c S*CTX
 --port P --host 127.0.0.1` (its -c is shared by the slots)."""
 import argparse
-import http.client
 import json
 import os
 import socket
@@ -41,27 +40,13 @@ class LlamaServer:
             [binary, "-m", model, "-t", str(threads), "-tb", str(threads), "-np", str(slots),
              "-c", str(slots * ctx), "--host", "127.0.0.1", "--port", str(self.port)],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        end = time.monotonic() + 300
-        while time.monotonic() < end and self.p.poll() is None:
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                c.request("GET", "/health")
-                if c.getresponse().status == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
+        if loadgen.wait_healthy(self.p, self.port, time.monotonic() + 300):
+            return
         self.stop()
         raise RuntimeError("llama-server did not become healthy; log: " + self.log.name)
 
     def stop(self):
-        if self.p.poll() is None:
-            self.p.terminate()
-            try:
-                self.p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
+        loadgen.stop_tree(self.p)
 
 
 def measure(port, a, clients, stream):
