@@ -36,12 +36,6 @@ void fwd_softmax(float *x, int n)
     for (int i = 0; i < n; i++) x[i] *= inv;
 }
 
-/* g (n) = silu(g) * u */
-static void swiglu(float *g, const float *u, size_t n)
-{
-    for (size_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-}
-
 /* a (n) . b (n), with 16 partial sums so that the compiler vectorises it */
 static float dot(const float *a, const float *b, int n)
 {
@@ -381,7 +375,7 @@ static void glu_post(void *ctx, int mat, int64_t r0, int64_t r1, int64_t c0, int
     const struct glu_op *o = ctx;
     (void)mat;
     for (int64_t c = c0; c < c1; c++)
-        swiglu(o->g + c * o->dim + r0, o->u + c * o->dim + r0, (size_t)(r1 - r0));
+        kern_swiglu(o->g + c * o->dim + r0, o->u + c * o->dim + r0, r1 - r0);
 }
 
 static int layer_forward(struct fwd *f, int il, const struct fwd_batch *b)
@@ -429,7 +423,7 @@ static int layer_forward(struct fwd *f, int il, const struct fwd_batch *b)
     } else {
         fu = (struct kern_fuse){norm_pre, &fn, NULL, NULL, false};
         if ((rc = kern_matmul_multi(f->pool, gu, 2, D, f->x, n, &fu)) < 0) return rc;
-        swiglu(f->hb, f->hb2, (size_t)n * hp->n_ff);
+        kern_swiglu(f->hb, f->hb2, (int64_t)n * hp->n_ff);
     }
     /* x += h @ w_down^T */
     const struct resid_op rd = {f->x, f->xb, NULL, D};

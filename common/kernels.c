@@ -7,6 +7,7 @@
 #include "quant.h"
 #include "threadpool.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdalign.h>
 #include <stdatomic.h>
@@ -395,6 +396,11 @@ static void read_stream_scalar(const void *buf, size_t bytes, float *sink)
     *sink += (float)((a ^ b ^ c ^ d) & 1);
 }
 
+static void swiglu_scalar(float *g, const float *u, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
 static const struct kern_ops scalar_ops = {
     .name = "scalar",
     .quant =
@@ -423,6 +429,7 @@ static const struct kern_ops scalar_ops = {
     .gemm_rows = 0,
     .gemm_scratch = NULL,
     .read_stream = read_stream_scalar,
+    .swiglu = swiglu_scalar,
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -460,6 +467,7 @@ static void merge_ops(struct kern_ops *dst, const struct kern_ops *src)
         dst->gemm_scratch = src->gemm_scratch;
     }
     if (src->read_stream) dst->read_stream = src->read_stream;
+    if (src->swiglu) dst->swiglu = src->swiglu;
 }
 
 static void isa_init(void)
@@ -567,6 +575,8 @@ static void *scratch_get(size_t need)
 
 /* Up to this many rows of X, every thread converts all of X itself (no barrier). */
 #define ACT_PRIVATE_MAX_M 4
+/* The most threads a pool has (threadpool.c caps its size there). */
+#define KERN_MAX_THREADS 256
 /* Bounds that keep every size computation far from overflow. */
 #define KERN_MAX_DIM  ((int64_t)1 << 28)
 #define KERN_MAX_ROWS ((int64_t)1 << 40)
@@ -604,7 +614,11 @@ struct mm_job {
     int64_t unit_rows; /* rows per work unit */
     int64_t unit_cols; /* columns per work unit */
     int64_t n_ctiles, n_units;
-    alignas(64) _Atomic int64_t next;
+    /* work sharing: thread i first takes the units of its own contiguous range [i * n_units /
+     * nth, (i + 1) * n_units / nth) in order, then helps the others with the rest of theirs.
+     * Contiguous ranges stream the weights better than interleaved units (F16 gemm on 2 threads:
+     * +15-20 %), and the stealing keeps the balance when a thread is slowed down. */
+    alignas(64) _Atomic int64_t next[KERN_MAX_THREADS]; /* next unit of each range */
 };
 
 static void mm_convert(const struct mm_job *j, uint8_t *act, int64_t c0, int64_t c1, float *tmp)
@@ -662,8 +676,11 @@ static void mm_worker(void *ctx, int ith, int nth)
     struct mm_job *j = ctx;
     const uint8_t *act = j->act_shared;
     uint8_t *priv = NULL;
+    /* the pre transform's row, in the caller's scratch (j->act_shared is NULL without one) */
     float *tmp =
-        (float *)(j->act_shared + j->act_bytes + j->priv_bytes + (size_t)ith * j->pre_bytes);
+        j->pre_bytes
+            ? (float *)(j->act_shared + j->act_bytes + j->priv_bytes + (size_t)ith * j->pre_bytes)
+            : NULL;
     bool ok = true;
     if (j->act_direct) {
         act = (const uint8_t *)j->X;
@@ -691,10 +708,14 @@ static void mm_worker(void *ctx, int ith, int nth)
     }
     /* a thread without scratch takes no units: the others do its share */
     if (!ok) return;
-    for (;;) {
-        int64_t u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
-        if (u >= j->n_units) break;
-        mm_unit(j, u, act, priv);
+    for (int k = 0; k < nth; k++) {
+        const int v = (ith + k) % nth;
+        const int64_t end = j->n_units * (v + 1) / nth;
+        for (;;) {
+            int64_t u = atomic_fetch_add_explicit(&j->next[v], 1, memory_order_relaxed);
+            if (u >= end) break;
+            mm_unit(j, u, act, priv);
+        }
     }
 }
 
@@ -765,7 +786,9 @@ static int mm_run(struct bt_pool *p, struct mm_job *j, uint32_t wtype, int64_t n
         j->act_shared = scratch_get(caller_need);
         if (!j->act_shared) return BT_ENOMEM;
     }
-    atomic_store_explicit(&j->next, 0, memory_order_relaxed);
+    const int nth = bt_pool_size(p);
+    for (int i = 0; i < nth; i++)
+        atomic_store_explicit(&j->next[i], j->n_units * i / nth, memory_order_relaxed);
     bt_pool_run(p, mm_worker, j);
     return BT_OK;
 }
@@ -874,6 +897,11 @@ int kern_reserve(struct bt_pool *p, uint32_t wtype, int64_t n, int64_t m)
     if (r.need == 0) return BT_OK;
     bt_pool_run(p, reserve_worker, &r);
     return atomic_load(&r.fail) ? BT_ENOMEM : BT_OK;
+}
+
+void kern_swiglu(float *g, const float *u, int64_t n)
+{
+    if (n > 0) ops_get()->swiglu(g, u, n);
 }
 
 /* ---------------------------------------------------------------------------------------- */

@@ -11,6 +11,12 @@
  * kernel unpacks and transposes 32 weight rows at a time into a small tile that is reused for
  * every row of X (prefill), so prefill is bound by arithmetic, not by memory.
  *
+ * Work is split into units (a few rows of a matrix x a few rows of X); each thread takes the
+ * units of its own contiguous range first, then helps the others. kern_matmul_multi runs several
+ * matrices with the same X in one job and can fuse a row transform of X (e.g. rmsnorm) and an
+ * operation on each finished tile of results (bias, residual add, SwiGLU). The matvec kernels
+ * prefetch the weight stream into L2 ahead of their reads.
+ *
  * Instruction sets: chosen at run time (AVX-512 with VNNI, plus AVX512_BF16 for BF16 when the
  * CPU has it; AVX2+FMA+F16C; or portable scalar C). kern_set_isa, or the environment variable
  * BATON_KERN_ISA=avx512|avx2|scalar read once at the first call, force a lower level.
@@ -73,6 +79,10 @@ struct kern_fuse {
  * kern_matmul. */
 int kern_matmul_multi(struct bt_pool *p, const struct kern_mat *mats, int n_mats, int64_t n,
                       const float *X, int64_t m, const struct kern_fuse *fu);
+
+/* g (n) = silu(g) * u = g / (1 + exp(-g)) * u, with the current instruction set (vector exp
+ * within a few ulp of expf's). */
+void kern_swiglu(float *g, const float *u, int64_t n);
 
 /* Grow the scratch of the calling thread and of every worker of p so that kern_matmul from this
  * thread on p, with this type and at most these n and m, will not allocate. Optional; call it from

@@ -9,6 +9,7 @@
 #include "kernels_isa.h"
 
 #include <immintrin.h>
+#include <math.h>
 #include <stdbool.h>
 #include <string.h>
 
@@ -918,6 +919,42 @@ static void read_stream(const void *buf, size_t bytes, float *sink)
     *sink += (float)(hsum_epi32(a) & 1);
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* SwiGLU                                                                                    */
+
+AI __m256 exp256(__m256 x)
+{
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(KERN_EXP_LO)), _mm256_set1_ps(KERN_EXP_HI));
+    const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(KERN_LOG2E)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(KERN_LN2_HI), x);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(KERN_LN2_LO), r);
+    __m256 p = _mm256_set1_ps(KERN_EXP_P0);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(KERN_EXP_P1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(KERN_EXP_P2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(KERN_EXP_P3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(KERN_EXP_P4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(KERN_EXP_P5));
+    const __m256 y =
+        _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+    /* 2^k for k in [-126, 127] (the clamp keeps it there) */
+    const __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+static void swiglu(float *g, const float *u, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(g + i);
+        const __m256 e = exp256(_mm256_sub_ps(_mm256_setzero_ps(), x));
+        const __m256 s = _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(s, _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
 static const struct kern_ops ops = {
     .name = "avx2",
     .quant =
@@ -979,6 +1016,7 @@ static const struct kern_ops ops = {
         },
     .gemm_scratch = gemm_scratch,
     .read_stream = read_stream,
+    .swiglu = swiglu,
 };
 
 const struct kern_ops *kern_ops_avx2(void)

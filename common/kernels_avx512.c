@@ -11,7 +11,7 @@
  * matvec (mv_*), one weight row at a time against 1, 2 or 4 activation rows:
  *  - 32-blocks: the f16 scales of a group of blocks are fetched with one word permute and
  *    multiplied by the activation scales while the previous group is computed; Q4_0 / Q4_1 take
- *    four blocks per zmm against an interleaved activation layout;
+ *    four blocks per zmm against an interleaved activation layout, Q8_0 two blocks per zmm;
  *  - K-quants: sub-block scales applied in integers (vpmaddwd), one float fma per super-block;
  *  - float types: f32 FMAs (F16 converted with vcvtph2ps), BF16 with vdpbf16ps;
  *  - row results are reduced 8 rows at a time.
@@ -529,6 +529,78 @@ AI void mv32q_row(const int T, const int NC, const uint8_t *row, const uint8_t *
     }
 }
 
+/* Q8_0: two blocks per zmm (one 512-bit vpdpbusd, convert and fma per two blocks) against the
+ * act row in natural order; lanes 0-7 belong to block b, 8-15 to block b + 1. */
+AI void mv32d_pair(const int NC, const uint8_t *blk, const uint8_t *act, const struct kern_act *L,
+                   int64_t b, int i, const __m256 *sc, __m512 *acc)
+{
+    const size_t bs = bsize32(BT_Q8_0);
+    const __m512i q =
+        _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(blk + 2))),
+                           _mm256_loadu_si256((const __m256i *)(blk + bs + 2)), 1);
+    const __m512i w = _mm512_xor_si512(q, _mm512_set1_epi8((char)0x80));
+    const __m512i idx = _mm512_setr_epi32(i, i, i, i, i, i, i, i, i + 1, i + 1, i + 1, i + 1, i + 1,
+                                          i + 1, i + 1, i + 1);
+    for (int c = 0; c < NC; c++) {
+        const int8_t *a = (const int8_t *)(act + (size_t)c * L->stride) + 32 * b;
+        const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, _mm512_loadu_si512(a));
+        acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p),
+                                 _mm512_permutexvar_ps(idx, _mm512_castps256_ps512(sc[c])), acc[c]);
+    }
+}
+
+AI void mv32d_row(const int NC, const uint8_t *row, const uint8_t *act, const struct kern_act *L,
+                  __m256 *out, struct kern_pf *pf)
+{
+    const int T = BT_Q8_0;
+    const size_t bs = bsize32(T);
+    const int NA = NC == 1 ? 2 : 1;
+    const int64_t nb = L->nb;
+    const int G = mv_group(T);
+    __m512 acc[2][KERN_MV_COLS];
+    __m256 cacc[KERN_MV_COLS], sc[KERN_MV_COLS], scn[KERN_MV_COLS];
+    for (int c = 0; c < NC; c++) {
+        cacc[c] = scn[c] = _mm256_setzero_ps();
+        acc[0][c] = acc[1][c] = _mm512_setzero_ps();
+    }
+    mv32_scales(T, NC, row, 0, nb < G ? (int)nb : G, act, L, sc, cacc);
+    int64_t b = 0;
+    for (; b + G <= nb; b += G) {
+        kern_pf_to(pf, row + (size_t)(b + G) * bs);
+        if (b + G < nb) {
+            const int gn = nb - (b + G) < G ? (int)(nb - (b + G)) : G;
+            mv32_scales(T, NC, row, b + G, gn, act, L, scn, cacc);
+        }
+#pragma GCC unroll 2
+        for (int k = 0; k < G / 2; k++)
+            mv32d_pair(NC, row + (size_t)(b + 2 * k) * bs, act, L, b + 2 * k, 2 * k, sc,
+                       acc[k % NA]);
+        for (int c = 0; c < NC; c++) sc[c] = scn[c];
+    }
+    /* the tail (fewer than G blocks): pairs, then maybe one block */
+    int i = 0;
+    for (; b + i + 1 < nb; i += 2)
+        mv32d_pair(NC, row + (size_t)(b + i) * bs, act, L, b + i, i, sc, acc[0]);
+    __m256 t1[KERN_MV_COLS];
+    for (int c = 0; c < NC; c++) t1[c] = _mm256_setzero_ps();
+    if (b + i < nb) {
+        const __m256i w = unpack32(T, row + (size_t)(b + i) * bs);
+        for (int c = 0; c < NC; c++) {
+            const int8_t *a = (const int8_t *)(act + (size_t)c * L->stride) + 32 * (b + i);
+            __m256i p = dot_u8s8(_mm256_setzero_si256(), w, a);
+            t1[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
+                                    _mm256_permutexvar_ps(_mm256_set1_epi32(i), sc[c]), t1[c]);
+        }
+    }
+    for (int c = 0; c < NC; c++) {
+        __m512 z = acc[0][c];
+        if (NA > 1) z = _mm512_add_ps(z, acc[1][c]);
+        out[c] =
+            _mm256_add_ps(_mm256_add_ps(cacc[c], t1[c]),
+                          _mm256_add_ps(_mm512_castps512_ps256(z), _mm512_extractf32x8_ps(z, 1)));
+    }
+}
+
 AI void mv32(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t nr,
              const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy)
 {
@@ -539,6 +611,8 @@ AI void mv32(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t n
         __m256 t[KERN_MV_COLS];
         if (T == BT_Q4_0 || T == BT_Q4_1)
             mv32q_row(T, NC, W + (size_t)r * wrow, act, L, t, &pf);
+        else if (T == BT_Q8_0)
+            mv32d_row(NC, W + (size_t)r * wrow, act, L, t, &pf);
         else
             mv32_row(T, NC, W + (size_t)r * wrow, act, L, t, &pf);
         rowacc_put(&ra, NC, r, nr, t, Y, ldy);
@@ -1395,6 +1469,38 @@ static void read_stream(const void *buf, size_t bytes, float *sink)
 
 /* ---------------------------------------------------------------------------------------- */
 
+/* ---------------------------------------------------------------------------------------- */
+/* SwiGLU                                                                                    */
+
+AI __m512 exp512(__m512 x)
+{
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(KERN_EXP_LO)), _mm512_set1_ps(KERN_EXP_HI));
+    const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(KERN_LOG2E)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(KERN_LN2_HI), x);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(KERN_LN2_LO), r);
+    __m512 p = _mm512_set1_ps(KERN_EXP_P0);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(KERN_EXP_P1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(KERN_EXP_P2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(KERN_EXP_P3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(KERN_EXP_P4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(KERN_EXP_P5));
+    const __m512 y =
+        _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(y, k);
+}
+
+static void swiglu(float *g, const float *u, int64_t n)
+{
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 km = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 x = _mm512_maskz_loadu_ps(km, g + i);
+        const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), x));
+        const __m512 s = _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+        _mm512_mask_storeu_ps(g + i, km, _mm512_mul_ps(s, _mm512_maskz_loadu_ps(km, u + i)));
+    }
+}
+
 static struct kern_ops ops = {
     .name = "avx512",
     .quant =
@@ -1463,6 +1569,7 @@ static struct kern_ops ops = {
         },
     .gemm_scratch = gemm_scratch,
     .read_stream = read_stream,
+    .swiglu = swiglu,
 };
 
 const struct kern_ops *kern_ops_avx512(void)

@@ -70,6 +70,7 @@ struct kern_ops {
     int gemm_min_m[BT_TYPE_COUNT];    /* use gemm from this many columns on */
     size_t (*gemm_scratch)(uint32_t wtype, int64_t n);
     void (*read_stream)(const void *buf, size_t bytes, float *sink);
+    void (*swiglu)(float *g, const float *u, int64_t n); /* see kern_swiglu */
 };
 
 /* Software prefetch of the weight stream into L2 (__builtin_prefetch locality 2: prefetcht1 on
@@ -116,6 +117,20 @@ const struct kern_wtype *kern_wtype_get(uint32_t wtype);
 
 const struct kern_ops *kern_ops_avx2(void); /* NULL if not compiled for x86 */
 const struct kern_ops *kern_ops_avx512(void);
+
+/* expf for the vector SwiGLU: Cephes' degree-6 polynomial on x - k ln 2 (about 1 ulp), x
+ * clamped to [-87.3, 88.3] (a larger -g only changes silu(g) below 1e-36). */
+#define KERN_EXP_LO (-87.3f)
+#define KERN_EXP_HI 88.3f
+#define KERN_LOG2E  1.44269504088896341f
+#define KERN_LN2_HI 0.693359375f
+#define KERN_LN2_LO (-2.12194440e-4f)
+#define KERN_EXP_P0 1.9875691500e-4f
+#define KERN_EXP_P1 1.3981999507e-3f
+#define KERN_EXP_P2 8.3334519073e-3f
+#define KERN_EXP_P3 4.1665795894e-2f
+#define KERN_EXP_P4 1.6666665459e-1f
+#define KERN_EXP_P5 5.0000001201e-1f
 
 /* The quantised gemms repack tiles of `tr` weight rows x `kc` groups of 32 values, row tiles
  * outer, k-chunks inner, reading a short piece of every row of the tile at once: a pattern the

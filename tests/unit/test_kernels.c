@@ -393,6 +393,38 @@ static void test_multi(struct bt_pool *pool)
     }
 }
 
+/* kern_swiglu against g / (1 + expf(-g)) * u in double, every instruction set, with tails and
+ * extreme inputs. */
+static void test_swiglu(const char *isa)
+{
+    enum { N = 203 };
+    float g[N], u[N], r[N];
+    for (int i = 0; i < N; i++) {
+        g[i] = frand() * (i < 100 ? 8.0f : 40.0f);
+        u[i] = frand() * 2.0f;
+    }
+    g[0] = 0.0f;
+    g[1] = -100.0f;
+    g[2] = 100.0f;
+    g[3] = -87.0f;
+    g[4] = 89.0f;
+    g[5] = 1e-30f;
+    memcpy(r, g, sizeof(g));
+    kern_swiglu(r, u, N - 3); /* the last 3 stay as they are */
+    int bad = 0;
+    for (int i = 0; i < N; i++) {
+        const double x = g[i], ref = x / (1.0 + exp(-x)) * u[i];
+        const double want = i < N - 3 ? ref : x;
+        if (!(fabs(r[i] - want) <= 4e-7 * fabs(want) + 1e-35)) {
+            if (!bad)
+                fprintf(stderr, "kern_swiglu %s: g %.9g u %.9g -> %.9g, want %.9g\n", isa, x,
+                        (double)u[i], (double)r[i], want);
+            bad++;
+        }
+    }
+    CHECK_INT(bad, 0);
+}
+
 static void test_quantize_row(const char *isa)
 {
     static const uint32_t qt[] = {BT_Q8_0, BT_Q8_1, BT_Q8_K};
@@ -459,6 +491,7 @@ int main(void)
         CHECK_INT(rc, 0);
         CHECK_STR(kern_isa(), isas[i]);
         test_quantize_row(isas[i]);
+        test_swiglu(isas[i]);
         isa_list[n_isa++] = isas[i];
     }
     test_matmul(pool);
