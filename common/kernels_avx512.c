@@ -478,57 +478,6 @@ AI void mv32q_quad(const int T, const int NC, const uint8_t *blk, size_t bs, con
     }
 }
 
-AI void mv32q_row(const int T, const int NC, const uint8_t *row, const uint8_t *act,
-                  const struct kern_act *L, __m256 *out, struct kern_pf *pf)
-{
-    const size_t bs = bsize32(T);
-    const int NA = NC == 1 ? 2 : 1;
-    const int64_t nb = L->nb, nq = nb & ~(int64_t)3; /* blocks below nq are interleaved */
-    const int G = mvq_group(T);
-    __m512 acc[2][KERN_MV_COLS];
-    __m256 cacc[KERN_MV_COLS], sc[KERN_MV_COLS], scn[KERN_MV_COLS];
-    for (int c = 0; c < NC; c++) {
-        cacc[c] = scn[c] = _mm256_setzero_ps();
-        acc[0][c] = acc[1][c] = _mm512_setzero_ps();
-    }
-    mv32_scales(T, NC, row, 0, nb < G ? (int)nb : G, act, L, sc, cacc);
-    int64_t b = 0;
-    for (; b + G <= nb; b += G) {
-        kern_pf_to(pf, row + (size_t)(b + G) * bs);
-        if (b + G < nb) {
-            const int gn = nb - (b + G) < G ? (int)(nb - (b + G)) : G;
-            mv32_scales(T, NC, row, b + G, gn, act, L, scn, cacc);
-        }
-#pragma GCC unroll 2
-        for (int k = 0; k < G / 4; k++)
-            mv32q_quad(T, NC, row + (size_t)(b + 4 * k) * bs, bs, act, L, b + 4 * k, 4 * k, sc,
-                       acc[k % NA]);
-        for (int c = 0; c < NC; c++) sc[c] = scn[c];
-    }
-    /* the tail (fewer than G blocks): quads, then single blocks in natural order */
-    int i = 0;
-    for (; b + i + 4 <= nq; i += 4)
-        mv32q_quad(T, NC, row + (size_t)(b + i) * bs, bs, act, L, b + i, i, sc, acc[0]);
-    __m256 t1[KERN_MV_COLS];
-    for (int c = 0; c < NC; c++) t1[c] = _mm256_setzero_ps();
-    for (; b + i < nb; i++) {
-        const __m256i w = unpack32(T, row + (size_t)(b + i) * bs);
-        for (int c = 0; c < NC; c++) {
-            const int8_t *a = (const int8_t *)(act + (size_t)c * L->stride) + 32 * (b + i);
-            __m256i p = dot_u8s8(_mm256_setzero_si256(), w, a);
-            t1[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
-                                    _mm256_permutexvar_ps(_mm256_set1_epi32(i), sc[c]), t1[c]);
-        }
-    }
-    for (int c = 0; c < NC; c++) {
-        __m512 z = acc[0][c];
-        if (NA > 1) z = _mm512_add_ps(z, acc[1][c]);
-        out[c] =
-            _mm256_add_ps(_mm256_add_ps(cacc[c], t1[c]),
-                          _mm256_add_ps(_mm512_castps512_ps256(z), _mm512_extractf32x8_ps(z, 1)));
-    }
-}
-
 /* Q8_0: two blocks per zmm (one 512-bit vpdpbusd, convert and fma per two blocks) against the
  * act row in natural order; lanes 0-7 belong to block b, 8-15 to block b + 1. */
 AI void mv32d_pair(const int NC, const uint8_t *blk, const uint8_t *act, const struct kern_act *L,
@@ -549,14 +498,34 @@ AI void mv32d_pair(const int NC, const uint8_t *blk, const uint8_t *act, const s
     }
 }
 
-AI void mv32d_row(const int NC, const uint8_t *row, const uint8_t *act, const struct kern_act *L,
-                  __m256 *out, struct kern_pf *pf)
+/* blocks i .. i + S - 1 of the group, S = mvw_step(T) */
+AI void mvw_step_blocks(const int T, const int NC, const uint8_t *blk, size_t bs,
+                        const uint8_t *act, const struct kern_act *L, int64_t b, int i,
+                        const __m256 *sc, __m512 *acc)
 {
-    const int T = BT_Q8_0;
+    if (T == BT_Q8_0)
+        mv32d_pair(NC, blk, act, L, b, i, sc, acc);
+    else
+        mv32q_quad(T, NC, blk, bs, act, L, b, i, sc, acc);
+}
+
+AI int mvw_step(const int T)
+{
+    return T == BT_Q8_0 ? 2 : 4;
+}
+
+/* One weight row of the types with several blocks per zmm: Q4_0 / Q4_1 four (mv32q_quad, against
+ * the ilv = 4 act layout), Q8_0 two (mv32d_pair, natural order). Blocks left over at the end (for
+ * Q4_*: those after the last interleaved group of four) go one at a time. */
+AI void mv32w_row(const int T, const int NC, const uint8_t *row, const uint8_t *act,
+                  const struct kern_act *L, __m256 *out, struct kern_pf *pf)
+{
     const size_t bs = bsize32(T);
     const int NA = NC == 1 ? 2 : 1;
+    const int S = mvw_step(T);
     const int64_t nb = L->nb;
-    const int G = mv_group(T);
+    const int64_t ns = T == BT_Q8_0 ? nb : nb & ~(int64_t)3; /* steps of S blocks end here */
+    const int G = T == BT_Q8_0 ? mv_group(T) : mvq_group(T);
     __m512 acc[2][KERN_MV_COLS];
     __m256 cacc[KERN_MV_COLS], sc[KERN_MV_COLS], scn[KERN_MV_COLS];
     for (int c = 0; c < NC; c++) {
@@ -571,19 +540,18 @@ AI void mv32d_row(const int NC, const uint8_t *row, const uint8_t *act, const st
             const int gn = nb - (b + G) < G ? (int)(nb - (b + G)) : G;
             mv32_scales(T, NC, row, b + G, gn, act, L, scn, cacc);
         }
-#pragma GCC unroll 2
-        for (int k = 0; k < G / 2; k++)
-            mv32d_pair(NC, row + (size_t)(b + 2 * k) * bs, act, L, b + 2 * k, 2 * k, sc,
-                       acc[k % NA]);
+        for (int k = 0; k < G / S; k++)
+            mvw_step_blocks(T, NC, row + (size_t)(b + S * k) * bs, bs, act, L, b + S * k, S * k, sc,
+                            acc[k % NA]);
         for (int c = 0; c < NC; c++) sc[c] = scn[c];
     }
-    /* the tail (fewer than G blocks): pairs, then maybe one block */
+    /* the tail (fewer than G blocks): steps, then single blocks in natural order */
     int i = 0;
-    for (; b + i + 1 < nb; i += 2)
-        mv32d_pair(NC, row + (size_t)(b + i) * bs, act, L, b + i, i, sc, acc[0]);
+    for (; b + i + S <= ns; i += S)
+        mvw_step_blocks(T, NC, row + (size_t)(b + i) * bs, bs, act, L, b + i, i, sc, acc[0]);
     __m256 t1[KERN_MV_COLS];
     for (int c = 0; c < NC; c++) t1[c] = _mm256_setzero_ps();
-    if (b + i < nb) {
+    for (; b + i < nb; i++) {
         const __m256i w = unpack32(T, row + (size_t)(b + i) * bs);
         for (int c = 0; c < NC; c++) {
             const int8_t *a = (const int8_t *)(act + (size_t)c * L->stride) + 32 * (b + i);
@@ -609,10 +577,8 @@ AI void mv32(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t n
     kern_pf_init(&pf, W);
     for (int64_t r = 0; r < nr; r++) {
         __m256 t[KERN_MV_COLS];
-        if (T == BT_Q4_0 || T == BT_Q4_1)
-            mv32q_row(T, NC, W + (size_t)r * wrow, act, L, t, &pf);
-        else if (T == BT_Q8_0)
-            mv32d_row(NC, W + (size_t)r * wrow, act, L, t, &pf);
+        if (T == BT_Q4_0 || T == BT_Q4_1 || T == BT_Q8_0)
+            mv32w_row(T, NC, W + (size_t)r * wrow, act, L, t, &pf);
         else
             mv32_row(T, NC, W + (size_t)r * wrow, act, L, t, &pf);
         rowacc_put(&ra, NC, r, nr, t, Y, ldy);
