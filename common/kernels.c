@@ -621,6 +621,12 @@ struct mm_job {
     alignas(64) _Atomic int64_t next[KERN_MAX_THREADS]; /* next unit of each range */
 };
 
+/* a slot of one matrix */
+static struct mm_slot mm_single(const void *W, float *Y, int64_t rows, int index)
+{
+    return (struct mm_slot){.W = {W}, .Y = {Y}, .nw = 1, .rows = rows, .index = index};
+}
+
 static void mm_convert(const struct mm_job *j, uint8_t *act, int64_t c0, int64_t c1, float *tmp)
 {
     kern_quant_fn q = j->ops->quant[j->L.kind];
@@ -812,7 +818,7 @@ int kern_matmul(struct bt_pool *p, uint32_t wtype, const void *W, int64_t rows, 
     struct mm_job j;
     memset(&j, 0, sizeof(j));
     j.n_slots = 1;
-    j.slot[0] = (struct mm_slot){.W = {W}, .Y = {Y}, .nw = 1, .rows = rows};
+    j.slot[0] = mm_single(W, Y, rows, 0);
     return mm_run(p, &j, wtype, n, X, m, NULL);
 }
 
@@ -836,8 +842,7 @@ int kern_matmul_multi(struct bt_pool *p, const struct kern_mat *mats, int n_mats
         for (int i = 0; i < n_mats; i++) {
             memset(&j, 0, sizeof(j));
             j.n_slots = 1;
-            j.slot[0] = (struct mm_slot){
-                .W = {mats[i].W}, .Y = {mats[i].Y}, .nw = 1, .rows = mats[i].rows, .index = i};
+            j.slot[0] = mm_single(mats[i].W, mats[i].Y, mats[i].rows, i);
             int rc = mm_run(p, &j, mats[i].type, n, X, m, fu);
             if (rc < 0) return rc;
         }
@@ -853,8 +858,7 @@ int kern_matmul_multi(struct bt_pool *p, const struct kern_mat *mats, int n_mats
                                      .rows = mats[0].rows};
     } else {
         for (int i = 0; i < n_mats; i++)
-            j.slot[j.n_slots++] = (struct mm_slot){
-                .W = {mats[i].W}, .Y = {mats[i].Y}, .nw = 1, .rows = mats[i].rows, .index = i};
+            j.slot[j.n_slots++] = mm_single(mats[i].W, mats[i].Y, mats[i].rows, i);
     }
     return mm_run(p, &j, mats[0].type, n, X, m, fu);
 }
@@ -888,8 +892,7 @@ int kern_reserve(struct bt_pool *p, uint32_t wtype, int64_t n, int64_t m)
     for (int i = 0; i < 8; i++) { /* without and with a pre transform */
         memset(&j, 0, sizeof(j));
         j.n_slots = 1;
-        j.slot[0].rows = 1;
-        j.slot[0].nw = 1;
+        j.slot[0] = mm_single(NULL, NULL, 1, 0);
         mm_plan(&j, ops, wtype, n, cand[i / 2], bt_pool_size(p), i & 1, &caller_need, &worker_need);
         if (caller_need > r.need) r.need = caller_need;
         if (worker_need > r.need) r.need = worker_need;
