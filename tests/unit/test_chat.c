@@ -8,7 +8,8 @@
 #include "t.h"
 
 /* Templates baton's family renderers do NOT reproduce byte for byte (rendered without tools,
- * these print tool preambles or raise because they need tools/functions). Asserted: each must
+ * these print tool preambles or raise because they need tools/functions; the newer families
+ * think, speak harmony or are not recognised). Asserted: each must
  * mismatch somewhere, so a template that starts to match has to be moved out of this list. */
 static const char *const unsupported[] = {
     "CohereForAI-c4ai-command-r-plus-tool_use.txt",
@@ -18,6 +19,12 @@ static const char *const unsupported[] = {
     "fireworks-ai-llama-3-firefunction-v2.txt",
     "meetkai-functionary-medium-v3.1.txt",
     "meetkai-functionary-medium-v3.2.txt",
+    /* newer families, not rendered yet (issues 17, 18: thinking, harmony format, tools) */
+    "Mistral-Small-3.2-24B-Instruct-2506.txt",
+    "Qwen3.5-4B.txt",
+    "deepseek-ai-DeepSeek-V3.1.txt",
+    "google-gemma-4-31B-it.txt",
+    "openai-gpt-oss-120b.txt",
 };
 #define N_UNSUPPORTED (int)(sizeof(unsupported) / sizeof(unsupported[0]))
 
@@ -219,8 +226,13 @@ static void run_fixture(const char *fx, char **seen_tmpl, int *n_seen)
     }
     if (strcmp(src, "shared") == 0 && *n_seen < 64) seen_tmpl[(*n_seen)++] = strdup(tname);
 
+    /* "unknown": baton does not recognise the template and renders the fallback family; only an
+     * unsupported template may say so */
     int family = chat_family_from_name(fam);
-    CHECK(family != CHAT_UNKNOWN);
+    if (family == CHAT_UNKNOWN) {
+        CHECK(is_unsupported(fx));
+        family = CHAT_FALLBACK;
+    }
     struct tm today = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d};
     int cases = 0, mismatches = 0;
     bool unsup = is_unsupported(fx);
