@@ -34,7 +34,7 @@
 
 struct rankd {
     struct xport *x;
-    const struct cfg *c;
+    const struct cfg_stage *c;
     int rank, size;
     char host[PROTO_HOST_MAX + 1];
     /* the stage, NULL until loaded */
@@ -529,7 +529,7 @@ static int on_load_progress(void *arg, float fraction)
  * answering what comes (a SHUTDOWN, a peer's exit end the wait). */
 static int load_delay(struct rankd *d)
 {
-    const struct cfg *c = d->c;
+    const struct cfg_stage *c = d->c;
     if (c->test_load_delay_ms <= 0 ||
         (c->test_load_delay_rank != -1 && c->test_load_delay_rank != d->rank))
         return BT_OK;
@@ -547,7 +547,7 @@ static int load_delay(struct rankd *d)
 
 static int load_stage(struct rankd *d)
 {
-    const struct cfg *c = d->c;
+    const struct cfg_stage *c = d->c;
     struct stage_range ranges[STAGE_MAX];
     struct model_hparams hp;
     char *err = d->err;
@@ -594,7 +594,9 @@ static int load_stage(struct rankd *d)
     if (d->max_batch > PROTO_MAX_TOKENS) d->max_batch = PROTO_MAX_TOKENS;
     d->pool = bt_pool_new(n_threads);
     if (!d->pool) return bt_errf(err, errsz, BT_ERR, "cannot start %d compute threads", n_threads);
-    if ((rc = kv_new(d->m, d->n_seq, d->n_ctx, BT_F16, &d->kv, err, errsz)) < 0) return rc;
+    if ((rc = kv_new(d->m, d->n_seq, d->n_ctx, c->cache_type == CFG_CACHE_F32 ? BT_F32 : BT_F16,
+                     &d->kv, err, errsz)) < 0)
+        return rc;
     if ((rc = fwd_new_dev(d->m, d->kv, d->pool, cfg_device(c), d->max_batch, d->n_seq, &d->f, err,
                           errsz)) < 0)
         return rc;
@@ -635,7 +637,7 @@ static void rankd_free(struct rankd *d)
     proto_msg_free(&d->msg);
 }
 
-int rankd_run(struct xport *x, const struct cfg *c, const char *cfg_err, int *faulted)
+int rankd_run(struct xport *x, const struct cfg_stage *c, const char *cfg_err, int *faulted)
 {
     struct rankd d;
     int status = BT_EXIT_OK;

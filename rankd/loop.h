@@ -19,13 +19,13 @@
 #ifndef BATON_RANKD_LOOP_H
 #define BATON_RANKD_LOOP_H
 
-struct cfg;
+struct cfg_stage;
 struct xport;
 
 /* Run the rank until SHUTDOWN. x is borrowed (the caller frees it). cfg_err: the text of a
  * configuration error main found (c is then not used), or NULL. Returns the process's exit
  * status (exitcodes.h); *faulted is set when the rank must leave without MPI_Finalize (a peer of
  * the job exited, or the transport failed): then xport_mark_faulted, xport_free and _exit. */
-int rankd_run(struct xport *x, const struct cfg *c, const char *cfg_err, int *faulted);
+int rankd_run(struct xport *x, const struct cfg_stage *c, const char *cfg_err, int *faulted);
 
 #endif

@@ -33,7 +33,8 @@ int main(int argc, char **argv)
     if (rc == BT_OK && (c.help || c.version || c.print_example)) {
         /* every rank sees the same flag and leaves without MPI, so none is left waiting */
         if (c.help)
-            cfg_write_help(stdout, "baton-rankd");
+            cfg_write_help(stdout, "usage: baton-rankd [options] (rank 1.. of an mpiexec job)",
+                           1u << CFG_G_STAGE);
         else if (c.version)
             printf("baton-rankd %s (%s)\n", BATON_VERSION, BATON_BUILD_ID);
         else
@@ -41,13 +42,7 @@ int main(int argc, char **argv)
         cfg_free(&c);
         return BT_EXIT_OK;
     }
-    if (rc == BT_OK && c.log_level) {
-        const char *l = c.log_level;
-        bt_log_set_level(!strcmp(l, "debug")  ? BT_LOG_DEBUG
-                         : !strcmp(l, "info") ? BT_LOG_INFO
-                         : !strcmp(l, "warn") ? BT_LOG_WARN
-                                              : BT_LOG_ERROR);
-    }
+    if (rc == BT_OK && c.stage.log_level != CFG_LOG_UNSET) bt_log_set_level(c.stage.log_level);
     /* before MPI_Init, so MPICH chains its SIGUSR1 (a peer exited) to ours */
     if (xport_mpi_install_sigusr1(err, sizeof(err)) < 0) bt_warn("%s", err);
     if (xport_mpi_init(&argc, &argv, 0, &x, err, sizeof(err)) < 0) {
@@ -57,7 +52,7 @@ int main(int argc, char **argv)
     }
     snprintf(tag, sizeof(tag), "rank %d", xport_rank(x));
     bt_log_set_tag(tag);
-    status = rankd_run(x, &c, rc < 0 ? cfg_err : NULL, &faulted);
+    status = rankd_run(x, &c.stage, rc < 0 ? cfg_err : NULL, &faulted);
     cfg_free(&c);
     if (faulted) {
         xport_mark_faulted(x);

@@ -71,6 +71,7 @@ struct eng_load_params {
     int max_batch;      /* most tokens in one micro-batch */
     int n_threads;      /* 0: one per core */
     const char *device; /* this process's stage: "cuda:N", or NULL / "cpu" (device.h) */
+    uint32_t kv_type;   /* element type of the KV cache: BT_F16 or BT_F32 (0: BT_F16) */
     void (*progress)(void *arg, int rank, float fraction); /* may be NULL */
     void *progress_arg;
 };

@@ -65,7 +65,9 @@ static int local_load(void *self, const struct gguf *g, const struct eng_load_pa
         rc = bt_errf(err, errsz, BT_ERR, "cannot start %d compute threads", n_threads);
         goto fail;
     }
-    if ((rc = kv_new(e->m, e->n_seq, e->n_ctx, BT_F16, &e->kv, err, errsz)) < 0) goto fail;
+    if ((rc = kv_new(e->m, e->n_seq, e->n_ctx, p->kv_type ? p->kv_type : BT_F16, &e->kv, err,
+                     errsz)) < 0)
+        goto fail;
     int dev;
     if ((rc = dev_parse(p->device, &dev, err, errsz)) < 0) goto fail;
     if ((rc = fwd_new_dev(e->m, e->kv, e->pool, dev, e->max_batch, e->n_seq, &e->f, err, errsz)) <

@@ -537,7 +537,8 @@ static int pipe_load(void *self, const struct gguf *g, const struct eng_load_par
     }
     int dev = DEV_CPU;
     if ((rc = dev_parse(p->device, &dev, why, sizeof(why))) < 0 ||
-        (rc = kv_new(e->m, e->n_seq, e->n_ctx, BT_F16, &e->kv, why, sizeof(why))) < 0 ||
+        (rc = kv_new(e->m, e->n_seq, e->n_ctx, p->kv_type ? p->kv_type : BT_F16, &e->kv, why,
+                     sizeof(why))) < 0 ||
         (rc = fwd_new_dev(e->m, e->kv, e->pool, dev, e->max_batch, 1, &e->f, why, sizeof(why))) <
             0) {
         set_fail(e, rc, BT_EXIT_CONFIG, "rank 0: %s", why);

@@ -72,24 +72,16 @@ struct launch_opts {
 
 static void usage(FILE *f)
 {
-    fputs(
+    cfg_write_help(
+        f,
         "usage: baton run   -m MODEL -p PROMPT -n N [--ranks R] [options]\n"
         "       baton serve -m MODEL [--ranks R] [--host ADDR] [--port P] [options]\n"
         "\n"
-        "Runs an R-rank pipeline with MPICH's mpiexec: rank 0 is baton-server (HTTP, scheduler,\n"
-        "first stage), ranks 1..R-1 are baton-rankd (later stages).\n"
-        "\n"
-        "launcher options:\n"
-        "  --ranks R          number of ranks (pipeline stages), default 1\n"
-        "  --hosts h1,h2,...  spread ranks over these hosts (hydra -hosts)\n"
-        "  --hostfile F       hosts from a file (hydra -f)\n"
-        "  --dry-run          print the mpiexec command line and exit\n"
-        "  -h, --help         this text\n"
-        "\n"
-        "Every other option (-m, -p, -n, -c, -t, --split, --temp, --seed, --port, ...) is passed "
-        "to\n"
-        "each rank; see `baton-server --help`. Env: BATON_MPIEXEC overrides the mpiexec program.\n",
-        f);
+        "Runs an R-rank pipeline with MPICH's mpiexec: rank 0 is baton-server (HTTP,\n"
+        "scheduler, first stage), ranks 1..R-1 are baton-rankd (later stages). Every\n"
+        "option but the launch group's is passed to each rank; all of them: `baton-server\n"
+        "--help`. Env: BATON_MPIEXEC overrides the mpiexec program.",
+        1u << CFG_G_LAUNCH);
 }
 
 /* Directory of this executable, so the rank binaries are found beside it. */
@@ -202,39 +194,40 @@ static int wrap_main(int argc, char **argv, bool report)
     return code;
 }
 
-static int parse_args(int argc, char **argv, struct launch_opts *o, char *err, size_t errsz)
+/* argv[1] is the mode; the rest are options of the one table (config.h), checked here. The
+ * launch group is the launcher's own; everything else is passed to every rank unchanged. */
+static int parse_args(int argc, char **argv, struct launch_opts *o, struct cfg *c, char *err,
+                      size_t errsz)
 {
+    extern char **environ;
+    struct argv_buf a = {.n = 0};
     memset(o, 0, sizeof(*o));
-    o->ranks = 1;
-    o->drain_timeout = 30;
-    o->launch_timeout = 60;
+    memset(c, 0, sizeof(*c));
     if (argc < 2) return bt_errf(err, errsz, BT_EINVAL, "missing mode: run or serve");
     o->mode = argv[1];
     if (strcmp(o->mode, "run") != 0 && strcmp(o->mode, "serve") != 0)
         return bt_errf(err, errsz, BT_EINVAL, "unknown mode '%s' (expected run or serve)", o->mode);
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i];
-        const char *val = (i + 1 < argc) ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--ranks") || !strcmp(a, "--hosts") || !strcmp(a, "--hostfile")) {
-            if (!val) return bt_errf(err, errsz, BT_EINVAL, "%s needs a value", a);
-            i++;
-            if (!strcmp(a, "--ranks")) {
-                char *end;
-                long r = strtol(val, &end, 10);
-                if (*end || r < 1 || r > 256)
-                    return bt_errf(err, errsz, BT_EINVAL, "--ranks: '%s' is not in 1..256", val);
-                o->ranks = (int)r;
-            } else if (!strcmp(a, "--hosts")) {
-                o->hosts = val;
-            } else {
-                o->hostfile = val;
-            }
-        } else if (!strcmp(a, "--dry-run")) {
-            o->dry_run = true;
-        } else if (argv_push(&o->pass, a) != BT_OK) {
+    argv_push(&a, "baton");
+    for (int i = 2; i < argc; i++)
+        if (argv_push(&a, argv[i]) != BT_OK)
             return bt_errf(err, errsz, BT_EINVAL, "too many arguments");
-        }
+    int rc = cfg_load(c, a.n, a.v, environ, err, errsz);
+    if (rc < 0) return rc;
+    for (int i = 2, n; i < argc; i += n) {
+        const struct cfg_opt *opt = cfg_flag_at(argc, argv, i, &n);
+        for (int k = 0; k < n && !(opt && opt->group == CFG_G_LAUNCH); k++)
+            argv_push(&o->pass, argv[i + k]);
     }
+    o->ranks = (int)c->launch.ranks;
+    o->hosts = c->launch.hosts;
+    o->hostfile = c->launch.hostfile;
+    o->dry_run = c->launch.dry_run;
+    o->drain_timeout = (double)c->server.drain_timeout_ms / 1000.0;
+    o->launch_timeout = (double)c->launch.launch_timeout_ms / 1000.0;
+    /* the ranks' own rule for a silent rank 0 (interval x misses x 2), at least 3 s */
+    o->rank0_silence =
+        (double)c->stage.heartbeat_interval_ms * 1e-3 * (double)c->stage.heartbeat_misses * 2;
+    if (o->rank0_silence < 3) o->rank0_silence = 3;
     if (o->hosts && o->hostfile)
         return bt_errf(err, errsz, BT_EINVAL, "--hosts and --hostfile are exclusive");
     return BT_OK;
@@ -581,40 +574,24 @@ int main(int argc, char **argv)
         return 0;
     }
     bt_log_set_tag("launcher");
-    if (parse_args(argc, argv, &o, err, sizeof(err)) != BT_OK) {
+    struct cfg c;
+    int listen_fd = -1, status_pipe[2] = {-1, -1};
+    if (parse_args(argc, argv, &o, &c, err, sizeof(err)) != BT_OK) {
         fprintf(stderr, "baton: %s\n", err);
         usage(stderr);
+        cfg_free(&c);
         return BT_EXIT_CONFIG;
     }
-    for (int i = 0; i < o.pass.n; i++) {
-        if (!strcmp(o.pass.v[i], "-h") || !strcmp(o.pass.v[i], "--help")) {
-            usage(stdout);
-            return 0;
-        }
+    if (c.help) {
+        usage(stdout);
+        cfg_free(&c);
+        return 0;
     }
     bool serve = !strcmp(o.mode, "serve");
-    struct cfg c = {0};
-    int listen_fd = -1, status_pipe[2] = {-1, -1};
-    if (serve) {
-        /* Check every option with the server's own table before starting anything. */
-        struct argv_buf a = {.n = 0};
-        argv_push(&a, "baton-server");
-        for (int i = 0; i < o.pass.n; i++) argv_push(&a, o.pass.v[i]);
-        extern char **environ;
-        if (cfg_load(&c, a.n, a.v, environ, err, sizeof(err)) != BT_OK) {
-            fprintf(stderr, "baton: %s\n", err);
-            return BT_EXIT_CONFIG;
-        }
-        if (!c.model || !*c.model) {
-            fputs("baton: serve needs a model (-m FILE.gguf or BATON_MODEL)\n", stderr);
-            cfg_free(&c);
-            return BT_EXIT_CONFIG;
-        }
-        o.drain_timeout = (double)c.drain_timeout_ms / 1000.0;
-        /* the ranks' own rule for a silent rank 0 (interval x misses x 2), at least 3 s */
-        o.rank0_silence = (double)c.heartbeat_interval_ms * 1e-3 * (double)c.heartbeat_misses * 2;
-        if (o.rank0_silence < 3) o.rank0_silence = 3;
-        o.launch_timeout = (double)c.launch_timeout_ms / 1000.0;
+    if (serve && (!c.stage.model || !*c.stage.model)) {
+        fputs("baton: serve needs a model (-m FILE.gguf or BATON_MODEL)\n", stderr);
+        cfg_free(&c);
+        return BT_EXIT_CONFIG;
     }
     if (self_dir(dir, sizeof(dir)) != BT_OK) {
         fputs("baton: cannot find my own executable in /proc/self/exe\n", stderr);
@@ -657,9 +634,10 @@ int main(int argc, char **argv)
         cfg_free(&c);
         return 0;
     }
-    if (serve && c.listen_fd >= 0) {
-        listen_fd = (int)c.listen_fd; /* we were handed one ourselves */
-    } else if (serve && open_listener(c.host, (int)c.port, &listen_fd, err, sizeof(err)) != BT_OK) {
+    if (serve && c.server.listen_fd >= 0) {
+        listen_fd = (int)c.server.listen_fd; /* we were handed one ourselves */
+    } else if (serve && open_listener(c.server.host, (int)c.server.port, &listen_fd, err,
+                                      sizeof(err)) != BT_OK) {
         fprintf(stderr, "baton: %s\n", err);
         cfg_free(&c);
         return BT_EXIT_CONFIG;
@@ -691,11 +669,11 @@ int main(int argc, char **argv)
     }
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
-    int port = (int)c.port;
+    int port = (int)c.server.port;
     if (getsockname(listen_fd, (struct sockaddr *)&ss, &sl) == 0)
         port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                               : ((struct sockaddr_in *)&ss)->sin_port);
-    bt_info("supervisor: serving on %s:%d with %d rank%s", c.host, port, o.ranks,
+    bt_info("supervisor: serving on %s:%d with %d rank%s", c.server.host, port, o.ranks,
             o.ranks > 1 ? "s" : "");
     cfg_free(&c);
     return supervise(cmd.v, status_pipe[0], &o, false);

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "oneshot.h"
+#include "quant.h"
 #include "scheduler.h"
 #include "version.h"
 
@@ -44,14 +45,6 @@ static void report_up(void)
     (void)w;
 }
 
-static int parse_level(const char *s)
-{
-    if (!strcasecmp(s, "info")) return BT_LOG_INFO;
-    if (!strcasecmp(s, "debug")) return BT_LOG_DEBUG;
-    if (!strcasecmp(s, "warn")) return BT_LOG_WARN;
-    return BT_LOG_ERROR;
-}
-
 int main(int argc, char **argv)
 {
     const uint64_t t_start = bt_now_ns();
@@ -81,7 +74,11 @@ int main(int argc, char **argv)
     }
     if (c.help || c.version || c.print_example) {
         if (c.help)
-            cfg_write_help(stdout, argv[0]);
+            cfg_write_help(
+                stdout,
+                "usage: baton-server -m MODEL.gguf [options]\n\nOpenAI-compatible HTTP server for "
+                "GGUF models: rank 0 of a pipeline, or the whole\nmodel in one process.",
+                CFG_ALL_GROUPS & ~(1u << CFG_G_LAUNCH));
         else if (c.version)
             printf("baton-server %s (%s)\n", BATON_VERSION, BATON_BUILD_ID);
         else
@@ -89,22 +86,13 @@ int main(int argc, char **argv)
         cfg_free(&c);
         return 0;
     }
-    if (!c.model || !*c.model) {
+    if (!c.stage.model || !*c.stage.model) {
         fprintf(stderr, "baton-server: option model: required (-m FILE, BATON_MODEL or `model =` "
                         "in the config file)\n");
         cfg_free(&c);
         return eng_pipe_early_exit(2);
     }
-    if (c.chat_template && *c.chat_template) {
-        int fam;
-        bool fb;
-        if (chat_select(c.chat_template, NULL, &fam, &fb, err, sizeof(err)) < 0) {
-            fprintf(stderr, "baton-server: option chat-template: %s\n", err);
-            cfg_free(&c);
-            return eng_pipe_early_exit(2);
-        }
-    }
-    if (c.log_level) bt_log_set_level(parse_level(c.log_level));
+    if (c.stage.log_level != CFG_LOG_UNSET) bt_log_set_level(c.stage.log_level);
     if (oneshot) {
         status = oneshot_main(&c, &argc, &argv);
         cfg_free(&c);
@@ -119,21 +107,22 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     char alias[256];
-    if (c.model_alias && *c.model_alias)
-        snprintf(alias, sizeof(alias), "%s", c.model_alias);
+    if (c.server.model_alias && *c.server.model_alias)
+        snprintf(alias, sizeof(alias), "%s", c.server.model_alias);
     else {
-        const char *b = strrchr(c.model, '/');
-        snprintf(alias, sizeof(alias), "%s", b ? b + 1 : c.model);
+        const char *b = strrchr(c.stage.model, '/');
+        snprintf(alias, sizeof(alias), "%s", b ? b + 1 : c.stage.model);
     }
 
     metrics_init(&m);
     /* under mpiexec with more ranks, the pipeline engine (MPI comes up here) */
     void *pipe = NULL;
-    struct eng_pipe_config pc = {.split = c.split,
-                                 .init_timeout_s = (int)c.init_timeout,
-                                 .heartbeat_ns = (uint64_t)c.heartbeat_interval_ms * 1000000ull,
-                                 .heartbeat_misses = (int)c.heartbeat_misses,
-                                 .step_timeout_ns = (uint64_t)c.step_timeout_ms * 1000000ull};
+    struct eng_pipe_config pc = {.split = c.stage.split,
+                                 .init_timeout_s = (int)c.stage.init_timeout,
+                                 .heartbeat_ns =
+                                     (uint64_t)c.stage.heartbeat_interval_ms * 1000000ull,
+                                 .heartbeat_misses = (int)c.stage.heartbeat_misses,
+                                 .step_timeout_ns = (uint64_t)c.stage.step_timeout_ms * 1000000ull};
     if (eng_pipe_wanted()) {
         if (eng_pipe_new(&eng, &argc, &argv, &pc, err, sizeof(err)) < 0) {
             bt_error("%s", err);
@@ -146,37 +135,40 @@ int main(int argc, char **argv)
     }
     report_up();
     struct sched_config sc = {
-        .model_path = c.model,
-        .chat_template = c.chat_template && *c.chat_template ? c.chat_template : NULL,
-        .n_ctx = (int)c.ctx_size,
-        .n_slots = (int)c.parallel,
-        .queue_cap = (int)c.queue,
-        .prefill_chunk = (int)c.prefill_chunk,
-        .n_threads = (int)c.threads,
-        .device = c.device,
-        .request_timeout_s = (int)c.request_timeout,
-        .test_step_delay_ms = (int)c.test_step_delay_ms,
-        .test_load_delay_ms = c.test_load_delay_rank <= 0 ? (int)c.test_load_delay_ms : 0,
+        .model_path = c.stage.model,
+        .chat_template =
+            c.server.chat_template && *c.server.chat_template ? c.server.chat_template : NULL,
+        .n_ctx = (int)c.stage.ctx_size,
+        .n_slots = (int)c.stage.parallel,
+        .queue_cap = (int)c.server.queue,
+        .prefill_chunk = (int)c.stage.prefill_chunk,
+        .n_threads = (int)c.stage.threads,
+        .device = c.stage.device,
+        .kv_type = c.stage.cache_type == CFG_CACHE_F32 ? BT_F32 : BT_F16,
+        .request_timeout_s = (int)c.server.request_timeout,
+        .test_step_delay_ms = (int)c.server.test_step_delay_ms,
+        .test_load_delay_ms =
+            c.stage.test_load_delay_rank <= 0 ? (int)c.stage.test_load_delay_ms : 0,
         .t_start_ns = t_start};
     if (sched_create(&sc, eng, &m, &s, err, sizeof(err)) < 0) {
         bt_error("%s", err);
         goto out;
     }
-    struct http_config hc = {.host = c.host,
-                             .port = (int)c.port,
-                             .listen_fd = (int)c.listen_fd,
-                             .n_threads = (int)c.http_threads,
-                             .max_body = (size_t)c.max_body,
-                             .api_key = c.api_key,
+    struct http_config hc = {.host = c.server.host,
+                             .port = (int)c.server.port,
+                             .listen_fd = (int)c.server.listen_fd,
+                             .n_threads = (int)c.server.http_threads,
+                             .max_body = (size_t)c.server.max_body,
+                             .api_key = c.server.api_key,
                              .model_name = alias};
     if (http_start(&hc, s, &m, &h, err, sizeof(err)) < 0) {
         bt_error("%s", err);
         goto out;
     }
-    if (c.listen_fd >= 0)
-        bt_info("listening on fd %d (port %d)", (int)c.listen_fd, http_port(h));
+    if (c.server.listen_fd >= 0)
+        bt_info("listening on fd %d (port %d)", (int)c.server.listen_fd, http_port(h));
     else
-        bt_info("listening on http://%s:%d", c.host, http_port(h));
+        bt_info("listening on http://%s:%d", c.server.host, http_port(h));
     if (sched_start(s) < 0) {
         bt_error("cannot start the scheduler thread");
         goto out;
@@ -191,7 +183,7 @@ int main(int argc, char **argv)
     if (report_fd >= 0) fcntl(report_fd, F_SETFL, fcntl(report_fd, F_GETFL) | O_NONBLOCK);
     /* a scheduler that has not gone round for this long is stuck (a step is bounded by
      * --step-timeout): then the supervisor hears nothing and ends the job */
-    const uint64_t stuck_ns = 2 * (uint64_t)c.step_timeout_ms * 1000000ull + 5000000000ull;
+    const uint64_t stuck_ns = 2 * (uint64_t)c.stage.step_timeout_ms * 1000000ull + 5000000000ull;
     for (;;) {
         struct timespec ts = {.tv_sec = 0, .tv_nsec = 100000000L};
         int sig = sigtimedwait(&sigs, NULL, &ts);
@@ -203,14 +195,14 @@ int main(int argc, char **argv)
             (void)w;
             last_alive = now;
         }
-        if ((sig == SIGINT || sig == SIGTERM) && !draining && c.drain_timeout_ms > 0 &&
+        if ((sig == SIGINT || sig == SIGTERM) && !draining && c.server.drain_timeout_ms > 0 &&
             sched_state(s) == SCHED_READY) {
             draining = true;
-            drain_until = bt_now_ns() + (uint64_t)c.drain_timeout_ms * 1000000ull;
+            drain_until = bt_now_ns() + (uint64_t)c.server.drain_timeout_ms * 1000000ull;
             sched_drain(s);
             bt_info("signal %d: draining: requests in progress may finish within %.3g s (a "
                     "second signal stops at once)",
-                    sig, (double)c.drain_timeout_ms * 1e-3);
+                    sig, (double)c.server.drain_timeout_ms * 1e-3);
         } else if (sig == SIGINT || sig == SIGTERM) {
             bt_info("signal %d: shutting down", sig);
             status = 0;

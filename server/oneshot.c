@@ -7,6 +7,7 @@
 #include "exitcodes.h"
 #include "gguf.h"
 #include "log.h"
+#include "quant.h"
 #include "tokenizer.h"
 
 #include <errno.h>
@@ -64,38 +65,34 @@ int oneshot_main(const struct cfg *c, int *argc, char ***argv)
     const bool pipe = eng_pipe_wanted();
 
     /* options first: a bad one ends the job before anything loads */
-    char *end;
-    errno = 0;
-    float temp = c->temp ? strtof(c->temp, &end) : 0.8f;
-    if (c->temp && (errno || end == c->temp || *end || !isfinite(temp) || temp < 0 || temp > 100)) {
-        bt_error("option temp: '%s' is not a number in [0, 100]", c->temp);
-        return eng_pipe_early_exit(BT_EXIT_CONFIG);
-    }
-    if (!c->prompt) {
+    const float temp = (float)c->run.temp;
+    if (!c->run.prompt) {
         bt_error("option prompt: required with --oneshot (-p TEXT)");
         return eng_pipe_early_exit(BT_EXIT_CONFIG);
     }
-    struct eng_pipe_config pc = {.split = c->split,
-                                 .init_timeout_s = (int)c->init_timeout,
-                                 .heartbeat_ns = (uint64_t)c->heartbeat_interval_ms * 1000000ull,
-                                 .heartbeat_misses = (int)c->heartbeat_misses,
-                                 .step_timeout_ns = (uint64_t)c->step_timeout_ms * 1000000ull};
+    struct eng_pipe_config pc = {
+        .split = c->stage.split,
+        .init_timeout_s = (int)c->stage.init_timeout,
+        .heartbeat_ns = (uint64_t)c->stage.heartbeat_interval_ms * 1000000ull,
+        .heartbeat_misses = (int)c->stage.heartbeat_misses,
+        .step_timeout_ns = (uint64_t)c->stage.step_timeout_ms * 1000000ull};
     rc = pipe ? eng_pipe_new(&eng, argc, argv, &pc, err, sizeof(err)) : eng_local_new(&eng);
     if (rc < 0) {
         bt_error("%s", pipe ? err : "out of memory");
         if (eng.self) eng.ops->destroy(eng.self);
         return BT_EXIT_FAIL;
     }
-    if ((rc = gguf_open(c->model, &g, err, sizeof(err))) < 0 ||
+    if ((rc = gguf_open(c->stage.model, &g, err, sizeof(err))) < 0 ||
         (rc = tok_load(g, &t, err, sizeof(err))) < 0) {
         bt_error("%s", err);
         goto out;
     }
-    struct eng_load_params lp = {.n_seq = (int)c->parallel,
-                                 .n_ctx = (int)c->ctx_size,
-                                 .max_batch = (int)(c->parallel + c->prefill_chunk),
-                                 .n_threads = (int)c->threads,
-                                 .device = c->device};
+    struct eng_load_params lp = {.n_seq = (int)c->stage.parallel,
+                                 .n_ctx = (int)c->stage.ctx_size,
+                                 .max_batch = (int)(c->stage.parallel + c->stage.prefill_chunk),
+                                 .n_threads = (int)c->stage.threads,
+                                 .device = c->stage.device,
+                                 .kv_type = c->stage.cache_type == CFG_CACHE_F32 ? BT_F32 : BT_F16};
     struct eng_info info;
     if ((rc = eng.ops->load(eng.self, g, &lp, &info, err, sizeof(err))) < 0) {
         bt_error("loading failed: %s", err);
@@ -103,19 +100,19 @@ int oneshot_main(const struct cfg *c, int *argc, char ***argv)
         goto out;
     }
     if (info.n_vocab != tok_n_vocab(t)) {
-        bt_error("%s: the tokenizer has %d tokens, the model %d", c->model, tok_n_vocab(t),
+        bt_error("%s: the tokenizer has %d tokens, the model %d", c->stage.model, tok_n_vocab(t),
                  info.n_vocab);
         goto out;
     }
 
     /* the prompt, as baton-cli tokenizes it */
-    const size_t plen = strlen(c->prompt);
-    int n_prompt = tok_encode(t, c->prompt, plen, true, true, NULL, 0);
+    const size_t plen = strlen(c->run.prompt);
+    int n_prompt = tok_encode(t, c->run.prompt, plen, true, true, NULL, 0);
     if (n_prompt <= 0) {
         bt_error(n_prompt < 0 ? "cannot tokenize the prompt" : "the prompt is empty");
         goto out;
     }
-    const int n_predict = c->n_predict < 0 ? info.n_ctx - n_prompt : (int)c->n_predict;
+    const int n_predict = c->run.n_predict < 0 ? info.n_ctx - n_prompt : (int)c->run.n_predict;
     if ((long)n_prompt + n_predict > info.n_ctx) {
         bt_error("prompt (%d tokens) + %d tokens to generate do not fit in the context of %d "
                  "(raise -c or lower -n)",
@@ -124,7 +121,8 @@ int oneshot_main(const struct cfg *c, int *argc, char ***argv)
     }
     toks = malloc(sizeof(*toks) * (size_t)n_prompt);
     piece = malloc((size_t)tok_max_piece(t) + 8);
-    if (!toks || !piece || tok_encode(t, c->prompt, plen, true, true, toks, n_prompt) != n_prompt) {
+    if (!toks || !piece ||
+        tok_encode(t, c->run.prompt, plen, true, true, toks, n_prompt) != n_prompt) {
         bt_error("cannot tokenize the prompt");
         goto out;
     }
@@ -136,15 +134,15 @@ int oneshot_main(const struct cfg *c, int *argc, char ***argv)
                              .repeat_penalty = 1.0f,
                              .repeat_last_n = 64,
                              .n_logprobs = -1};
-    if (c->seed >= 0)
-        sp.seed = (uint64_t)c->seed;
+    if (c->run.seed >= 0)
+        sp.seed = (uint64_t)c->run.seed;
     else if (getrandom(&sp.seed, sizeof(sp.seed), 0) != sizeof(sp.seed))
         sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
 
     /* the prompt in chunks, sampling after the last; then one token per step */
     status = BT_EXIT_FAIL;
     struct eng_result res;
-    const int chunk = (int)c->prefill_chunk;
+    const int chunk = (int)c->stage.prefill_chunk;
     const double t0 = bt_now_s();
     for (int i = 0; i < n_prompt; i += chunk) {
         int k = n_prompt - i < chunk ? n_prompt - i : chunk;

@@ -32,27 +32,31 @@ int main(void)
     {
         char *argv[] = {"srv", NULL};
         CHECK_INT(load(&c, argv, NULL, err), 0);
-        CHECK_STR(c.host, "127.0.0.1");
-        CHECK_INT(c.port, 8080);
-        CHECK_INT(c.listen_fd, -1);
-        CHECK_INT(c.parallel, 4);
-        CHECK_INT(c.queue, 64);
-        CHECK_INT(c.prefill_chunk, 256);
-        CHECK_INT(c.max_body, 1 << 20);
-        CHECK(c.model == NULL);
-        CHECK(c.api_key == NULL);
-        CHECK(c.log_level == NULL);
+        CHECK_STR(c.server.host, "127.0.0.1");
+        CHECK_INT(c.server.port, 8080);
+        CHECK_INT(c.server.listen_fd, -1);
+        CHECK_INT(c.stage.parallel, 4);
+        CHECK_INT(c.server.queue, 64);
+        CHECK_INT(c.stage.prefill_chunk, 256);
+        CHECK_INT(c.server.max_body, 1 << 20);
+        CHECK(c.stage.model == NULL);
+        CHECK(c.server.api_key == NULL);
+        CHECK_INT(c.stage.log_level, CFG_LOG_UNSET);
+        CHECK_INT(c.stage.cache_type, CFG_CACHE_F16);
+        CHECK_INT(c.launch.ranks, 1);
+        CHECK(!c.launch.dry_run);
+        CHECK(c.run.temp == 0.8);
         cfg_free(&c);
-        CHECK(c.host == NULL);
+        CHECK(c.server.host == NULL);
     }
     /* seconds with fractions (CFG_SEC, stored as milliseconds) and the fault defaults */
     {
         char *argv[] = {"srv", NULL};
         CHECK_INT(load(&c, argv, NULL, err), 0);
-        CHECK_INT(c.heartbeat_interval_ms, 1000);
-        CHECK_INT(c.heartbeat_misses, 3);
-        CHECK_INT(c.step_timeout_ms, 30000);
-        CHECK_INT(c.drain_timeout_ms, 30000);
+        CHECK_INT(c.stage.heartbeat_interval_ms, 1000);
+        CHECK_INT(c.stage.heartbeat_misses, 3);
+        CHECK_INT(c.stage.step_timeout_ms, 30000);
+        CHECK_INT(c.server.drain_timeout_ms, 30000);
         cfg_free(&c);
         char *argv2[] = {"srv", "--heartbeat-interval",
                          "0.2", "--step-timeout",
@@ -60,14 +64,14 @@ int main(void)
                          "0",   "--heartbeat-misses",
                          "5",   NULL};
         CHECK_INT(load(&c, argv2, NULL, err), 0);
-        CHECK_INT(c.heartbeat_interval_ms, 200);
-        CHECK_INT(c.step_timeout_ms, 2500);
-        CHECK_INT(c.drain_timeout_ms, 0);
-        CHECK_INT(c.heartbeat_misses, 5);
+        CHECK_INT(c.stage.heartbeat_interval_ms, 200);
+        CHECK_INT(c.stage.step_timeout_ms, 2500);
+        CHECK_INT(c.server.drain_timeout_ms, 0);
+        CHECK_INT(c.stage.heartbeat_misses, 5);
         cfg_free(&c);
         char *env[] = {"BATON_HEARTBEAT_INTERVAL=.05", NULL};
         CHECK_INT(load(&c, argv, env, err), 0);
-        CHECK_INT(c.heartbeat_interval_ms, 50);
+        CHECK_INT(c.stage.heartbeat_interval_ms, 50);
         cfg_free(&c);
         static const char *bad[] = {"-1", "1e3", "0.0001", "abc", "", "1.2.3", "0.001"};
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -82,12 +86,12 @@ int main(void)
         char *argv[] = {"srv", "-m",         "a.gguf", "--port=9000", "--ctx-size", "512", "-t",
                         "3",   "--max-body", "64K",    "--api-key",   "sekrit",     NULL};
         CHECK_INT(load(&c, argv, NULL, err), 0);
-        CHECK_STR(c.model, "a.gguf");
-        CHECK_INT(c.port, 9000);
-        CHECK_INT(c.ctx_size, 512);
-        CHECK_INT(c.threads, 3);
-        CHECK_INT(c.max_body, 64 * 1024);
-        CHECK_STR(c.api_key, "sekrit");
+        CHECK_STR(c.stage.model, "a.gguf");
+        CHECK_INT(c.server.port, 9000);
+        CHECK_INT(c.stage.ctx_size, 512);
+        CHECK_INT(c.stage.threads, 3);
+        CHECK_INT(c.server.max_body, 64 * 1024);
+        CHECK_STR(c.server.api_key, "sekrit");
         cfg_free(&c);
     }
     /* precedence: flag > env > file > default */
@@ -99,11 +103,11 @@ int main(void)
         char *argv[] = {"srv", cfgarg, "--port", "7003", NULL};
         char *env[] = {"BATON_PORT=7002", "BATON_PARALLEL=3", "OTHER=1", NULL};
         CHECK_INT(load(&c, argv, env, err), 0);
-        CHECK_INT(c.port, 7003);  /* flag */
-        CHECK_INT(c.parallel, 3); /* env over file */
-        CHECK_INT(c.queue, 5);    /* file over default */
-        CHECK_STR(c.model_alias, "my model");
-        CHECK_INT(c.prefill_chunk, 256); /* default */
+        CHECK_INT(c.server.port, 7003); /* flag */
+        CHECK_INT(c.stage.parallel, 3); /* env over file */
+        CHECK_INT(c.server.queue, 5);   /* file over default */
+        CHECK_STR(c.server.model_alias, "my model");
+        CHECK_INT(c.stage.prefill_chunk, 256); /* default */
         CHECK_STR(c.config, path);
         cfg_free(&c);
         /* the file named by env */
@@ -112,7 +116,7 @@ int main(void)
         char *argv2[] = {"srv", NULL};
         char *env2[] = {envcfg, NULL};
         CHECK_INT(load(&c, argv2, env2, err), 0);
-        CHECK_INT(c.port, 7001);
+        CHECK_INT(c.server.port, 7001);
         cfg_free(&c);
         unlink(path);
     }
@@ -164,6 +168,58 @@ int main(void)
         CHECK_INT(load(&c, argv9, NULL, err), BT_EINVAL);
         cfg_free(&c);
     }
+    /* typed options: float, enum, bool; the launcher's view of argv */
+    {
+        char *argv[] = {"srv",          "--temp", "0.25",      "--log-level", "warn",
+                        "--cache-type", "f32",    "--dry-run", "--ranks",     "3",
+                        "--device",     "cuda:1", NULL};
+        CHECK_INT(load(&c, argv, NULL, err), 0);
+        CHECK(c.run.temp == 0.25);
+        CHECK_INT(c.stage.log_level, CFG_LOG_WARN);
+        CHECK_INT(c.stage.cache_type, CFG_CACHE_F32);
+        CHECK(c.launch.dry_run);
+        CHECK_INT(c.launch.ranks, 3);
+        CHECK_INT(cfg_device(&c.stage), 1);
+        cfg_free(&c);
+        char *env[] = {"BATON_DRY_RUN=no", "BATON_TEMP=1e-1", NULL};
+        char *argv2[] = {"srv", NULL};
+        CHECK_INT(load(&c, argv2, env, err), 0);
+        CHECK(!c.launch.dry_run);
+        CHECK(c.run.temp == 0.1);
+        cfg_free(&c);
+        static const char *bad_temp[] = {"nan", "inf", "-0.5", "101", "1x", "", " 1"};
+        for (size_t i = 0; i < sizeof(bad_temp) / sizeof(bad_temp[0]); i++) {
+            char *a[] = {"srv", "--temp", (char *)bad_temp[i], NULL};
+            CHECK_INT(load(&c, a, NULL, err), BT_EINVAL);
+            CHECK(strstr(err, "option temp") != NULL);
+            cfg_free(&c);
+        }
+        char *argv3[] = {"srv", "--dry-run=maybe", NULL};
+        CHECK_INT(load(&c, argv3, NULL, err), BT_EINVAL);
+        CHECK(strstr(err, "dry-run") && strstr(err, "maybe"));
+        cfg_free(&c);
+        char *argv4[] = {"srv", "--cache-type", "q8", NULL};
+        CHECK_INT(load(&c, argv4, NULL, err), BT_EINVAL);
+        CHECK(strstr(err, "cache-type") && strstr(err, "f16|f32"));
+        cfg_free(&c);
+        char *argv5[] = {"srv", "--device", "gpu0", NULL};
+        CHECK_INT(load(&c, argv5, NULL, err), BT_EINVAL);
+        CHECK(strstr(err, "option device") != NULL);
+        cfg_free(&c);
+        char *argv6[] = {"srv", "--chat-template", "no-such-family", NULL};
+        CHECK_INT(load(&c, argv6, NULL, err), BT_EINVAL);
+        CHECK(strstr(err, "option chat-template") != NULL);
+        cfg_free(&c);
+        /* cfg_flag_at: the option an argument names and how many entries it takes */
+        char *l[] = {"baton",     "--ranks",     "2",   "-m", "x.gguf",
+                     "--dry-run", "--hosts=a,b", "pos", NULL};
+        int n;
+        CHECK(strcmp(cfg_flag_at(8, l, 1, &n)->name, "ranks") == 0 && n == 2);
+        CHECK(strcmp(cfg_flag_at(8, l, 3, &n)->name, "model") == 0 && n == 2);
+        CHECK(strcmp(cfg_flag_at(8, l, 5, &n)->name, "dry-run") == 0 && n == 1);
+        CHECK(strcmp(cfg_flag_at(8, l, 6, &n)->name, "hosts") == 0 && n == 1);
+        CHECK(cfg_flag_at(8, l, 7, &n) == NULL && n == 1);
+    }
     /* --help and friends */
     {
         char *argv[] = {"srv", "--help", NULL};
@@ -174,13 +230,20 @@ int main(void)
     /* every option: a unique name and env var, sane bounds, a default within them */
     for (int i = 0; i < cfg_n_opts; i++) {
         const struct cfg_opt *o = &cfg_opts[i];
-        CHECK(strncmp(o->env, "BATON_", 6) == 0);
+        char env[80], env2[80];
+        CHECK(strncmp(cfg_env_name(o, env, sizeof(env)), "BATON_", 6) == 0);
+        CHECK(strchr(env, '-') == NULL);
         CHECK(o->doc && *o->doc);
+        CHECK(o->group < CFG_G_COUNT);
         for (int k = 0; k < i; k++) {
             CHECK(strcmp(o->name, cfg_opts[k].name) != 0);
-            CHECK(strcmp(o->env, cfg_opts[k].env) != 0);
+            CHECK(strcmp(env, cfg_env_name(&cfg_opts[k], env2, sizeof(env2))) != 0);
+            CHECK(!o->shortopt || o->shortopt != cfg_opts[k].shortopt);
         }
-        if (o->type != CFG_STR) CHECK(o->min <= o->max);
+        if (o->type == CFG_INT || o->type == CFG_SIZE || o->type == CFG_SEC)
+            CHECK(o->min <= o->max);
+        if (o->type == CFG_FLOAT) CHECK(o->fmin <= o->fmax);
+        if (o->type == CFG_ENUM) CHECK(o->enums && strchr(o->enums, '|'));
     }
     /* the example config is exactly what the table generates */
     {
@@ -213,7 +276,7 @@ int main(void)
         char *argv[] = {"srv", "--config", (char *)t_path("BATON_SRC", "config/baton.conf.example"),
                         NULL};
         CHECK_INT(load(&c, argv, NULL, err), 0);
-        CHECK_INT(c.port, 8080);
+        CHECK_INT(c.server.port, 8080);
         cfg_free(&c);
     }
     return t_done();
