@@ -388,7 +388,7 @@ static int rd_end(const struct rd *r, char *err, size_t errsz)
 
 /* ---- HANDSHAKE ---------------------------------------------------------------------------- */
 
-#define HS_FIXED 44
+#define HS_FIXED 60
 
 static int handshake_check(const struct proto_handshake *h, int st, char *err, size_t errsz)
 {
@@ -400,6 +400,14 @@ static int handshake_check(const struct proto_handshake *h, int st, char *err, s
     if (h->layer_begin > h->layer_end || h->layer_end > h->n_layers)
         return bt_errf(err, errsz, st, "layer range [%u, %u) does not fit %u layers",
                        h->layer_begin, h->layer_end, h->n_layers);
+    const struct proto_sizes *z = &h->sizes;
+    if (z->n_seq > PROTO_MAX_SEQS || z->n_ctx > PROTO_MAX_POS || z->max_batch > PROTO_MAX_TOKENS ||
+        z->kv_type > 255)
+        return bt_errf(err, errsz, st,
+                       "sizes out of range: %u sequences (at most %d), context %u (at most %u), "
+                       "batch %u (at most %d), KV type %u",
+                       z->n_seq, PROTO_MAX_SEQS, z->n_ctx, PROTO_MAX_POS, z->max_batch,
+                       PROTO_MAX_TOKENS, z->kv_type);
     return BT_OK;
 }
 
@@ -453,6 +461,10 @@ int proto_encode_handshake(struct proto_buf *b, const struct proto_route *r,
     wr32(&w, p->layer_begin);
     wr32(&w, p->layer_end);
     wr32(&w, p->n_layers);
+    wr32(&w, p->sizes.n_seq);
+    wr32(&w, p->sizes.n_ctx);
+    wr32(&w, p->sizes.max_batch);
+    wr32(&w, p->sizes.kv_type);
     for (int i = 0; i < 3; i++) wrstr(&w, strs[i].s, len[i]);
     msg_finish(b, r, PROTO_OP_HANDSHAKE);
     return BT_OK;
@@ -475,6 +487,10 @@ int proto_decode_handshake(const uint8_t *p, size_t n, struct proto_handshake *o
     out->layer_begin = rd32(&r);
     out->layer_end = rd32(&r);
     out->n_layers = rd32(&r);
+    out->sizes.n_seq = rd32(&r);
+    out->sizes.n_ctx = rd32(&r);
+    out->sizes.max_batch = rd32(&r);
+    out->sizes.kv_type = rd32(&r);
     if ((rc = rdstr(&r, out->build_id, PROTO_BUILD_ID_MAX, "build id", err, errsz)) < 0 ||
         (rc = rdstr(&r, out->backend, PROTO_BACKEND_MAX, "backend", err, errsz)) < 0 ||
         (rc = rdstr(&r, out->hostname, PROTO_HOST_MAX, "hostname", err, errsz)) < 0 ||
@@ -1171,6 +1187,59 @@ void proto_reset_free(struct proto_reset *r)
 }
 
 /* ---- whole messages ----------------------------------------------------------------------- */
+
+/* ---- sizes -------------------------------------------------------------------------------- */
+
+size_t proto_max_size(uint32_t op, const struct proto_sizes *s, uint32_t n_embd)
+{
+    const size_t n_seq = s->n_seq,
+                 text = 2 * 3 + PROTO_BUILD_ID_MAX + PROTO_BACKEND_MAX + PROTO_HOST_MAX;
+    size_t payload;
+    switch (op) {
+    case PROTO_OP_HANDSHAKE:
+        payload = HS_FIXED + text;
+        break;
+    case PROTO_OP_HEARTBEAT:
+    case PROTO_OP_HEARTBEAT_REPLY:
+        payload = HB_SIZE;
+        break;
+    case PROTO_OP_STATS_REQUEST:
+        payload = 0;
+        break;
+    case PROTO_OP_STATS:
+        payload = STATS_SIZE;
+        break;
+    case PROTO_OP_SHUTDOWN:
+        payload = 4;
+        break;
+    case PROTO_OP_FORWARD:
+        payload =
+            forward_size(s->max_batch, s->n_seq, s->max_batch, n_embd, n_seq * PROTO_MAX_BIAS);
+        break;
+    case PROTO_OP_TOKENS:
+        payload = 4 + n_seq * (TOK_ITEM + PROTO_MAX_LOGPROBS * TOK_TOP);
+        break;
+    case PROTO_OP_ERROR:
+        payload = ERR_FIXED + 2 + PROTO_ERRMSG_MAX;
+        break;
+    case PROTO_OP_RESET:
+        payload = 4 + n_seq * 8;
+        break;
+    default:
+        return 0;
+    }
+    return PROTO_HDR_SIZE + payload;
+}
+
+size_t proto_max_msg(const struct proto_sizes *s, uint32_t n_embd)
+{
+    size_t most = 0;
+    for (uint32_t op = 1; op < PROTO_OP_COUNT; op++) {
+        size_t k = proto_max_size(op, s, n_embd);
+        if (k > most) most = k;
+    }
+    return most;
+}
 
 int proto_decode_payload(struct proto_msg *m, const uint8_t *p, char *err, size_t errsz)
 {

@@ -23,8 +23,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PROTO_MAGIC    0x4e544142u /* the bytes "BATN" */
-#define PROTO_VERSION  2           /* 2: FORWARD carries each sequence's logit bias */
+#define PROTO_MAGIC   0x4e544142u /* the bytes "BATN" */
+#define PROTO_VERSION 3 /* 2: FORWARD carries each sequence's logit bias; 3: HANDSHAKE the sizes   \
+                         */
 #define PROTO_HDR_SIZE 40
 
 /* Caps: a message past any of them is rejected before anything is allocated. */
@@ -87,6 +88,15 @@ struct proto_buf {
 
 enum proto_state { PROTO_STATE_LOADING = 0, PROTO_STATE_READY = 1, PROTO_STATE_FAILED = 2 };
 
+/* The sizes every rank of a pipeline must agree on (rank 0 compares them at the handshake):
+ * they size each stage's KV cache and buffers, and bound every message (proto_max_size). */
+struct proto_sizes {
+    uint32_t n_seq;     /* sequences (slots), 1..PROTO_MAX_SEQS */
+    uint32_t n_ctx;     /* positions per sequence, 1..PROTO_MAX_POS */
+    uint32_t max_batch; /* tokens in one micro-batch, 1..PROTO_MAX_TOKENS */
+    uint32_t kv_type;   /* element type of the KV cache (quant.h: BT_F16, BT_F32) */
+};
+
 struct proto_handshake {
     uint32_t proto_version; /* PROTO_VERSION of the sender's build */
     uint32_t state;         /* enum proto_state */
@@ -96,6 +106,7 @@ struct proto_handshake {
     uint64_t model_size;             /* file size in bytes */
     uint32_t layer_begin, layer_end; /* this rank's layers: [begin, end) */
     uint32_t n_layers;               /* layers in the model */
+    struct proto_sizes sizes;        /* all 0 while unknown (a rank that failed to start) */
     char build_id[PROTO_BUILD_ID_MAX + 1];
     char backend[PROTO_BACKEND_MAX + 1]; /* "cpu avx2 2 threads", "cuda:0 H100" */
     char hostname[PROTO_HOST_MAX + 1];
@@ -274,6 +285,15 @@ int proto_encode_error(struct proto_buf *b, const struct proto_route *r,
                        const struct proto_error *p, char *err, size_t errsz);
 int proto_encode_reset(struct proto_buf *b, const struct proto_route *r,
                        const struct proto_reset *p, char *err, size_t errsz);
+
+/* The largest complete message (header included) of opcode op that a rank of a pipeline with
+ * these sizes and activation rows of n_embd floats can send: FORWARD with max_batch tokens and
+ * rows and n_seq new sequences, each with PROTO_MAX_BIAS logit bias entries; TOKENS with n_seq
+ * items of PROTO_MAX_LOGPROBS alternatives; the longest strings of the others. 0 for an unknown
+ * op; more than PROTO_HDR_SIZE + PROTO_MAX_PAYLOAD when the sizes do not fit the wire format.
+ * proto_max_msg: the largest over every opcode, what a receiver must accept. */
+size_t proto_max_size(uint32_t op, const struct proto_sizes *s, uint32_t n_embd);
+size_t proto_max_msg(const struct proto_sizes *s, uint32_t n_embd);
 
 /* Check the header of the complete message buf[len]: length, magic, header checksum, version,
  * opcode, flags, sender, payload size (== len - PROTO_HDR_SIZE, <= PROTO_MAX_PAYLOAD) and payload

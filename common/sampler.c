@@ -6,8 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SMP_MAX_LAST_N 65536
-
 struct cand {
     int32_t id;
     float logit;
@@ -34,6 +32,47 @@ void smp_params_default(struct smp_params *p)
     p->min_p = 0.05f;
     p->repeat_penalty = 1.0f;
     p->penalty_last_n = 64;
+}
+
+static float clampf(float v, float nan_as, float lo, float hi)
+{
+    return v != v ? nan_as : v < lo ? lo : v > hi ? hi : v;
+}
+
+void smp_params_policy(const struct smp_params *in, int n_ctx, struct smp_params *out,
+                       struct smp_bias *bias_store)
+{
+    const struct smp_bias *bias = in->bias;
+    int n_bias = in->n_bias < 0 || !bias     ? 0
+                 : in->n_bias > SMP_MAX_BIAS ? SMP_MAX_BIAS
+                                             : in->n_bias;
+    int last_n = in->penalty_last_n < 0 ? n_ctx : in->penalty_last_n;
+    *out = *in;
+    out->temp = clampf(in->temp, 0.0f, 0.0f, 100.0f);
+    out->top_k = in->top_k < 0 ? 0 : in->top_k;
+    out->top_p = clampf(in->top_p, 1.0f, 0.0f, 1.0f);
+    out->min_p = clampf(in->min_p, 0.0f, 0.0f, 1.0f);
+    out->repeat_penalty =
+        in->repeat_penalty > 0 ? clampf(in->repeat_penalty, 1.0f, 1e-6f, 100.0f) : 1.0f;
+    out->presence_penalty = clampf(in->presence_penalty, 0.0f, -100.0f, 100.0f);
+    out->frequency_penalty = clampf(in->frequency_penalty, 0.0f, -100.0f, 100.0f);
+    out->penalty_last_n = last_n > n_ctx ? n_ctx : last_n;
+    if (out->penalty_last_n > SMP_MAX_LAST_N) out->penalty_last_n = SMP_MAX_LAST_N;
+    if (out->penalty_last_n < 0) out->penalty_last_n = 0;
+    out->n_logprobs = in->n_logprobs < 0                  ? 0
+                      : in->n_logprobs > SMP_MAX_LOGPROBS ? SMP_MAX_LOGPROBS
+                                                          : in->n_logprobs;
+    int k = 0;
+    for (int i = 0; i < n_bias; i++) {
+        float b = bias[i].bias;
+        if (b != b) continue;
+        bias_store[k++] = (struct smp_bias){.token = bias[i].token,
+                                            .bias = b <= -100.0f ? -INFINITY
+                                                    : b > 100.0f ? 100.0f
+                                                                 : b};
+    }
+    out->bias = k ? bias_store : NULL;
+    out->n_bias = k;
 }
 
 /* ---- generator: xoshiro256** seeded through splitmix64 ---- */

@@ -20,6 +20,8 @@
 #include <stdint.h>
 
 #define SMP_MAX_LOGPROBS 20
+#define SMP_MAX_BIAS     1024  /* logit bias entries of one sampler */
+#define SMP_MAX_LAST_N   65536 /* tokens the penalties can look back over */
 
 struct smp_bias {
     int32_t token;
@@ -34,7 +36,7 @@ struct smp_params {
     float repeat_penalty;    /* 1: off; > 1 discourages repeats (llama.cpp's rule) */
     float presence_penalty;  /* 0: off; subtracted once from seen tokens */
     float frequency_penalty; /* 0: off; subtracted per occurrence */
-    int penalty_last_n;      /* tokens the penalties look back over; 0: off */
+    int penalty_last_n;      /* tokens the penalties look back over; 0: off; -1: the context */
     uint64_t seed;
     int n_logprobs;              /* top alternatives to report, 0..SMP_MAX_LOGPROBS */
     const struct smp_bias *bias; /* (n_bias), copied by smp_new */
@@ -44,6 +46,20 @@ struct smp_params {
 /* Defaults: temp 0.8, top_k 40, top_p 0.95, min_p 0.05, repeat 1.0, last_n 64, seed 0, no
  * logprobs, no bias (llama.cpp's defaults). */
 void smp_params_default(struct smp_params *p);
+
+/* The one sampling-parameter policy, the same for every engine (one process, and a pipeline's
+ * rank 0 before it sends the parameters and its last stage after it received them): out is in
+ * with every value made one the sampler accepts, so a request samples alike wherever it runs.
+ *   NaN: temp 0 (greedy), top_p 1, min_p 0, repeat_penalty 1, presence and frequency 0 (off);
+ *   clamped: temp [0, 100], top_k >= 0, top_p and min_p [0, 1], repeat_penalty [1e-6, 100]
+ *   (<= 0: 1), presence and frequency [-100, 100], n_logprobs [0, SMP_MAX_LOGPROBS];
+ *   penalty_last_n: < 0 is the whole context, then at most min(n_ctx, SMP_MAX_LAST_N);
+ *   bias: at most SMP_MAX_BIAS entries; a NaN bias is dropped, <= -100 bans (-INFINITY), more
+ *   than 100 is 100 (token ids are checked by smp_new against the vocabulary).
+ * bias_store has room for SMP_MAX_BIAS entries; out->bias points into it. Applying it twice
+ * changes nothing. */
+void smp_params_policy(const struct smp_params *in, int n_ctx, struct smp_params *out,
+                       struct smp_bias *bias_store);
 
 struct smp_logprob {
     int32_t token;

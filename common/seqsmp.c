@@ -6,20 +6,22 @@
 #include <stdlib.h>
 
 struct seqsmp {
-    int n_seq, n_vocab;
+    int n_seq, n_vocab, n_ctx;
     struct smp **smp;   /* (n_seq) NULL until the sequence's first reset */
     bool *just_sampled; /* (n_seq) the next fed token is the one the sampler already took */
 };
 
-int seqsmp_new(int n_seq, int n_vocab, struct seqsmp **out, char *err, size_t errsz)
+int seqsmp_new(int n_seq, int n_vocab, int n_ctx, struct seqsmp **out, char *err, size_t errsz)
 {
     *out = NULL;
-    if (n_seq < 1 || n_vocab < 1)
-        return bt_errf(err, errsz, BT_EINVAL, "samplers: %d sequences, %d tokens", n_seq, n_vocab);
+    if (n_seq < 1 || n_vocab < 1 || n_ctx < 1)
+        return bt_errf(err, errsz, BT_EINVAL, "samplers: %d sequences, %d tokens, context %d",
+                       n_seq, n_vocab, n_ctx);
     struct seqsmp *s = calloc(1, sizeof(*s));
     if (!s) goto fail;
     s->n_seq = n_seq;
     s->n_vocab = n_vocab;
+    s->n_ctx = n_ctx;
     s->smp = calloc((size_t)n_seq, sizeof(*s->smp));
     s->just_sampled = calloc((size_t)n_seq, sizeof(*s->just_sampled));
     if (!s->smp || !s->just_sampled) goto fail;
@@ -48,10 +50,13 @@ int seqsmp_reset(struct seqsmp *s, int seq, const struct smp_params *p, char *er
 {
     if (seq < 0 || seq >= s->n_seq)
         return bt_errf(err, errsz, BT_EINVAL, "sequence %d out of range 0..%d", seq, s->n_seq - 1);
+    struct smp_params q;
+    struct smp_bias bias[SMP_MAX_BIAS];
+    smp_params_policy(p, s->n_ctx, &q, bias);
     smp_free(s->smp[seq]);
     s->smp[seq] = NULL;
     s->just_sampled[seq] = false;
-    return smp_new(p, s->n_vocab, &s->smp[seq], err, errsz);
+    return smp_new(&q, s->n_vocab, &s->smp[seq], err, errsz);
 }
 
 void seqsmp_release(struct seqsmp *s, int seq)

@@ -19,13 +19,16 @@
 
 struct seqsmp;
 
-/* n_seq sequences over a vocabulary of n_vocab tokens; no sampler yet. */
-int seqsmp_new(int n_seq, int n_vocab, struct seqsmp **out, char *err, size_t errsz);
+/* n_seq sequences of up to n_ctx positions over a vocabulary of n_vocab tokens; no sampler
+ * yet. */
+int seqsmp_new(int n_seq, int n_vocab, int n_ctx, struct seqsmp **out, char *err, size_t errsz);
 void seqsmp_free(struct seqsmp *s); /* NULL is fine */
 
 int seqsmp_n_seq(const struct seqsmp *s);
 
-/* A new sequence in seq: a fresh sampler with p (copied, bias list included). */
+/* A new sequence in seq: a fresh sampler with p after the sampling policy (smp_params_policy:
+ * every engine samples alike), copied, bias list included. BT_EINVAL for a bad seq or what the
+ * policy leaves to smp_new (a logit bias token outside the vocabulary). */
 int seqsmp_reset(struct seqsmp *s, int seq, const struct smp_params *p, char *err, size_t errsz);
 /* The sequence ended: its next fed token will not be one it sampled. */
 void seqsmp_release(struct seqsmp *s, int seq);

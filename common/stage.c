@@ -1,12 +1,18 @@
 /* stage: layer split between pipeline stages and loading one stage (see stage.h). */
 #include "stage.h"
 
+#include "forward.h"
 #include "gguf.h"
+#include "kv.h"
 #include "log.h"
 #include "model.h"
 #include "quant.h"
+#include "seqsmp.h"
+#include "threadpool.h"
 
 #include <errno.h>
+#include <float.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -229,4 +235,140 @@ int stage_load(const struct gguf *g, int l0, int l1, stage_progress_fn fn, void 
 cancelled:
     model_free(m);
     return bt_errf(err, errsz, BT_ERR, "load cancelled");
+}
+
+/* ---- the running stage ---- */
+
+int stage_build(const struct gguf *g, const struct stage_params *p, struct stage **out, char *err,
+                size_t errsz)
+{
+    struct stage *s = calloc(1, sizeof(*s));
+    int rc;
+    *out = NULL;
+    if (!s) return bt_errf(err, errsz, BT_ENOMEM, "out of memory");
+    if ((rc = stage_load(g, p->l0, p->l1, p->progress, p->arg, &s->m, err, errsz)) < 0) goto fail;
+    const struct model_hparams *hp = &s->m->hp;
+    s->n_seq = p->n_seq;
+    s->n_ctx = p->n_ctx > 0 ? p->n_ctx : hp->n_ctx_train;
+    s->max_batch = p->max_batch;
+    s->n_vocab = hp->n_vocab;
+    s->n_embd = hp->n_embd;
+    s->n_threads = p->n_threads > 0 ? p->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (s->n_threads < 1) s->n_threads = 1;
+    if (s->n_ctx > hp->n_ctx_train)
+        bt_warn("context %d is larger than the model's training context %d", s->n_ctx,
+                hp->n_ctx_train);
+    if (!(s->pool = bt_pool_new(s->n_threads))) {
+        rc = bt_errf(err, errsz, BT_ERR, "cannot start %d compute threads", s->n_threads);
+        goto fail;
+    }
+    if ((rc = kv_new(s->m, s->n_seq, s->n_ctx, p->kv_type, &s->kv, err, errsz)) < 0 ||
+        (rc = fwd_new_dev(s->m, s->kv, s->pool, p->device, s->max_batch, s->m->last ? s->n_seq : 1,
+                          &s->f, err, errsz)) < 0 ||
+        (s->m->last && (rc = seqsmp_new(s->n_seq, s->n_vocab, s->n_ctx, &s->smp, err, errsz)) < 0))
+        goto fail;
+    s->tok = malloc(sizeof(*s->tok) * (size_t)s->max_batch);
+    s->pos = malloc(sizeof(*s->pos) * (size_t)s->max_batch);
+    s->seq = malloc(sizeof(*s->seq) * (size_t)s->max_batch);
+    s->want = malloc((size_t)s->max_batch);
+    if (!s->tok || !s->pos || !s->seq || !s->want) {
+        rc = bt_errf(err, errsz, BT_ENOMEM, "out of memory");
+        goto fail;
+    }
+    *out = s;
+    return BT_OK;
+fail:
+    stage_free(s);
+    return rc;
+}
+
+void stage_free(struct stage *s)
+{
+    if (!s) return;
+    free(s->tok);
+    free(s->pos);
+    free(s->seq);
+    free(s->want);
+    seqsmp_free(s->smp);
+    fwd_free(s->f);
+    kv_free(s->kv);
+    bt_pool_free(s->pool);
+    model_free(s->m);
+    free(s);
+}
+
+int stage_seq_reset(struct stage *s, int seq, const struct smp_params *p, char *err, size_t errsz)
+{
+    if (seq < 0 || seq >= s->n_seq)
+        return bt_errf(err, errsz, BT_EINVAL, "sequence id %d out of range 0..%d", seq,
+                       s->n_seq - 1);
+    kv_seq_clear(s->kv, seq);
+    return s->smp && p ? seqsmp_reset(s->smp, seq, p, err, errsz) : BT_OK;
+}
+
+void stage_seq_release(struct stage *s, int seq)
+{
+    if (seq < 0 || seq >= s->n_seq) return;
+    kv_seq_clear(s->kv, seq);
+    if (s->smp) seqsmp_release(s->smp, seq);
+}
+
+void stage_batch_clear(struct stage *s)
+{
+    s->n = 0;
+}
+
+int stage_batch_add(struct stage *s, int seq, int pos, int32_t token, bool want)
+{
+    if (s->n >= s->max_batch) return BT_EFULL;
+    s->tok[s->n] = token;
+    s->pos[s->n] = pos;
+    s->seq[s->n] = seq;
+    s->want[s->n] = want && s->m->last;
+    s->n++;
+    return BT_OK;
+}
+
+int stage_run(struct stage *s, const float *embd, const float **out, int *n_out, char *err,
+              size_t errsz)
+{
+    struct fwd_batch b = {.n = s->n,
+                          .token = s->tok,
+                          .embd = embd,
+                          .pos = s->pos,
+                          .seq = s->seq,
+                          .logits = s->m->last ? s->want : NULL};
+    return fwd_eval(s->f, &b, out, n_out, err, errsz);
+}
+
+/* The wire's rule for a log-probability: finite and <= 0. */
+static float lp_clean(float lp)
+{
+    return isfinite(lp) ? (lp > 0 ? 0 : lp) : -FLT_MAX;
+}
+
+int stage_sample(struct stage *s, const float *logits, int n_out, struct stage_pick *picks)
+{
+    int n_picks = 0, row = 0;
+    for (int i = 0; i < s->n; i++) {
+        if (s->tok[i] >= 0) seqsmp_feed(s->smp, s->seq[i], &s->tok[i], 1);
+        if (!s->want[i]) continue;
+        struct stage_pick *pk = &picks[n_picks++];
+        memset(pk, 0, sizeof(*pk));
+        pk->seq = s->seq[i];
+        if (row >= n_out) { /* fwd_eval returns one row per wanted token: cannot happen */
+            pk->token = BT_ERR;
+            continue;
+        }
+        int tok = seqsmp_sample(s->smp, s->seq[i], logits + (size_t)row++ * s->n_vocab, &pk->res);
+        if (tok < 0) {
+            pk->token = seqsmp_ready(s->smp, s->seq[i]) ? BT_EINVAL : BT_EUNSUP;
+            continue;
+        }
+        pk->token = tok;
+        pk->res.logprob = lp_clean(pk->res.logprob);
+        for (int k = 0; k < pk->res.n_top; k++)
+            pk->res.top[k].logprob = lp_clean(pk->res.top[k].logprob);
+    }
+    return n_picks;
 }

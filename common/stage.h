@@ -1,4 +1,5 @@
-/* stage: which layers each pipeline stage holds, and loading one stage into memory.
+/* stage: which layers each pipeline stage holds, loading one stage into memory, and the running
+ * stage every engine builds the same way.
  *
  * A model of n_layer blocks is split into n contiguous stages, stage k on rank k. Stage 0 also
  * holds the token embedding (a row lookup per token: cheap, not counted), the last stage holds
@@ -10,15 +11,30 @@
  * page of its layers and head once, so its share of the weights is resident before the first
  * request and the load can report progress.
  *
- * Threads: no state; the functions may run on any thread. */
+ * The running stage (stage_build): the stage's layers loaded as above, its KV cache, a compute
+ * pool, the forward state and, on the last stage, one sampler per sequence; then a micro-batch
+ * is put together token by token (stage_batch_*), run (stage_run) and, on the last stage,
+ * sampled (stage_sample). The same code runs a whole model in one process (engine_local), stage
+ * 0 on rank 0 of a pipeline (engine_pipe) and every later stage (baton-rankd), so they cannot
+ * drift apart.
+ *
+ * Threads: the split and load functions have no state and may run on any thread; a struct stage
+ * belongs to one thread at a time (it runs its pool's threads itself). */
 #ifndef BATON_STAGE_H
 #define BATON_STAGE_H
 
+#include "sampler.h"
+
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct gguf;
 struct model;
+struct kv;
+struct bt_pool;
+struct fwd;
+struct seqsmp;
 
 #define STAGE_MAX 256 /* stages (ranks) in one pipeline */
 
@@ -53,5 +69,68 @@ typedef int (*stage_progress_fn)(void *arg, float fraction);
  * NULL). *out is owned by the caller (model_free); g must outlive it. */
 int stage_load(const struct gguf *g, int l0, int l1, stage_progress_fn fn, void *arg,
                struct model **out, char *err, size_t errsz);
+
+/* ---- the running stage ---- */
+
+struct stage_params {
+    int l0, l1;                 /* layers [l0, l1); l1 = -1: to the last */
+    int n_seq;                  /* sequences (KV slots, samplers) */
+    int n_ctx;                  /* positions per sequence; 0: the model's training context */
+    int max_batch;              /* tokens per micro-batch (pipeline_max_batch) */
+    uint32_t kv_type;           /* BT_F16 or BT_F32 */
+    int n_threads;              /* compute threads; 0: one per core */
+    int device;                 /* DEV_CPU or a CUDA index (device.h) */
+    stage_progress_fn progress; /* load progress, may be NULL; non-zero return cancels */
+    void *arg;
+};
+
+struct stage {
+    struct model *m; /* the stage's layers */
+    struct kv *kv;   /* (n_seq, n_ctx) cells of its layers */
+    struct bt_pool *pool;
+    struct fwd *f;
+    struct seqsmp *smp; /* the samplers; last stage only, else NULL */
+    int n_seq, n_ctx, max_batch, n_threads, n_vocab, n_embd;
+    /* the micro-batch being built: n tokens so far (max_batch) */
+    int n;
+    int32_t *tok, *pos, *seq; /* a token id < 0 (unknown to a later stage) is never fed */
+    uint8_t *want;            /* nonzero: the last stage samples after this token */
+};
+
+/* Load layers [l0, l1) (stage_load, with progress) and build the rest. *out is owned by the
+ * caller (stage_free); g must outlive it. */
+int stage_build(const struct gguf *g, const struct stage_params *p, struct stage **out, char *err,
+                size_t errsz);
+void stage_free(struct stage *s); /* NULL is fine */
+
+/* A new sequence in seq: its KV cells forgotten and, on the last stage, a sampler with p (the
+ * sampling policy applied; sampler.h). BT_EINVAL for a bad seq or parameters the policy cannot
+ * mend (a bias token outside the vocabulary), with text. */
+int stage_seq_reset(struct stage *s, int seq, const struct smp_params *p, char *err, size_t errsz);
+/* The sequence ended: forget its KV cells (its sampler stays until the next reset). */
+void stage_seq_release(struct stage *s, int seq);
+
+/* Start an empty micro-batch; add one token of seq at pos (want: sample after it). BT_EFULL past
+ * max_batch. */
+void stage_batch_clear(struct stage *s);
+int stage_batch_add(struct stage *s, int seq, int pos, int32_t token, bool want);
+
+/* Run the stage over the batch. The first stage reads the token ids, a later one embd (n,
+ * n_embd). *out, *n_out as fwd_eval (forward.h): logits of the wanted rows on the last stage,
+ * else the output activations of every row; borrowed until the next run. */
+int stage_run(struct stage *s, const float *embd, const float **out, int *n_out, char *err,
+              size_t errsz);
+
+/* One sampled token, for the i-th wanted token of the batch. */
+struct stage_pick {
+    int32_t seq;
+    int32_t token;         /* >= 0, or a BT_E* status: BT_EINVAL every token excluded by the
+                            * logit bias, BT_EUNSUP the sequence was never reset */
+    struct smp_result res; /* token, logprob and top alternatives: finite and <= 0 */
+};
+/* Last stage, after stage_run: feed every known token of the batch to its sequence's penalties in
+ * batch order and sample where one was wanted, from logits (n_out rows of n_vocab). picks has
+ * room for n_seq. Returns how many picks were made. */
+int stage_sample(struct stage *s, const float *logits, int n_out, struct stage_pick *picks);
 
 #endif

@@ -110,6 +110,11 @@ void xport_get_stats(const struct xport *x, struct xport_stats *out)
     *out = x->stats;
 }
 
+unsigned xport_peer_exits(const struct xport *x)
+{
+    return x->ops->peer_exits ? x->ops->peer_exits(x->st) : 0;
+}
+
 void xport_mark_faulted(struct xport *x)
 {
     x->faulted = 1;

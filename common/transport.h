@@ -34,7 +34,7 @@
  * xport_mark_faulted() + xport_free() (MPI_Finalize hangs when a peer died). With mpiexec
  * -disable-auto-cleanup, hydra sends SIGUSR1 to the survivors 3-5 ms after a rank exits; MPICH
  * chains it to an application handler only if that was installed before MPI_Init:
- * xport_mpi_install_sigusr1() before xport_mpi_init(), then poll xport_mpi_peer_exits(). The
+ * xport_mpi_install_sigusr1() before xport_mpi_init(), then poll xport_peer_exits(). The
  * notice does not say which rank died: heartbeats with deadlines find out. A cancelled send is
  * not reliable in this MPICH; a cancelled receive is (~70 us). */
 #ifndef BATON_TRANSPORT_H
@@ -79,6 +79,9 @@ struct xport_ops {
                  size_t errsz);
     /* Release everything; finalize = 0 after a fault (no MPI_Finalize: it can hang). */
     void (*destroy)(void *st, int finalize);
+    /* How many notices that a process of the job exited arrived so far (MPI: hydra's SIGUSR1);
+     * NULL: the backend has no such notice (0). */
+    unsigned (*peer_exits)(void *st);
 };
 
 /* ---- the transport ------------------------------------------------------------------------ */
@@ -162,15 +165,23 @@ int xport_wait(struct xport *x, int req, uint64_t deadline_ns, struct xport_stat
 
 void xport_get_stats(const struct xport *x, struct xport_stats *out);
 
+/* How many times the backend heard that a process of the job exited (it does not say which:
+ * heartbeats with deadlines find out). 0 for a backend without such notices. */
+unsigned xport_peer_exits(const struct xport *x);
+
+/* The number of processes of the job this process was launched in (MPI: the launcher's
+ * PMI_SIZE), 1 when it was not launched as part of a job. Needs no transport: a process asks it
+ * to choose between running alone and being rank 0 of a pipeline. */
+int xport_job_size(void);
+
 /* ---- MPI backend (transport_mpi.c; the only file that includes mpi.h) ---------------------- */
 
 /* Initialise MPI (if not yet) with MPI_THREAD_SERIALIZED, or MULTIPLE when want_multiple, on
  * a duplicate of MPI_COMM_WORLD with MPI_ERRORS_RETURN. xport_free finalizes MPI. */
 int xport_mpi_init(int *argc, char ***argv, int want_multiple, struct xport **out, char *err,
                    size_t errsz);
-/* Install the SIGUSR1 handler (before xport_mpi_init, see above). */
+/* Install the SIGUSR1 handler (before xport_mpi_init, see above); its notices are counted by
+ * xport_peer_exits. */
 int xport_mpi_install_sigusr1(char *err, size_t errsz);
-/* How many SIGUSR1 notices (a process of the job exited) arrived since the handler was set. */
-unsigned xport_mpi_peer_exits(void);
 
 #endif

@@ -251,6 +251,14 @@ static void mpi_destroy(void *st, int finalize)
     free(s);
 }
 
+static volatile sig_atomic_t peer_exits;
+
+static unsigned mpi_peer_exits(void *st)
+{
+    (void)st;
+    return (unsigned)peer_exits;
+}
+
 static const struct xport_ops mpi_ops = {
     .name = "mpi",
     .isend = mpi_isend,
@@ -259,6 +267,7 @@ static const struct xport_ops mpi_ops = {
     .cancel = mpi_cancel,
     .probe = mpi_probe,
     .destroy = mpi_destroy,
+    .peer_exits = mpi_peer_exits,
 };
 
 int xport_mpi_init(int *argc, char ***argv, int want_multiple, struct xport **out, char *err,
@@ -307,8 +316,6 @@ fail:
     return rc;
 }
 
-static volatile sig_atomic_t peer_exits;
-
 static void on_sigusr1(int sig)
 {
     (void)sig;
@@ -333,7 +340,10 @@ int xport_mpi_install_sigusr1(char *err, size_t errsz)
     return BT_OK;
 }
 
-unsigned xport_mpi_peer_exits(void)
+int xport_job_size(void)
 {
-    return (unsigned)peer_exits;
+    const char *s = getenv("PMI_SIZE"); /* set by hydra for every process of the job */
+    char *end;
+    long n = s && *s ? strtol(s, &end, 10) : 1;
+    return s && *s && (*end || n < 1 || n > PROTO_MAX_RANKS) ? 1 : (int)n;
 }

@@ -4,21 +4,17 @@
 #include "config.h"
 #include "device.h"
 #include "exitcodes.h"
-#include "forward.h"
 #include "gguf.h"
 #include "kernels.h"
 #include "kv.h"
 #include "log.h"
 #include "model.h"
+#include "pipeline.h"
 #include "protocol.h"
 #include "quant.h"
-#include "seqsmp.h"
 #include "stage.h"
-#include "threadpool.h"
 #include "transport.h"
 
-#include <math.h>
-#include <float.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -26,11 +22,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#define SEND_TIMEOUT_NS  (300ull * 1000000000ull) /* not delivered by then: the peer is stuck */
-#define WAIT_IDLE_NS     (100ull * 1000000ull)    /* one wait of the loop (then housekeeping) */
-#define BUSY_LINGER_NS   (20ull * 1000000ull)     /* fast polling this long after a FORWARD */
-#define PROGRESS_EVERY   (250ull * 1000000ull)    /* load progress to rank 0 at most this often */
-#define RANKD_EPOCH_INIT 1                        /* rank 0's first job epoch (engine_pipe.c) */
+#define WAIT_IDLE_NS   (100ull * 1000000ull) /* one wait of the loop (then housekeeping) */
+#define BUSY_LINGER_NS (20ull * 1000000ull)  /* fast polling this long after a FORWARD */
+#define PROGRESS_EVERY (250ull * 1000000ull) /* load progress to rank 0 at most this often */
 
 struct rankd {
     struct xport *x;
@@ -39,16 +33,8 @@ struct rankd {
     char host[PROTO_HOST_MAX + 1];
     /* the stage, NULL until loaded */
     struct gguf *g;
-    struct model *m;
-    struct kv *kv;
-    struct bt_pool *pool;
-    struct fwd *f;
-    struct seqsmp *smp; /* last stage only */
-    bool last;
-    int n_seq, n_ctx, n_embd, n_vocab, max_batch;
-    /* batch scratch (max_batch) */
-    int32_t *tok, *pos, *seq;
-    uint8_t *want;
+    struct stage *stage;
+    struct stage_pick *picks;    /* (n_seq) last stage: what stage_sample chose */
     struct proto_sampled *items; /* (n_seq) */
     struct proto_top *tops;      /* (n_seq, PROTO_MAX_LOGPROBS) */
     /* messages */
@@ -83,7 +69,8 @@ static void transport_failed(struct rankd *d);
 static void send_out(struct rankd *d, int dst)
 {
     char err[384];
-    int rc = xport_send(d->x, dst, &d->out, bt_now_ns() + SEND_TIMEOUT_NS, err, sizeof(err));
+    int rc =
+        xport_send(d->x, dst, &d->out, bt_now_ns() + PIPELINE_SEND_TIMEOUT_NS, err, sizeof(err));
     if (rc < 0) bt_error("send to rank %d: %s", dst, err);
     if (rc == BT_EIO) transport_failed(d);
 }
@@ -176,8 +163,9 @@ static void on_stats_request(struct rankd *d, const struct proto_msg *m)
     d->st.n_dropped = xs.n_dropped;
     d->st.n_bad = xs.n_bad;
     d->st.kv_used = 0;
-    d->st.kv_size = d->kv ? (uint64_t)d->n_seq * (uint64_t)d->n_ctx : 0;
-    for (int i = 0; d->kv && i < d->n_seq; i++) d->st.kv_used += (uint64_t)kv_seq_len(d->kv, i);
+    const struct stage *st = d->stage;
+    d->st.kv_size = st ? (uint64_t)st->n_seq * (uint64_t)st->n_ctx : 0;
+    for (int i = 0; st && i < st->n_seq; i++) d->st.kv_used += (uint64_t)kv_seq_len(st->kv, i);
     d->st.rss_bytes = rss_bytes();
     struct proto_route r = route(d, m->hdr.step);
     if (proto_encode_stats(&d->out, &r, &d->st, err, sizeof(err)) < 0) {
@@ -205,91 +193,122 @@ static void on_shutdown(struct rankd *d, const struct proto_msg *m)
 
 static void on_reset(struct rankd *d, const struct proto_msg *m)
 {
-    for (uint32_t i = 0; i < m->reset.n; i++) {
+    for (uint32_t i = 0; d->stage && i < m->reset.n; i++) {
         const struct proto_reset_item *it = &m->reset.items[i];
-        if (!d->kv || it->seq_id >= (uint32_t)d->n_seq) continue;
-        if (it->flags & PROTO_RESET_CLEAR_KV) {
-            kv_seq_clear(d->kv, (int)it->seq_id);
-            if (d->smp) seqsmp_release(d->smp, (int)it->seq_id);
-        }
+        if (it->flags & PROTO_RESET_CLEAR_KV) stage_seq_release(d->stage, (int)it->seq_id);
     }
 }
 
-/* bias: room for PROTO_MAX_BIAS entries, which p->bias points to */
-static void smp_from_proto(const struct rankd *d, const struct proto_sampling *ps,
-                           struct smp_params *p, struct smp_bias *bias)
+/* Last stage, after the run: feed and sample (stage_sample), then TOKENS to rank 0. */
+static void sample_and_reply(struct rankd *d, uint64_t step, const float *logits, int n_out)
 {
-    smp_params_default(p);
-    p->temp = ps->temperature;
-    p->top_k = ps->top_k;
-    p->top_p = ps->top_p;
-    p->min_p = ps->min_p;
-    p->repeat_penalty = ps->repeat_penalty;
-    p->presence_penalty = ps->presence_penalty;
-    p->frequency_penalty = ps->frequency_penalty;
-    int last_n = ps->repeat_last_n > (uint32_t)d->n_ctx ? d->n_ctx : (int)ps->repeat_last_n;
-    p->penalty_last_n = last_n > 65536 ? 65536 : last_n;
-    p->seed = ps->seed;
-    p->n_logprobs = (int)ps->n_logprobs;
-    uint32_t nb = ps->n_bias > PROTO_MAX_BIAS ? PROTO_MAX_BIAS : ps->n_bias; /* decoder checked */
-    for (uint32_t i = 0; i < nb; i++)
-        bias[i] = (struct smp_bias){.token = ps->bias[i].token, .bias = ps->bias[i].bias};
-    p->bias = nb ? bias : NULL;
-    p->n_bias = (int)nb;
-}
-
-/* Sample after the stage ran (last stage): feed every token to its sequence's penalties in
- * batch order and sample where a token asked for it; TOKENS to rank 0. */
-static void sample_and_reply(struct rankd *d, const struct proto_forward *fw, uint64_t step,
-                             const float *logits, int n_out)
-{
-    int n_items = 0, row = 0;
     char err[256];
-    for (uint32_t i = 0; i < fw->n_tokens; i++) {
-        const struct proto_token *t = &fw->tokens[i];
-        if (t->token >= 0) seqsmp_feed(d->smp, (int)t->seq_id, &t->token, 1);
-        if (!(t->flags & PROTO_TOK_LOGITS)) continue;
-        struct proto_sampled *it = &d->items[n_items];
+    int n = stage_sample(d->stage, logits, n_out, d->picks);
+    for (int i = 0; i < n; i++) {
+        const struct stage_pick *pk = &d->picks[i];
+        struct proto_sampled *it = &d->items[i];
+        struct proto_top *top = d->tops + (size_t)i * PROTO_MAX_LOGPROBS;
         memset(it, 0, sizeof(*it));
-        it->seq_id = t->seq_id;
-        it->top = d->tops + (size_t)n_items * PROTO_MAX_LOGPROBS;
-        n_items++;
-        if (row >= n_out) { /* fwd_eval returns one row per LOGITS token: cannot happen */
+        it->seq_id = (uint32_t)pk->seq;
+        it->top = top;
+        if (pk->token < 0) {
             it->token = -1;
-            it->error = BT_ERR;
-            continue;
-        }
-        struct smp_result sr;
-        int tok = seqsmp_sample(d->smp, (int)t->seq_id, logits + (size_t)row * d->n_vocab, &sr);
-        row++;
-        if (tok < 0) {
-            it->token = -1;
-            it->error = seqsmp_ready(d->smp, (int)t->seq_id) ? BT_EINVAL : BT_EUNSUP;
-            bt_warn("step %llu: seq %u: %s", (unsigned long long)step, t->seq_id,
-                    it->error == BT_EINVAL ? "every token is excluded by the logit bias"
-                                           : "no sampling parameters (never reset)");
+            it->error = pk->token;
+            bt_warn("step %llu: seq %d: %s", (unsigned long long)step, pk->seq,
+                    pk->token == BT_EINVAL   ? "every token is excluded by the logit bias"
+                    : pk->token == BT_EUNSUP ? "no sampling parameters (never reset)"
+                                             : bt_strstatus(pk->token));
             d->st.n_errors++;
             continue;
         }
-        it->token = tok;
-        it->logprob = isfinite(sr.logprob) ? (sr.logprob > 0 ? 0 : sr.logprob) : -FLT_MAX;
-        it->n_top = (uint32_t)(sr.n_top < 0                    ? 0
-                               : sr.n_top > PROTO_MAX_LOGPROBS ? PROTO_MAX_LOGPROBS
-                                                               : sr.n_top);
-        struct proto_top *top = d->tops + (size_t)(n_items - 1) * PROTO_MAX_LOGPROBS;
-        for (uint32_t k = 0; k < it->n_top; k++) {
-            float lp = sr.top[k].logprob;
-            top[k].id = sr.top[k].token;
-            top[k].logprob = isfinite(lp) ? (lp > 0 ? 0 : lp) : -FLT_MAX;
-        }
+        it->token = pk->token;
+        it->logprob = pk->res.logprob;
+        it->n_top =
+            (uint32_t)(pk->res.n_top > PROTO_MAX_LOGPROBS ? PROTO_MAX_LOGPROBS : pk->res.n_top);
+        for (uint32_t k = 0; k < it->n_top; k++)
+            top[k] = (struct proto_top){pk->res.top[k].token, pk->res.top[k].logprob};
     }
-    struct proto_tokens out = {.n = (uint32_t)n_items, .items = d->items};
+    struct proto_tokens out = {.n = (uint32_t)n, .items = d->items};
     struct proto_route r = route(d, step);
     if (proto_encode_tokens(&d->out, &r, &out, err, sizeof(err)) < 0) {
         report(d, step, PROTO_SEQ_NONE, BT_ERR, "cannot encode TOKENS: %s", err);
         return;
     }
     send_out(d, 0);
+}
+
+/* A FORWARD this stage can run (the decoder checked the message itself); else the step's ERROR
+ * is sent and false returned. */
+static bool forward_ok(struct rankd *d, const struct proto_forward *fw, uint64_t step)
+{
+    const struct stage *st = d->stage;
+    uint32_t n_logits = 0;
+    if (!st) {
+        report(d, step, PROTO_SEQ_NONE, BT_EUNSUP, "this rank has no stage loaded");
+        return false;
+    }
+    if (fw->n_embd != (uint32_t)st->n_embd || fw->n_rows != fw->n_tokens) {
+        report(d, step, PROTO_SEQ_NONE, BT_EINVAL,
+               "FORWARD with %u rows of %u floats for %u tokens; this stage needs one row of %d "
+               "per token",
+               fw->n_rows, fw->n_embd, fw->n_tokens, st->n_embd);
+        return false;
+    }
+    if (fw->n_tokens > (uint32_t)st->max_batch) {
+        report(d, step, PROTO_SEQ_NONE, BT_EINVAL, "FORWARD of %u tokens, at most %d", fw->n_tokens,
+               st->max_batch);
+        return false;
+    }
+    for (uint32_t i = 0; i < fw->n_tokens; i++) {
+        n_logits += !!(fw->tokens[i].flags & PROTO_TOK_LOGITS);
+        if (fw->tokens[i].token >= st->n_vocab) {
+            report(d, step, fw->tokens[i].seq_id, BT_EINVAL, "token id %d out of range 0..%d",
+                   fw->tokens[i].token, st->n_vocab - 1);
+            return false;
+        }
+    }
+    if (n_logits > (uint32_t)st->n_seq) {
+        report(d, step, PROTO_SEQ_NONE, BT_EINVAL, "FORWARD asks for %u samples, at most %d",
+               n_logits, st->n_seq);
+        return false;
+    }
+    for (uint32_t i = 0; i < fw->n_seqs; i++)
+        if (fw->seqs[i].seq_id >= (uint32_t)st->n_seq) {
+            report(d, step, fw->seqs[i].seq_id, BT_EINVAL, "sequence id %u out of range 0..%d",
+                   fw->seqs[i].seq_id, st->n_seq - 1);
+            return false;
+        }
+    return true;
+}
+
+/* Per-sequence flags: a new sequence forgets its cache (and gets its sampler, the policy
+ * applied); CLEAR_KV drops the cells from the batch's first position of the sequence on. */
+static bool apply_seq_flags(struct rankd *d, const struct proto_forward *fw, uint64_t step)
+{
+    struct stage *st = d->stage;
+    char err[384];
+    for (uint32_t i = 0; i < fw->n_seqs; i++) {
+        const struct proto_seq *s = &fw->seqs[i];
+        int seq = (int)s->seq_id;
+        if (s->flags & PROTO_SEQ_RESET) {
+            struct smp_params p;
+            struct smp_bias bias[SMP_MAX_BIAS];
+            pipeline_sampling_from_proto(&s->sampling, &p, bias);
+            int rc = stage_seq_reset(st, seq, &p, err, sizeof(err));
+            if (rc < 0) {
+                report(d, step, s->seq_id, rc, "%s", err);
+                return false;
+            }
+        } else if (s->flags & PROTO_SEQ_CLEAR_KV) {
+            for (uint32_t k = 0; k < fw->n_tokens; k++)
+                if (fw->tokens[k].seq_id == s->seq_id) {
+                    if ((int)fw->tokens[k].pos <= kv_seq_len(st->kv, seq))
+                        kv_seq_keep(st->kv, seq, (int)fw->tokens[k].pos);
+                    break;
+                }
+        }
+    }
+    return true;
 }
 
 static void on_forward(struct rankd *d, const struct proto_msg *m)
@@ -308,91 +327,26 @@ static void on_forward(struct rankd *d, const struct proto_msg *m)
     d->busy = true;
     d->last_fwd_ns = t0;
     xport_set_busy(d->x, 1);
-    if (!d->f) {
-        report(d, step, PROTO_SEQ_NONE, BT_EUNSUP, "this rank has no stage loaded");
-        return;
-    }
-    if (fw->n_embd != (uint32_t)d->n_embd || fw->n_rows != fw->n_tokens) {
-        report(d, step, PROTO_SEQ_NONE, BT_EINVAL,
-               "FORWARD with %u rows of %u floats for %u tokens; this stage needs one row of %d "
-               "per token",
-               fw->n_rows, fw->n_embd, fw->n_tokens, d->n_embd);
-        return;
-    }
-    if (fw->n_tokens > (uint32_t)d->max_batch) {
-        report(d, step, PROTO_SEQ_NONE, BT_EINVAL, "FORWARD of %u tokens, at most %d", fw->n_tokens,
-               d->max_batch);
-        return;
-    }
-    uint32_t n_logits = 0;
-    for (uint32_t i = 0; i < fw->n_tokens; i++)
-        n_logits += !!(fw->tokens[i].flags & PROTO_TOK_LOGITS);
-    if (n_logits > (uint32_t)d->n_seq) {
-        report(d, step, PROTO_SEQ_NONE, BT_EINVAL, "FORWARD asks for %u samples, at most %d",
-               n_logits, d->n_seq);
-        return;
-    }
-    for (uint32_t i = 0; i < fw->n_tokens; i++)
-        if (fw->tokens[i].token >= d->n_vocab) {
-            report(d, step, fw->tokens[i].seq_id, BT_EINVAL, "token id %d out of range 0..%d",
-                   fw->tokens[i].token, d->n_vocab - 1);
-            return;
-        }
-    for (uint32_t i = 0; i < fw->n_seqs; i++)
-        if (fw->seqs[i].seq_id >= (uint32_t)d->n_seq) {
-            report(d, step, fw->seqs[i].seq_id, BT_EINVAL, "sequence id %u out of range 0..%d",
-                   fw->seqs[i].seq_id, d->n_seq - 1);
-            return;
-        }
-    /* per-sequence flags: a new sequence forgets its cache (and gets its sampler) */
-    for (uint32_t i = 0; i < fw->n_seqs; i++) {
-        const struct proto_seq *s = &fw->seqs[i];
-        int seq = (int)s->seq_id;
-        if (s->flags & PROTO_SEQ_RESET) {
-            kv_seq_clear(d->kv, seq);
-            if (d->smp) {
-                struct smp_params p;
-                struct smp_bias bias[PROTO_MAX_BIAS];
-                smp_from_proto(d, &s->sampling, &p, bias);
-                if ((rc = seqsmp_reset(d->smp, seq, &p, err, sizeof(err))) < 0) {
-                    report(d, step, s->seq_id, rc, "%s", err);
-                    return;
-                }
-            }
-        } else if (s->flags & PROTO_SEQ_CLEAR_KV) {
-            for (uint32_t k = 0; k < fw->n_tokens; k++)
-                if (fw->tokens[k].seq_id == s->seq_id) {
-                    if ((int)fw->tokens[k].pos <= kv_seq_len(d->kv, seq))
-                        kv_seq_keep(d->kv, seq, (int)fw->tokens[k].pos);
-                    break;
-                }
-        }
-    }
+    if (!forward_ok(d, fw, step) || !apply_seq_flags(d, fw, step)) return;
+    struct stage *st = d->stage;
+    stage_batch_clear(st);
     for (uint32_t i = 0; i < fw->n_tokens; i++) {
         const struct proto_token *t = &fw->tokens[i];
-        d->tok[i] = t->token < 0 ? 0 : t->token;
-        d->pos[i] = (int32_t)t->pos;
-        d->seq[i] = (int32_t)t->seq_id;
-        d->want[i] = d->last && (t->flags & PROTO_TOK_LOGITS);
+        stage_batch_add(st, (int)t->seq_id, (int)t->pos, t->token,
+                        (t->flags & PROTO_TOK_LOGITS) != 0);
     }
-    struct fwd_batch b = {.n = (int)fw->n_tokens,
-                          .token = d->tok,
-                          .embd = fw->rows,
-                          .pos = d->pos,
-                          .seq = d->seq,
-                          .logits = d->want};
     const float *out;
     int n_out = 0;
-    if ((rc = fwd_eval(d->f, &b, &out, &n_out, err, sizeof(err))) < 0) {
-        report(d, step, PROTO_SEQ_NONE, rc, "layers %d..%d: %s", d->m->l0, d->m->l1 - 1, err);
+    if ((rc = stage_run(st, fw->rows, &out, &n_out, err, sizeof(err))) < 0) {
+        report(d, step, PROTO_SEQ_NONE, rc, "layers %d..%d: %s", st->m->l0, st->m->l1 - 1, err);
         return;
     }
-    if (d->last) {
-        sample_and_reply(d, fw, step, out, n_out);
+    if (st->m->last) {
+        sample_and_reply(d, step, out, n_out);
     } else {
         struct proto_forward nx = {.n_tokens = fw->n_tokens,
                                    .n_seqs = fw->n_seqs,
-                                   .n_embd = (uint32_t)d->n_embd,
+                                   .n_embd = (uint32_t)st->n_embd,
                                    .n_rows = fw->n_tokens,
                                    .tokens = fw->tokens,
                                    .seqs = fw->seqs,
@@ -493,7 +447,7 @@ static void transport_failed(struct rankd *d)
 
 static bool peer_gone(struct rankd *d)
 {
-    if (xport_mpi_peer_exits() == 0) return false;
+    if (xport_peer_exits(d->x) == 0) return false;
     leave(d, "a process of this job exited (mpiexec's SIGUSR1): the job cannot go on");
     return true;
 }
@@ -545,6 +499,34 @@ static int load_delay(struct rankd *d)
     return BT_OK;
 }
 
+/* The identity and sizes this rank tells rank 0 (sent before anything loads: a mismatch is found
+ * at once), and the message cap they give. r: this rank's layers. */
+static int describe_stage(struct rankd *d, const struct model_hparams *hp,
+                          const struct stage_range *r, char *err, size_t errsz)
+{
+    const struct cfg_stage *c = d->c;
+    const char *fake = getenv("BATON_TEST_BUILD_ID"); /* test hook: a different build */
+    if (fake && *fake) snprintf(d->hs.build_id, sizeof(d->hs.build_id), "%s", fake);
+    d->hs.model_id = gguf_identity(d->g);
+    d->hs.model_size = gguf_file_size(d->g);
+    d->hs.layer_begin = (uint32_t)r->l0;
+    d->hs.layer_end = (uint32_t)r->l1;
+    d->hs.n_layers = (uint32_t)hp->n_layer;
+    pipeline_sizes((int)c->parallel, (int)c->ctx_size, hp->n_ctx_train, (int)c->prefill_chunk,
+                   c->cache_type == CFG_CACHE_F32 ? BT_F32 : BT_F16, &d->hs.sizes);
+    int n_threads = c->threads > 0 ? (int)c->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (cfg_device(c) == DEV_CPU)
+        snprintf(d->hs.backend, sizeof(d->hs.backend), "cpu %s, %d threads", kern_isa(),
+                 n_threads < 1 ? 1 : n_threads);
+    else
+        snprintf(d->hs.backend, sizeof(d->hs.backend), "cuda:%d", cfg_device(c));
+    size_t cap;
+    int rc = pipeline_msg_cap(&d->hs.sizes, (uint32_t)hp->n_embd, &cap, err, errsz);
+    if (rc < 0) return rc;
+    xport_set_max_msg(d->x, cap);
+    return BT_OK;
+}
+
 static int load_stage(struct rankd *d)
 {
     const struct cfg_stage *c = d->c;
@@ -564,74 +546,42 @@ static int load_stage(struct rankd *d)
         return bt_errf(err, errsz, BT_EINVAL, "%d ranks, at most %d", d->size, STAGE_MAX);
     if ((rc = stage_split(d->g, d->size, c->split, ranges, err, errsz)) < 0) return rc;
     const struct stage_range *r = &ranges[d->rank];
-
-    const char *fake = getenv("BATON_TEST_BUILD_ID"); /* test hook: a different build */
-    if (fake && *fake) snprintf(d->hs.build_id, sizeof(d->hs.build_id), "%s", fake);
-    int n_threads = c->threads > 0 ? (int)c->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (n_threads < 1) n_threads = 1;
-    d->hs.model_id = gguf_identity(d->g);
-    d->hs.model_size = gguf_file_size(d->g);
-    d->hs.layer_begin = (uint32_t)r->l0;
-    d->hs.layer_end = (uint32_t)r->l1;
-    d->hs.n_layers = (uint32_t)hp.n_layer;
-    if (cfg_device(c) == DEV_CPU)
-        snprintf(d->hs.backend, sizeof(d->hs.backend), "cpu %s, %d threads", kern_isa(), n_threads);
-    else
-        snprintf(d->hs.backend, sizeof(d->hs.backend), "cuda:%d", cfg_device(c));
+    if ((rc = describe_stage(d, &hp, r, err, errsz)) < 0) return rc;
     send_handshake(d); /* identity first: a mismatch is found before anything loads */
     bt_info("%s: layers [%d, %d) of %d%s", c->model, r->l0, r->l1, hp.n_layer,
             r->l1 == hp.n_layer ? " + output head" : "");
 
     if ((rc = load_delay(d)) < 0) return rc;
-    if ((rc = stage_load(d->g, r->l0, r->l1, on_load_progress, d, &d->m, err, errsz)) < 0)
-        return rc;
-    d->last = d->m->last;
-    d->n_seq = (int)c->parallel;
-    d->n_ctx = c->ctx_size > 0 ? (int)c->ctx_size : hp.n_ctx_train;
-    d->n_embd = hp.n_embd;
-    d->n_vocab = hp.n_vocab;
-    d->max_batch = (int)(c->parallel + c->prefill_chunk); /* as the scheduler on rank 0 */
-    if (d->max_batch > PROTO_MAX_TOKENS) d->max_batch = PROTO_MAX_TOKENS;
-    d->pool = bt_pool_new(n_threads);
-    if (!d->pool) return bt_errf(err, errsz, BT_ERR, "cannot start %d compute threads", n_threads);
-    if ((rc = kv_new(d->m, d->n_seq, d->n_ctx, c->cache_type == CFG_CACHE_F32 ? BT_F32 : BT_F16,
-                     &d->kv, err, errsz)) < 0)
-        return rc;
-    if ((rc = fwd_new_dev(d->m, d->kv, d->pool, cfg_device(c), d->max_batch, d->n_seq, &d->f, err,
-                          errsz)) < 0)
-        return rc;
-    if (d->last && (rc = seqsmp_new(d->n_seq, d->n_vocab, &d->smp, err, errsz)) < 0) return rc;
-    d->tok = malloc(sizeof(*d->tok) * (size_t)d->max_batch);
-    d->pos = malloc(sizeof(*d->pos) * (size_t)d->max_batch);
-    d->seq = malloc(sizeof(*d->seq) * (size_t)d->max_batch);
-    d->want = malloc((size_t)d->max_batch);
-    d->items = calloc((size_t)d->n_seq, sizeof(*d->items));
-    d->tops = calloc((size_t)d->n_seq * PROTO_MAX_LOGPROBS, sizeof(*d->tops));
-    if (!d->tok || !d->pos || !d->seq || !d->want || !d->items || !d->tops)
-        return bt_errf(err, errsz, BT_ENOMEM, "out of memory");
-    /* a message may hold max_batch activation rows */
-    xport_set_max_msg(d->x, PROTO_HDR_SIZE + 64 + (size_t)d->max_batch * (16 + 52) +
-                                (size_t)d->max_batch * (size_t)d->n_embd * sizeof(float));
-    bt_info("stage ready: layers [%d, %d), %d threads, weights %.1f MiB, KV %d x %d (%.1f MiB), "
-            "RSS %.1f MiB",
-            d->m->l0, d->m->l1, n_threads, (double)d->m->n_bytes / (1 << 20), d->n_seq, d->n_ctx,
-            (double)kv_bytes(d->kv) / (1 << 20), (double)rss_bytes() / (1 << 20));
+    struct stage_params sp = {.l0 = r->l0,
+                              .l1 = r->l1,
+                              .n_seq = (int)d->hs.sizes.n_seq,
+                              .n_ctx = (int)d->hs.sizes.n_ctx,
+                              .max_batch = (int)d->hs.sizes.max_batch,
+                              .kv_type = d->hs.sizes.kv_type,
+                              .n_threads = (int)c->threads,
+                              .device = cfg_device(c),
+                              .progress = on_load_progress,
+                              .arg = d};
+    if ((rc = stage_build(d->g, &sp, &d->stage, err, errsz)) < 0) return rc;
+    const struct stage *st = d->stage;
+    d->picks = calloc((size_t)st->n_seq, sizeof(*d->picks));
+    d->items = calloc((size_t)st->n_seq, sizeof(*d->items));
+    d->tops = calloc((size_t)st->n_seq * PROTO_MAX_LOGPROBS, sizeof(*d->tops));
+    if (!d->picks || !d->items || !d->tops) return bt_errf(err, errsz, BT_ENOMEM, "out of memory");
+    bt_info("stage ready: layers [%d, %d), %d threads, weights %.1f MiB, KV %d x %d %s (%.1f "
+            "MiB), RSS %.1f MiB",
+            st->m->l0, st->m->l1, st->n_threads, (double)st->m->n_bytes / (1 << 20), st->n_seq,
+            st->n_ctx, bt_type_name(st->kv->type), (double)kv_bytes(st->kv) / (1 << 20),
+            (double)rss_bytes() / (1 << 20));
     return BT_OK;
 }
 
 static void rankd_free(struct rankd *d)
 {
-    free(d->tok);
-    free(d->pos);
-    free(d->seq);
-    free(d->want);
+    free(d->picks);
     free(d->items);
     free(d->tops);
-    seqsmp_free(d->smp);
-    fwd_free(d->f);
-    kv_free(d->kv);
-    bt_pool_free(d->pool);
-    model_free(d->m);
+    stage_free(d->stage);
     gguf_close(d->g);
     proto_buf_free(&d->out);
     proto_msg_free(&d->msg);
@@ -646,7 +596,7 @@ int rankd_run(struct xport *x, const struct cfg_stage *c, const char *cfg_err, i
     d.c = c;
     d.rank = xport_rank(x);
     d.size = xport_size(x);
-    d.epoch = RANKD_EPOCH_INIT;
+    d.epoch = PIPELINE_EPOCH;
     d.state = PROTO_STATE_LOADING;
     proto_handshake_local(&d.hs);
     snprintf(d.host, sizeof(d.host), "%s", d.hs.hostname);
@@ -674,8 +624,8 @@ int rankd_run(struct xport *x, const struct cfg_stage *c, const char *cfg_err, i
         send_handshake(&d);
     }
     xport_set_busy(x, 0);
-    d.orphan_ns =
-        (uint64_t)c->heartbeat_interval_ms * 1000000ull * (uint64_t)c->heartbeat_misses * 2;
+    d.orphan_ns = pipeline_orphan_ns((uint64_t)c->heartbeat_interval_ms * 1000000ull,
+                                     (int)c->heartbeat_misses);
     d.last_heard_ns = bt_now_ns();
     while (!d.stop && !d.faulted && !peer_gone(&d) && !orphaned(&d, bt_now_ns())) {
         uint64_t now = bt_now_ns();

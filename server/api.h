@@ -14,13 +14,15 @@
 #ifndef BATON_API_H
 #define BATON_API_H
 
+#include "sampler.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #define API_MAX_STOP       4
-#define API_MAX_TOP        20   /* top_logprobs (chat) / logprobs (completions, OpenAI caps at 5) */
-#define API_MAX_BIAS       1024 /* logit_bias entries */
+#define API_MAX_TOP        20 /* top_logprobs (chat) / logprobs (completions, OpenAI caps at 5) */
+#define API_MAX_BIAS       SMP_MAX_BIAS /* logit_bias entries */
 #define API_MAX_MESSAGES   4096
 #define API_MAX_PROMPT_IDS (1 << 20)
 #define API_MAX_TOKENS     (1 << 24) /* max_tokens accepted before the context check */
@@ -35,11 +37,6 @@ struct api_error {
 struct api_msg {
     char *role;    /* system, user, assistant, tool, developer */
     char *content; /* text (parts concatenated); "" when null */
-};
-
-struct api_bias {
-    int32_t token;
-    float bias; /* [-100, 100]; -100 bans the token */
 };
 
 /* A parsed /v1/completions or /v1/chat/completions body. */
@@ -58,7 +55,7 @@ struct api_gen {
     int top_k; /* 0: off */
     bool has_seed;
     uint64_t seed;
-    struct api_bias *bias;
+    struct smp_bias *bias; /* bias in [-100, 100]; -100 bans the token (the sampling policy) */
     int n_bias;
     int n_logprobs; /* -1: no logprobs; else top alternatives per token (0..API_MAX_TOP) */
     bool stream, include_usage;

@@ -6,16 +6,19 @@
  * so the sampling parameters travel with a sequence's first batch (reset) and the engine keeps
  * each sequence's sampler state (RNG, penalty history) until the sequence is reset or released.
  *
- * Implementations: engine_local (this process runs every layer) and, later, the MPI pipeline
- * (FORWARD to stage 1.., TOKENS back from the last stage). The interface is asynchronous so a
- * pipeline can keep several micro-batches in flight (info.max_inflight): submit() hands a batch
- * over, collect() returns the results of the oldest batch not yet collected. A sequence is never
- * in two in-flight batches at once.
+ * Implementations: engine_local (this process runs every layer) and engine_pipe (rank 0 of an
+ * MPI pipeline: FORWARD to stage 1.., TOKENS back from the last stage). Both run their stage
+ * with the same code (stage.h: stage_build, stage_run, stage_sample). The interface is asynchronous
+ * so a pipeline can keep several micro-batches in flight (info.max_inflight): submit() hands a
+ * batch over, collect() returns the results of the oldest batch not yet collected. A sequence is
+ * never in two in-flight batches at once.
  *
  * Threads: every function except create is called from the scheduler thread only (the thread
  * that owns the engine); the load progress callback runs on that thread too. */
 #ifndef BATON_ENGINE_H
 #define BATON_ENGINE_H
+
+#include "sampler.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -25,27 +28,6 @@ struct gguf;
 
 #define ENG_MAX_TOP 20 /* top alternatives returned per sampled token */
 
-struct eng_bias {
-    int32_t token;
-    float bias; /* added to the logit; -100 or less bans the token */
-};
-
-/* Sampling parameters of one sequence. */
-struct eng_sparams {
-    float temperature;       /* 0: greedy */
-    int32_t top_k;           /* 0: off */
-    float top_p;             /* 1: off */
-    float min_p;             /* 0: off */
-    float repeat_penalty;    /* 1: off */
-    int32_t repeat_last_n;   /* tokens the penalties look back over (-1: all) */
-    float presence_penalty;  /* 0: off */
-    float frequency_penalty; /* 0: off */
-    uint64_t seed;
-    const struct eng_bias *bias; /* borrowed until the sequence is released or reset */
-    int32_t n_bias;
-    int32_t n_logprobs; /* -1: none; else the sampled token's logprob and this many top ones */
-};
-
 /* One sequence's part of a micro-batch. */
 struct eng_item {
     int32_t seq;           /* 0 .. n_seq-1 */
@@ -54,7 +36,9 @@ struct eng_item {
     const int32_t *tokens; /* borrowed until the batch is collected */
     bool reset;            /* a new sequence: forget its cache and sampler state (pos is 0) */
     bool sample;           /* sample a token after the last of tokens */
-    const struct eng_sparams *sp; /* with reset: the sequence's parameters (copied) */
+    /* with reset: the sequence's sampling parameters (copied; every engine applies the one
+     * sampling policy, sampler.h: smp_params_policy, so a bias <= -100 bans its token) */
+    const struct smp_params *sp;
 };
 
 struct eng_result {
@@ -68,7 +52,7 @@ struct eng_result {
 struct eng_load_params {
     int n_seq;          /* sequences (slots) */
     int n_ctx;          /* positions per sequence; 0: the model's training context */
-    int max_batch;      /* most tokens in one micro-batch */
+    int max_batch;      /* most tokens in one micro-batch (pipeline_max_batch) */
     int n_threads;      /* 0: one per core */
     const char *device; /* this process's stage: "cuda:N", or NULL / "cpu" (device.h) */
     uint32_t kv_type;   /* element type of the KV cache: BT_F16 or BT_F32 (0: BT_F16) */
@@ -80,6 +64,7 @@ struct eng_info {
     int n_ctx; /* positions per sequence (resolved) */
     int n_vocab;
     int n_layer;
+    int max_batch;    /* tokens in one micro-batch, at most (the load parameter, resolved) */
     int max_inflight; /* micro-batches the engine can hold at once (>= 1) */
     int tick_ms;      /* call ranks() at least this often while idle (0: every second) */
 };
@@ -129,6 +114,9 @@ struct eng_ops {
     void (*destroy)(void *self); /* NULL self is fine */
     /* Has the engine failed for good? true and *out filled; NULL: it never does. */
     bool (*fault)(void *self, struct eng_fault *out);
+    /* After a failed load: the exit status the process should end with (exitcodes.h: a bad
+     * model or option, a handshake mismatch, a fault); NULL: BT_EXIT_CONFIG. */
+    int (*exit_code)(void *self);
 };
 
 struct engine {

@@ -3,16 +3,14 @@
 
 #include "device.h"
 #include "exitcodes.h"
-#include "forward.h"
 #include "gguf.h"
-#include "kernels.h"
 #include "kv.h"
 #include "log.h"
 #include "model.h"
+#include "pipeline.h"
 #include "protocol.h"
 #include "quant.h"
 #include "stage.h"
-#include "threadpool.h"
 #include "transport.h"
 
 #include <math.h>
@@ -22,11 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define PIPE_EPOCH 1 /* job epoch of rank 0's messages (rankd/loop.c starts there too) */
-#define SEC_NS     1000000000ull
-/* A message not delivered by then: the peer is stuck (a large FORWARD is delivered only when the
- * next stage has finished its step and receives it). */
-#define SEND_TIMEOUT_NS  (300 * SEC_NS)
+#define SEC_NS           1000000000ull
 #define PROBE_MIN_NS     (500000000ull) /* a round of heartbeats to find a failed rank: at least */
 #define PROBE_MAX_NS     (2 * SEC_NS)   /* ... and at most this long */
 #define SHUTDOWN_WAIT_NS (2 * SEC_NS)   /* delivering SHUTDOWN at the end */
@@ -69,16 +63,12 @@ struct eng_pipe {
     struct pipe_rank *ranks; /* (size) */
     struct proto_handshake hs;
     /* stage 0 */
-    struct model *m;
-    struct kv *kv;
-    struct bt_pool *pool;
-    struct fwd *f;
+    struct stage *st;
+    struct proto_sizes sizes; /* what every rank must agree on (e->hs.sizes) */
     int n_seq, n_ctx, n_vocab, n_embd, max_batch;
-    int32_t *tok, *pos, *seq; /* (max_batch) */
     struct proto_token *ptok; /* (max_batch) */
     struct proto_seq *pseq;   /* (n_seq) */
-    struct proto_bias *pbias; /* (pbias_cap) logit bias entries of one FORWARD */
-    size_t pbias_cap;
+    struct proto_bias *pbias; /* (n_seq, SMP_MAX_BIAS) logit bias entries of one FORWARD */
     struct proto_buf out;
     struct proto_msg msg;
     /* batches in flight: a ring of n_fl */
@@ -88,7 +78,7 @@ struct eng_pipe {
     const struct eng_load_params *lp; /* during load only */
     bool loading, ready, broken;
     int fail_rc;    /* load: the first failure seen in a message (0 none) */
-    int exit_code;  /* see eng_pipe_exit_code */
+    int exit_code;  /* ops->exit_code */
     char fail[768]; /* its text */
     uint64_t hb_next, hb_nonce;
     uint64_t t_ready_ns;     /* when the pipeline became ready */
@@ -151,7 +141,7 @@ static void set_fail(struct eng_pipe *e, int rc, int code, const char *fmt, ...)
 
 static int send_to(struct eng_pipe *e, int dst, char *err, size_t errsz)
 {
-    return xport_send(e->x, dst, &e->out, bt_now_ns() + SEND_TIMEOUT_NS, err, errsz);
+    return xport_send(e->x, dst, &e->out, bt_now_ns() + PIPELINE_SEND_TIMEOUT_NS, err, errsz);
 }
 
 static struct pipe_flight *flight_of(struct eng_pipe *e, uint64_t step)
@@ -169,6 +159,7 @@ static struct pipe_flight *flight_of(struct eng_pipe *e, uint64_t step)
 static void on_handshake(struct eng_pipe *e, int k, const struct proto_handshake *h)
 {
     struct pipe_rank *r = &e->ranks[k];
+    char why[384];
     snprintf(r->host, sizeof(r->host), "%.63s", h->hostname);
     r->pid = h->pid;
     r->seen = true;
@@ -194,6 +185,9 @@ static void on_handshake(struct eng_pipe *e, int k, const struct proto_handshake
                  "rank %d on host %s: holds layers [%u, %u), rank 0 expects [%d, %d) (different "
                  "--split?)",
                  k, r->host, h->layer_begin, h->layer_end, r->l0, r->l1);
+    else if (h->state != PROTO_STATE_FAILED &&
+             pipeline_sizes_agree(&e->sizes, &h->sizes, k, r->host, why, sizeof(why)) < 0)
+        set_fail(e, BT_EINVAL, BT_EXIT_MISMATCH, "%s", why);
     if (h->state == PROTO_STATE_FAILED) {
         r->state = ENG_RANK_FAILED;
         set_fail(e, BT_EINVAL, BT_EXIT_CONFIG, "rank %d on host %s failed to load its stage", k,
@@ -405,7 +399,7 @@ static int recv_one(struct eng_pipe *e, uint64_t deadline)
                                .epoch = e->epoch,
                                .step_min = e->loading ? 0 : lo,
                                .step_max = e->loading ? 0 : e->step};
-    if (!e->broken && !e->probing && xport_mpi_peer_exits() > 0) {
+    if (!e->broken && !e->probing && xport_peer_exits(e->x) > 0) {
         char why[256];
         int k = e->loading ? -1 : probe(e); /* the notice does not say which rank */
         if (k > 0)
@@ -480,76 +474,71 @@ static void not_ready(const struct eng_pipe *e, char *list, size_t cap)
     }
 }
 
-static int pipe_load(void *self, const struct gguf *g, const struct eng_load_params *p,
-                     struct eng_info *info, char *err, size_t errsz)
+/* Stage 0 of a pipeline of e->size ranks: the split, this rank's sizes (the handshake's), the
+ * stage itself (taking the ranks' handshakes between its layers), scratch and the message cap. */
+static int load_stage0(struct eng_pipe *e, const struct gguf *g, const struct eng_load_params *p)
 {
-    struct eng_pipe *e = self;
     struct model_hparams hp;
-    const uint64_t t0 = bt_now_ns();
-    const uint64_t init_deadline = t0 + (uint64_t)e->pc.init_timeout_s * SEC_NS;
-    char why[512];
-    int rc;
-
-    e->lp = p;
-    e->loading = true;
-    e->exit_code = BT_EXIT_CONFIG;
+    char why[512], split[256];
+    int rc, dev, n = 0;
     if ((rc = model_hparams_read(g, &hp, why, sizeof(why))) < 0 ||
-        (rc = stage_split(g, e->size, e->pc.split, e->range, why, sizeof(why))) < 0) {
+        (rc = stage_split(g, e->size, e->pc.split, e->range, why, sizeof(why))) < 0 ||
+        (rc = dev_parse(p->device, &dev, why, sizeof(why))) < 0) {
         set_fail(e, rc, BT_EXIT_CONFIG, "%s", why);
-        return load_failed(e, err, errsz);
+        return rc;
     }
     for (int k = 0; k < e->size; k++) {
         e->ranks[k].l0 = e->range[k].l0;
         e->ranks[k].l1 = e->range[k].l1;
+        if (n < (int)sizeof(split) - 16)
+            n += snprintf(split + n, sizeof(split) - (size_t)n, "%s%d", k ? "," : "",
+                          e->range[k].l1 - e->range[k].l0);
     }
+    bt_info("%s: %d layers over %d ranks (%s); this rank: layers [%d, %d) + embedding",
+            gguf_path(g), hp.n_layer, e->size, split, e->range[0].l0, e->range[0].l1);
+    pipeline_sizes(p->n_seq, p->n_ctx, hp.n_ctx_train, p->max_batch - p->n_seq,
+                   p->kv_type ? p->kv_type : BT_F16, &e->sizes);
     e->hs.model_id = gguf_identity(g);
     e->hs.model_size = gguf_file_size(g);
     e->hs.layer_begin = (uint32_t)e->range[0].l0;
     e->hs.layer_end = (uint32_t)e->range[0].l1;
     e->hs.n_layers = (uint32_t)hp.n_layer;
-    {
-        char split[256];
-        int n = 0;
-        for (int k = 0; k < e->size && n < (int)sizeof(split) - 16; k++)
-            n += snprintf(split + n, sizeof(split) - (size_t)n, "%s%d", k ? "," : "",
-                          e->range[k].l1 - e->range[k].l0);
-        bt_info("%s: %d layers over %d ranks (%s); this rank: layers [%d, %d) + embedding",
-                gguf_path(g), hp.n_layer, e->size, split, e->range[0].l0, e->range[0].l1);
-    }
-
-    /* stage 0, taking the ranks' handshakes in between */
-    if ((rc = stage_load(g, e->range[0].l0, e->range[0].l1, own_progress, e, &e->m, why,
-                         sizeof(why))) < 0) {
-        if (!e->fail_rc && !e->broken) set_fail(e, rc, BT_EXIT_CONFIG, "rank 0: %s", why);
-        return load_failed(e, err, errsz);
-    }
-    e->n_seq = p->n_seq;
-    e->n_ctx = p->n_ctx > 0 ? p->n_ctx : hp.n_ctx_train;
-    e->n_vocab = hp.n_vocab;
-    e->n_embd = hp.n_embd;
-    e->max_batch = p->max_batch > PROTO_MAX_TOKENS ? PROTO_MAX_TOKENS : p->max_batch;
-    int n_threads = p->n_threads > 0 ? p->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (n_threads < 1) n_threads = 1;
-    e->pool = bt_pool_new(n_threads);
-    if (!e->pool) {
-        set_fail(e, BT_ERR, BT_EXIT_FAIL, "cannot start %d compute threads", n_threads);
-        return load_failed(e, err, errsz);
-    }
-    int dev = DEV_CPU;
-    if ((rc = dev_parse(p->device, &dev, why, sizeof(why))) < 0 ||
-        (rc = kv_new(e->m, e->n_seq, e->n_ctx, p->kv_type ? p->kv_type : BT_F16, &e->kv, why,
-                     sizeof(why))) < 0 ||
-        (rc = fwd_new_dev(e->m, e->kv, e->pool, dev, e->max_batch, 1, &e->f, why, sizeof(why))) <
-            0) {
+    e->hs.sizes = e->sizes;
+    size_t cap;
+    if ((rc = pipeline_msg_cap(&e->sizes, (uint32_t)hp.n_embd, &cap, why, sizeof(why))) < 0) {
         set_fail(e, rc, BT_EXIT_CONFIG, "rank 0: %s", why);
-        return load_failed(e, err, errsz);
+        return rc;
     }
-    e->tok = malloc(sizeof(*e->tok) * (size_t)e->max_batch);
-    e->pos = malloc(sizeof(*e->pos) * (size_t)e->max_batch);
-    e->seq = malloc(sizeof(*e->seq) * (size_t)e->max_batch);
+    xport_set_max_msg(e->x, cap);
+    struct stage_params sp = {.l0 = e->range[0].l0,
+                              .l1 = e->range[0].l1,
+                              .n_seq = (int)e->sizes.n_seq,
+                              .n_ctx = (int)e->sizes.n_ctx,
+                              .max_batch = (int)e->sizes.max_batch,
+                              .kv_type = e->sizes.kv_type,
+                              .n_threads = p->n_threads,
+                              .device = dev,
+                              .progress = own_progress,
+                              .arg = e};
+    if ((rc = stage_build(g, &sp, &e->st, why, sizeof(why))) < 0) {
+        if (!e->fail_rc && !e->broken) set_fail(e, rc, BT_EXIT_CONFIG, "rank 0: %s", why);
+        return rc;
+    }
+    e->n_seq = e->st->n_seq;
+    e->n_ctx = e->st->n_ctx;
+    e->n_vocab = e->st->n_vocab;
+    e->n_embd = e->st->n_embd;
+    e->max_batch = e->st->max_batch;
+    return BT_OK;
+}
+
+/* The scratch of FORWARD messages and of the batches in flight. */
+static int alloc_flights(struct eng_pipe *e)
+{
     e->ptok = malloc(sizeof(*e->ptok) * (size_t)e->max_batch);
     e->pseq = malloc(sizeof(*e->pseq) * (size_t)e->n_seq);
-    bool ok = e->tok && e->pos && e->seq && e->ptok && e->pseq;
+    e->pbias = malloc(sizeof(*e->pbias) * (size_t)e->n_seq * SMP_MAX_BIAS);
+    bool ok = e->ptok && e->pseq && e->pbias;
     for (int i = 0; ok && i < e->n_fl; i++) {
         struct pipe_flight *f = &e->fl[i];
         f->seq = malloc(sizeof(*f->seq) * (size_t)e->n_seq);
@@ -558,47 +547,42 @@ static int pipe_load(void *self, const struct gguf *g, const struct eng_load_par
         f->res = calloc((size_t)e->n_seq, sizeof(*f->res));
         ok = f->seq && f->sample && f->got && f->res;
     }
-    if (!ok) {
-        set_fail(e, BT_ENOMEM, BT_EXIT_FAIL, "out of memory");
-        return load_failed(e, err, errsz);
-    }
-    xport_set_max_msg(e->x, PROTO_HDR_SIZE + 64 + (size_t)e->max_batch * (16 + 52) +
-                                (size_t)e->max_batch * (size_t)e->n_embd * sizeof(float));
-    e->ranks[0].state = ENG_RANK_READY;
-    e->ranks[0].progress = 1.0f;
-    bt_info("rank 0: layers [%d, %d) ready in %.1f s (weights %.1f MiB with the embedding); "
-            "waiting for ranks 1..%d",
-            e->range[0].l0, e->range[0].l1, (double)(bt_now_ns() - t0) * 1e-9,
-            (double)e->m->n_bytes / (1 << 20), e->size - 1);
+    if (!ok) set_fail(e, BT_ENOMEM, BT_EXIT_FAIL, "out of memory");
+    return ok ? BT_OK : BT_ENOMEM;
+}
 
-    /* every other rank: its handshake, then READY, before --init-timeout (a slow starter is
-     * normal: nothing else times out meanwhile; who is awaited is logged now and then) */
+/* Every other rank: its handshake, then READY, before --init-timeout (a slow starter is normal:
+ * nothing else times out meanwhile; who is awaited is logged now and then). */
+static void await_ranks(struct eng_pipe *e, uint64_t init_deadline)
+{
     uint64_t note_at = bt_now_ns() + WAIT_NOTE_NS;
+    char list[512];
     for (;;) {
         int waiting = 0;
         for (int k = 1; k < e->size; k++) waiting += e->ranks[k].state != ENG_RANK_READY;
-        if (e->fail_rc || e->broken || !waiting) break;
+        if (e->fail_rc || e->broken || !waiting) return;
         uint64_t now = bt_now_ns();
         if (now >= init_deadline) {
-            char list[512];
             not_ready(e, list, sizeof(list));
             set_fail(e, BT_ETIMEOUT, BT_EXIT_RESTART, "%s not ready within --init-timeout %d s",
                      list, e->pc.init_timeout_s);
-            break;
+            return;
         }
         if (now >= note_at) {
-            char list[512];
             not_ready(e, list, sizeof(list));
             bt_info("waiting for %s (--init-timeout %d s: %.0f s left)", list, e->pc.init_timeout_s,
                     (double)(init_deadline - now) * 1e-9);
             note_at = now + WAIT_NOTE_NS;
         }
-        uint64_t dl = now + SEC_NS < init_deadline ? now + SEC_NS : init_deadline;
-        recv_one(e, dl);
+        recv_one(e, now + SEC_NS < init_deadline ? now + SEC_NS : init_deadline);
     }
-    if (e->fail_rc || e->broken) return load_failed(e, err, errsz);
+}
 
-    /* accept: the ranks take the job epoch from this */
+/* Accept the ranks: the READY handshake, from which they take the job epoch. */
+static int accept_ranks(struct eng_pipe *e)
+{
+    char why[512];
+    int rc;
     e->hs.state = PROTO_STATE_READY;
     e->hs.progress = 1.0f;
     for (int k = 1; k < e->size; k++) {
@@ -606,9 +590,29 @@ static int pipe_load(void *self, const struct gguf *g, const struct eng_load_par
         if ((rc = proto_encode_handshake(&e->out, &r, &e->hs, why, sizeof(why))) < 0 ||
             (rc = send_to(e, k, why, sizeof(why))) < 0) {
             set_fail(e, rc, BT_EXIT_FAIL, "handshake to rank %d: %s", k, why);
-            return load_failed(e, err, errsz);
+            return rc;
         }
     }
+    return BT_OK;
+}
+
+static int pipe_load(void *self, const struct gguf *g, const struct eng_load_params *p,
+                     struct eng_info *info, char *err, size_t errsz)
+{
+    struct eng_pipe *e = self;
+    const uint64_t t0 = bt_now_ns();
+    e->lp = p;
+    e->loading = true;
+    e->exit_code = BT_EXIT_CONFIG;
+    if (load_stage0(e, g, p) < 0 || alloc_flights(e) < 0) return load_failed(e, err, errsz);
+    e->ranks[0].state = ENG_RANK_READY;
+    e->ranks[0].progress = 1.0f;
+    bt_info("rank 0: layers [%d, %d) ready in %.1f s (weights %.1f MiB with the embedding); "
+            "waiting for ranks 1..%d",
+            e->range[0].l0, e->range[0].l1, (double)(bt_now_ns() - t0) * 1e-9,
+            (double)e->st->m->n_bytes / (1 << 20), e->size - 1);
+    await_ranks(e, t0 + (uint64_t)e->pc.init_timeout_s * SEC_NS);
+    if (e->fail_rc || e->broken || accept_ranks(e) < 0) return load_failed(e, err, errsz);
     e->loading = false;
     e->ready = true;
     e->lp = NULL;
@@ -619,68 +623,107 @@ static int pipe_load(void *self, const struct gguf *g, const struct eng_load_par
     info->tick_ms = (int)(e->hb_ns / 2000000ull) < 10 ? 10 : (int)(e->hb_ns / 2000000ull);
     info->n_ctx = e->n_ctx;
     info->n_vocab = e->n_vocab;
-    info->n_layer = hp.n_layer;
+    info->n_layer = (int)e->hs.n_layers;
+    info->max_batch = e->max_batch;
     info->max_inflight = e->size;
-    bt_info("pipeline of %d ranks ready in %.1f s: KV %d x %d (%.1f MiB on rank 0)", e->size,
-            (double)(bt_now_ns() - t0) * 1e-9, e->n_seq, e->n_ctx,
-            (double)kv_bytes(e->kv) / (1 << 20));
+    bt_info("pipeline of %d ranks ready in %.1f s: KV %d x %d %s (%.1f MiB on rank 0)", e->size,
+            (double)(bt_now_ns() - t0) * 1e-9, e->n_seq, e->n_ctx, bt_type_name(e->sizes.kv_type),
+            (double)kv_bytes(e->st->kv) / (1 << 20));
     return BT_OK;
 }
 
 /* ---- steps ---- */
 
-static void sampling_to_proto(const struct eng_sparams *sp, struct proto_sampling *ps)
-{
-#define CLAMP(v, lo, hi) ((v) != (v) ? (lo) : (v) < (lo) ? (lo) : (v) > (hi) ? (hi) : (v))
-    ps->temperature = CLAMP(sp->temperature, 0.0f, 100.0f);
-    ps->top_k = sp->top_k < 0 ? 0 : sp->top_k;
-    ps->top_p = CLAMP(sp->top_p, 0.0f, 1.0f);
-    ps->min_p = CLAMP(sp->min_p, 0.0f, 1.0f);
-    ps->repeat_penalty = sp->repeat_penalty > 0 ? CLAMP(sp->repeat_penalty, 1e-6f, 100.0f) : 1.0f;
-    ps->repeat_last_n = sp->repeat_last_n < 0 || sp->repeat_last_n > (int32_t)PROTO_MAX_POS
-                            ? PROTO_MAX_POS /* all: the last stage caps it at its context */
-                            : (uint32_t)sp->repeat_last_n;
-    ps->presence_penalty = CLAMP(sp->presence_penalty, -100.0f, 100.0f);
-    ps->frequency_penalty = CLAMP(sp->frequency_penalty, -100.0f, 100.0f);
-    ps->seed = sp->seed;
-    ps->n_logprobs = sp->n_logprobs < 0                    ? 0
-                     : sp->n_logprobs > PROTO_MAX_LOGPROBS ? PROTO_MAX_LOGPROBS
-                                                           : (uint32_t)sp->n_logprobs;
-#undef CLAMP
-}
-
 static void heartbeats(struct eng_pipe *e);
 
-static int pipe_submit(void *self, const struct eng_item *items, int n, char *err, size_t errsz)
+/* Check a batch before anything of it is done. */
+static int check_items(const struct eng_pipe *e, const struct eng_item *items, int n, char *err,
+                       size_t errsz)
 {
-    struct eng_pipe *e = self;
-    char why[512];
-    int rc, nt = 0;
-    size_t n_bias = 0, nb = 0;
     if (!e->ready) return bt_errf(err, errsz, BT_EINVAL, "the pipeline is not loaded");
     if (e->broken) return bt_errf(err, errsz, BT_EIO, "%s", e->fail);
     if (e->fl_len == e->n_fl)
         return bt_errf(err, errsz, BT_EINVAL, "%d batches already in flight", e->fl_len);
     if (n < 1 || n > e->n_seq) return bt_errf(err, errsz, BT_EINVAL, "bad batch size %d", n);
-    for (int i = 0; i < n; i++) {
+    for (int i = 0, nt = 0; i < n; i++) {
         const struct eng_item *it = &items[i];
         if (it->seq < 0 || it->seq >= e->n_seq || it->n_tokens < 1 ||
             it->n_tokens > e->max_batch - nt || (it->reset && !it->sp))
             return bt_errf(err, errsz, BT_EINVAL, "bad batch item %d (seq %d, %d tokens)", i,
                            it->seq, it->n_tokens);
-        if (it->reset && it->sp->n_bias > PROTO_MAX_BIAS)
-            return bt_errf(err, errsz, BT_EINVAL, "item %d: %d logit bias entries, at most %d", i,
-                           it->sp->n_bias, PROTO_MAX_BIAS);
-        if (it->reset && it->sp->n_bias > 0) n_bias += it->sp->n_bias;
         nt += it->n_tokens;
     }
-    if (n_bias > e->pbias_cap) {
-        struct proto_bias *pb = realloc(e->pbias, n_bias * sizeof(*pb));
-        if (!pb)
-            return bt_errf(err, errsz, BT_ENOMEM, "no memory for %zu logit bias entries", n_bias);
-        e->pbias = pb;
-        e->pbias_cap = n_bias;
+    return BT_OK;
+}
+
+/* The FORWARD's tables and stage 0's batch from the items: per token its sequence, position,
+ * id and flags; per sequence its flags and, when new, its sampling parameters (the policy
+ * applied, logit bias included). */
+static int put_items(struct eng_pipe *e, struct pipe_flight *f, const struct eng_item *items, int n)
+{
+    struct stage *st = e->st;
+    int nt = 0;
+    stage_batch_clear(st);
+    for (int i = 0; i < n; i++) {
+        const struct eng_item *it = &items[i];
+        f->seq[i] = it->seq;
+        f->sample[i] = it->sample;
+        f->got[i] = false;
+        if (it->reset) stage_seq_reset(st, it->seq, NULL, NULL, 0); /* stage 0 has no sampler */
+        for (int k = 0; k < it->n_tokens; k++, nt++) {
+            bool want = it->sample && k == it->n_tokens - 1;
+            stage_batch_add(st, it->seq, it->pos + k, it->tokens[k], want);
+            e->ptok[nt] =
+                (struct proto_token){.seq_id = (uint32_t)it->seq,
+                                     .pos = (uint32_t)(it->pos + k),
+                                     .token = it->tokens[k],
+                                     .flags = PROTO_TOK_ROW | (want ? PROTO_TOK_LOGITS : 0u)};
+        }
+        struct proto_seq *ps = &e->pseq[i];
+        memset(ps, 0, sizeof(*ps));
+        ps->seq_id = (uint32_t)it->seq;
+        ps->flags = it->reset ? PROTO_SEQ_RESET : 0;
+        ps->sampling.repeat_penalty = 1.0f;
+        ps->sampling.top_p = 1.0f;
+        if (it->reset)
+            pipeline_sampling_to_proto(it->sp, e->n_ctx, &ps->sampling,
+                                       e->pbias + (size_t)i * SMP_MAX_BIAS);
     }
+    return nt;
+}
+
+/* Test hook BATON_TEST_FORWARD_BAD_SEQ=N: the N-th FORWARD names a sequence no rank has. */
+static void test_bad_seq(struct eng_pipe *e, uint64_t step, int nt)
+{
+    if (e->bad_seq_at <= 0 || ++e->n_forward != e->bad_seq_at) return;
+    uint32_t bad = (uint32_t)e->n_seq + 1000;
+    bt_warn("test hook BATON_TEST_FORWARD_BAD_SEQ: FORWARD step %llu names sequence %u",
+            (unsigned long long)step, bad);
+    for (int k = 0; k < nt; k++)
+        if (e->ptok[k].seq_id == e->pseq[0].seq_id) e->ptok[k].seq_id = bad;
+    e->pseq[0].seq_id = bad;
+}
+
+/* The batch's failure, answered at collect in order. */
+static int flight_fail(struct pipe_flight *f, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int flight_fail(struct pipe_flight *f, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    f->done = true;
+    f->rc = rc;
+    va_start(ap, fmt);
+    vsnprintf(f->err, sizeof(f->err), fmt, ap);
+    va_end(ap);
+    return BT_OK;
+}
+
+static int pipe_submit(void *self, const struct eng_item *items, int n, char *err, size_t errsz)
+{
+    struct eng_pipe *e = self;
+    char why[512];
+    int rc = check_items(e, items, n, err, errsz);
+    if (rc < 0) return rc;
     const uint64_t t0 = bt_now_ns();
     struct pipe_flight *f = &e->fl[(e->fl_head + e->fl_len) % e->n_fl];
     f->step = ++e->step;
@@ -690,58 +733,12 @@ static int pipe_submit(void *self, const struct eng_item *items, int n, char *er
     f->rc = 0;
     f->err[0] = 0;
     e->fl_len++;
-    nt = 0;
-    for (int i = 0; i < n; i++) {
-        const struct eng_item *it = &items[i];
-        f->seq[i] = it->seq;
-        f->sample[i] = it->sample;
-        f->got[i] = false;
-        if (it->reset) kv_seq_clear(e->kv, it->seq);
-        for (int k = 0; k < it->n_tokens; k++, nt++) {
-            e->tok[nt] = it->tokens[k];
-            e->pos[nt] = it->pos + k;
-            e->seq[nt] = it->seq;
-            e->ptok[nt] = (struct proto_token){
-                .seq_id = (uint32_t)it->seq,
-                .pos = (uint32_t)(it->pos + k),
-                .token = it->tokens[k],
-                .flags =
-                    PROTO_TOK_ROW | (it->sample && k == it->n_tokens - 1 ? PROTO_TOK_LOGITS : 0u)};
-        }
-        struct proto_seq *ps = &e->pseq[i];
-        memset(ps, 0, sizeof(*ps));
-        ps->seq_id = (uint32_t)it->seq;
-        ps->flags = it->reset ? PROTO_SEQ_RESET : 0;
-        ps->sampling.repeat_penalty = 1.0f;
-        ps->sampling.top_p = 1.0f;
-        if (it->reset) {
-            sampling_to_proto(it->sp, &ps->sampling);
-            ps->sampling.bias = e->pbias + nb;
-            ps->sampling.n_bias = (uint32_t)(it->sp->n_bias > 0 ? it->sp->n_bias : 0);
-            for (uint32_t k = 0; k < ps->sampling.n_bias; k++, nb++) {
-                const struct eng_bias *eb = &it->sp->bias[k];
-                e->pbias[nb] = (struct proto_bias){
-                    .token = eb->token, .bias = eb->bias <= -100.0f ? -INFINITY : eb->bias};
-            }
-        }
-    }
-    struct fwd_batch b = {.n = nt, .token = e->tok, .pos = e->pos, .seq = e->seq};
+    int nt = put_items(e, f, items, n);
     const float *act;
     int n_out = 0;
-    if ((rc = fwd_eval(e->f, &b, &act, &n_out, why, sizeof(why))) < 0) {
-        f->done = true; /* answered at collect, in order */
-        f->rc = rc;
-        snprintf(f->err, sizeof(f->err), "rank 0: %s", why);
-        return BT_OK;
-    }
-    if (e->bad_seq_at > 0 && ++e->n_forward == e->bad_seq_at) {
-        uint32_t bad = (uint32_t)e->n_seq + 1000;
-        bt_warn("test hook BATON_TEST_FORWARD_BAD_SEQ: FORWARD step %llu names sequence %u",
-                (unsigned long long)f->step, bad);
-        for (int k = 0; k < nt; k++)
-            if (e->ptok[k].seq_id == e->pseq[0].seq_id) e->ptok[k].seq_id = bad;
-        e->pseq[0].seq_id = bad;
-    }
+    if ((rc = stage_run(e->st, NULL, &act, &n_out, why, sizeof(why))) < 0)
+        return flight_fail(f, rc, "rank 0: %s", why);
+    test_bad_seq(e, f->step, nt);
     struct proto_forward fw = {.n_tokens = (uint32_t)nt,
                                .n_seqs = (uint32_t)n,
                                .n_embd = (uint32_t)e->n_embd,
@@ -750,22 +747,15 @@ static int pipe_submit(void *self, const struct eng_item *items, int n, char *er
                                .seqs = e->pseq,
                                .rows = act};
     struct proto_route r = route(e, f->step);
-    if ((rc = proto_encode_forward(&e->out, &r, &fw, why, sizeof(why))) < 0) {
-        f->done = true;
-        f->rc = rc;
-        snprintf(f->err, sizeof(f->err), "rank 0: FORWARD: %s", why);
-        return BT_OK;
-    }
+    if ((rc = proto_encode_forward(&e->out, &r, &fw, why, sizeof(why))) < 0)
+        return flight_fail(f, rc, "rank 0: FORWARD: %s", why);
     if ((rc = send_to(e, 1, why, sizeof(why))) < 0) {
         int k = rc == BT_EIO ? xport_take_failed_peer(e->x) : -1;
         if (k > 0)
             send_failed(e, k, why);
         else
             set_broken(e, why);
-        f->done = true;
-        f->rc = BT_EIO;
-        snprintf(f->err, sizeof(f->err), "%.575s", e->fail);
-        return BT_OK;
+        return flight_fail(f, BT_EIO, "%.575s", e->fail);
     }
     xport_set_busy(e->x, 1);
     e->step_ms = (double)(bt_now_ns() - t0) * 1e-6;
@@ -824,7 +814,7 @@ static void pipe_release(void *self, int32_t seq)
     struct eng_pipe *e = self;
     /* Only stage 0's cells: the other stages forget the sequence when its next use arrives with
      * PROTO_SEQ_RESET (a separate RESET message could overtake that FORWARD on its way). */
-    if (e->kv && seq >= 0 && seq < e->n_seq) kv_seq_clear(e->kv, seq);
+    if (e->st) stage_seq_release(e->st, seq);
 }
 
 /* Heartbeats (and a STATS_REQUEST) to every rank when due, busy or idle. A rank that has not
@@ -975,23 +965,17 @@ static void pipe_destroy(void *self)
     }
     free(e->fl);
     free(e->ranks);
-    free(e->tok);
-    free(e->pos);
-    free(e->seq);
     free(e->ptok);
     free(e->pseq);
     free(e->pbias);
-    fwd_free(e->f);
-    kv_free(e->kv);
-    bt_pool_free(e->pool);
-    model_free(e->m);
+    stage_free(e->st);
     proto_buf_free(&e->out);
     proto_msg_free(&e->msg);
     xport_free(e->x);
     free(e);
 }
 
-int eng_pipe_exit_code(void *self)
+static int pipe_exit_code(void *self)
 {
     struct eng_pipe *e = self;
     return e ? e->exit_code : BT_EXIT_FAIL;
@@ -1006,12 +990,12 @@ static const struct eng_ops pipe_ops = {
     .ranks = pipe_ranks,
     .destroy = pipe_destroy,
     .fault = pipe_fault,
+    .exit_code = pipe_exit_code,
 };
 
 bool eng_pipe_wanted(void)
 {
-    const char *s = getenv("PMI_SIZE"); /* set by hydra for every process of the job */
-    return s && atoi(s) > 1;
+    return xport_job_size() > 1;
 }
 
 int eng_pipe_new(struct engine *out, int *argc, char ***argv, const struct eng_pipe_config *pc,
@@ -1028,7 +1012,7 @@ int eng_pipe_new(struct engine *out, int *argc, char ***argv, const struct eng_p
     e->misses = pc->heartbeat_misses > 0 ? pc->heartbeat_misses : 3;
     e->step_ns = pc->step_timeout_ns ? pc->step_timeout_ns : 30 * SEC_NS;
     e->fault_rank = -1;
-    e->epoch = PIPE_EPOCH;
+    e->epoch = PIPELINE_EPOCH;
     e->exit_code = BT_EXIT_CONFIG;
     /* before MPI_Init, so MPICH chains its SIGUSR1 (a peer exited) to ours */
     if (xport_mpi_install_sigusr1(why, sizeof(why)) < 0) bt_warn("%s", why);

@@ -3,10 +3,13 @@
  * Rank 0 holds stage 0 (the token embedding and the first layers), ranks 1..R-1 run baton-rankd
  * with the following stages (stage.h splits the layers; every rank computes the same split from
  * the same options). load() maps and reads in stage 0 while collecting one HANDSHAKE from every
- * rank (protocol version, build id, model identity, layer range, host, load progress), and
- * accepts the ranks only when all agree with rank 0 and are READY, within --init-timeout. A
- * disagreement is one error naming the rank and host, and eng_pipe_exit_code() gives the job's
- * exit status for it (exitcodes.h).
+ * rank (protocol version, build id, model identity, layer range, the sizes every rank must agree
+ * on (pipeline.h), host, load progress), and accepts the ranks only when all agree with rank 0
+ * and are READY, within --init-timeout. The contract itself (epoch, deadlines, sizes, message
+ * caps, sampling on the wire) lives in common/pipeline.h, shared with baton-rankd. A
+ * disagreement is one error naming the rank and host, and ops->exit_code gives the job's exit
+ * status for it (exitcodes.h: BT_EXIT_CONFIG after a failed load, BT_EXIT_MISMATCH after a
+ * handshake disagreement, BT_EXIT_RESTART after a fault).
  *
  * submit() runs stage 0 over the micro-batch here, then sends the activations on as a FORWARD
  * (step id, sequence flags, sampling parameters of new sequences) to rank 1; the last rank
@@ -17,11 +20,9 @@
  * row while idle, or a process of the job that exited (mpiexec's SIGUSR1) breaks the pipeline:
  * the failed rank is identified with a round of heartbeats (a rank that leaves by itself after
  * the SIGUSR1 says so first), ops->fault names it, every later call fails and
- * eng_pipe_exit_code() is BT_EXIT_RESTART. ranks() reports every rank (host, layers, state,
+ * ops->exit_code is BT_EXIT_RESTART. ranks() reports every rank (host, layers, state,
  * progress, heartbeat age, step time); called while idle, it also sends the heartbeats and reads
  * their replies. destroy() sends SHUTDOWN to every rank and finalizes MPI (not after a fault).
- *
- * Not yet: logit_bias (the wire format has no field for it: such a batch fails with BT_EUNSUP).
  *
  * Ownership: eng_pipe_new brings MPI up and returns an engine whose self is freed by
  * ops->destroy. Threads: created on the main thread before any other thread uses MPI; then, like
@@ -44,19 +45,13 @@ struct eng_pipe_config {
     uint64_t step_timeout_ns; /* --step-timeout (0: 30 s) */
 };
 
-/* Is this process rank 0 of an mpiexec job with more than one rank (PMI_SIZE > 1)? */
+/* Is this process rank 0 of a job of more than one process (xport_job_size)? */
 bool eng_pipe_wanted(void);
 
 /* Initialise MPI (argc/argv as for MPI_Init) and create the engine. On failure MPI may be up
  * already: the ranks have been told to shut down. */
 int eng_pipe_new(struct engine *out, int *argc, char ***argv, const struct eng_pipe_config *pc,
                  char *err, size_t errsz);
-
-/* The exit status the job should end with, given what happened so far: BT_EXIT_CONFIG after a
- * failed load (bad model, split, option on a rank), BT_EXIT_MISMATCH after a handshake
- * disagreement, BT_EXIT_RESTART after a fault (init timeout, a dead or stuck rank), else
- * BT_EXIT_FAIL. Call from the thread that owns the engine, or after its thread ended. */
-int eng_pipe_exit_code(void *self);
 
 /* For main when it must leave before the engine exists (a bad option): under a pipeline, bring
  * MPI up, send SHUTDOWN to every rank and finalize, so no rank is left waiting (a process that

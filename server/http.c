@@ -459,12 +459,12 @@ static int ban_eog(const struct tok *tok, struct api_gen *g, struct api_error *e
                          API_MAX_BIAS);
                 return BT_EINVAL;
             }
-            struct api_bias *nb = realloc(g->bias, sizeof(*nb) * (size_t)(g->n_bias + 1));
+            struct smp_bias *nb = realloc(g->bias, sizeof(*nb) * (size_t)(g->n_bias + 1));
             if (!nb) return BT_ENOMEM;
             g->bias = nb;
             g->n_bias++;
         }
-        g->bias[k] = (struct api_bias){.token = id, .bias = -100.0f};
+        g->bias[k] = (struct smp_bias){.token = id, .bias = -100.0f};
     }
     return BT_OK;
 }
@@ -530,20 +530,20 @@ static enum MHD_Result gen_start(struct conn *c)
         g.stop[i] = NULL;
     }
     r->n_stop = g.n_stop;
-    r->bias = (struct eng_bias *)g.bias; /* same layout */
+    r->bias = g.bias;
     g.bias = NULL;
-    r->sp = (struct eng_sparams){.temperature = g.temperature,
-                                 .top_k = g.top_k,
-                                 .top_p = g.top_p,
-                                 .min_p = g.min_p,
-                                 .repeat_penalty = g.repeat_penalty,
-                                 .repeat_last_n = REPEAT_LAST_N,
-                                 .presence_penalty = g.presence_penalty,
-                                 .frequency_penalty = g.frequency_penalty,
-                                 .seed = g.has_seed ? g.seed : random_seed(),
-                                 .bias = r->bias,
-                                 .n_bias = g.n_bias,
-                                 .n_logprobs = g.n_logprobs};
+    r->sp = (struct smp_params){.temp = g.temperature,
+                                .top_k = g.top_k,
+                                .top_p = g.top_p,
+                                .min_p = g.min_p,
+                                .repeat_penalty = g.repeat_penalty,
+                                .penalty_last_n = REPEAT_LAST_N,
+                                .presence_penalty = g.presence_penalty,
+                                .frequency_penalty = g.frequency_penalty,
+                                .seed = g.has_seed ? g.seed : random_seed(),
+                                .bias = r->bias,
+                                .n_bias = g.n_bias,
+                                .n_logprobs = g.n_logprobs};
     r->prompt = ids;
     r->n_prompt = n;
     snprintf(r->id, sizeof(r->id), "%s", kind == API_CHAT ? "chatcmpl-" : "cmpl-");
@@ -574,11 +574,18 @@ static enum MHD_Result gen_start(struct conn *c)
 static enum MHD_Result do_health(struct conn *c)
 {
     struct sched_stats st;
-    struct api_rank ranks[SCHED_MAX_RANKS];
     static const char *states[] = {"loading", "ready", "failed", "offline"};
-    sched_stats(c->h->s, &st);
+    /* the rank tables are too large for an HTTP thread's stack */
+    struct eng_rank *er = malloc(sizeof(*er) * SCHED_MAX_RANKS);
+    struct api_rank *ranks = malloc(sizeof(*ranks) * SCHED_MAX_RANKS);
+    if (!er || !ranks) {
+        free(er);
+        free(ranks);
+        return reply_error(c, 500, NULL, NULL, "out of memory");
+    }
+    sched_stats(c->h->s, &st, er, SCHED_MAX_RANKS);
     for (int i = 0; i < st.n_ranks; i++) {
-        const struct eng_rank *k = &st.ranks[i];
+        const struct eng_rank *k = &er[i];
         ranks[i] = (struct api_rank){.rank = k->rank,
                                      .host = k->host,
                                      .layer_first = k->layer_first,
@@ -594,8 +601,10 @@ static enum MHD_Result do_health(struct conn *c)
                          : st.state == SCHED_FAULTED ? "fault"
                                                      : "stopping";
     char *json = NULL;
-    if (api_health_json(status, ranks, st.n_ranks, st.message[0] ? st.message : NULL, &json) < 0)
-        return MHD_NO;
+    int rc = api_health_json(status, ranks, st.n_ranks, st.message[0] ? st.message : NULL, &json);
+    free(ranks);
+    free(er);
+    if (rc < 0) return MHD_NO;
     if (st.state == SCHED_READY) return reply_json(c, 200, json);
     char retry[16];
     snprintf(retry, sizeof(retry), "%d", sched_retry_after(c->h->s));
@@ -607,16 +616,20 @@ static enum MHD_Result do_metrics(struct conn *c)
     struct sched_stats st;
     struct metrics_gauges g;
     char *text = NULL;
-    sched_stats(c->h->s, &st);
+    struct eng_rank *er = malloc(sizeof(*er) * SCHED_MAX_RANKS); /* too large for the stack */
+    if (!er) return reply_error(c, 500, NULL, NULL, "out of memory");
+    sched_stats(c->h->s, &st, er, SCHED_MAX_RANKS);
     g = (struct metrics_gauges){.queue_depth = st.queue_depth,
                                 .slots_busy = st.slots_busy,
                                 .slots_total = st.slots_total,
                                 .n_ranks = st.n_ranks,
-                                .ranks = st.ranks,
+                                .ranks = er,
                                 .loading = st.state == SCHED_LOADING};
     /* count this scrape before rendering so it shows up in itself */
     metrics_request(c->h->m, MR_METRICS, 200);
-    if (metrics_render(c->h->m, &g, &text) < 0) return MHD_NO;
+    int rc = metrics_render(c->h->m, &g, &text);
+    free(er);
+    if (rc < 0) return MHD_NO;
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
     if (!resp) {

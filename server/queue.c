@@ -7,19 +7,32 @@
 #include <stdlib.h>
 #include <time.h>
 
-int queue_init(struct queue *q, int cap)
+int queue_sync_init(pthread_mutex_t *mu, pthread_cond_t *cv)
 {
     pthread_condattr_t ca;
+    if (pthread_mutex_init(mu, NULL) != 0) return BT_ERR;
+    if (pthread_condattr_init(&ca) != 0) goto fail_mu;
+    int rc =
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 && pthread_cond_init(cv, &ca) == 0;
+    pthread_condattr_destroy(&ca);
+    if (rc) return BT_OK;
+fail_mu:
+    pthread_mutex_destroy(mu);
+    return BT_ERR;
+}
+
+int queue_init(struct queue *q, int cap)
+{
     q->items = NULL;
     q->cap = cap;
     q->head = q->len = 0;
     q->closed = q->kicked = false;
     if (cap > 0 && !(q->items = calloc((size_t)cap, sizeof(*q->items)))) return BT_ENOMEM;
-    pthread_mutex_init(&q->mu, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&q->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    if (queue_sync_init(&q->mu, &q->cv) < 0) {
+        free(q->items);
+        q->items = NULL;
+        return BT_ERR;
+    }
     return BT_OK;
 }
 

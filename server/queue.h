@@ -23,8 +23,9 @@ struct queue {
     bool kicked;
 };
 
-int queue_init(struct queue *q, int cap); /* cap may be 0: every push is refused */
-void queue_destroy(struct queue *q);      /* drops the references still queued */
+/* cap may be 0: every push is refused. BT_ENOMEM, BT_ERR (pthread initialisation failed). */
+int queue_init(struct queue *q, int cap);
+void queue_destroy(struct queue *q); /* drops the references still queued */
 
 /* BT_OK, BT_EFULL (full) or BT_EUNSUP (closed). Takes a reference to r on success. */
 int queue_push(struct queue *q, struct req *r);
@@ -34,6 +35,9 @@ int queue_len(struct queue *q);
 /* Wait until the queue is non-empty, queue_kick or close was called, or bt_now_ns() reaches
  * deadline_ns (0: no deadline). */
 void queue_wait(struct queue *q, uint64_t deadline_ns);
+/* A mutex and a condition variable whose timed waits run on CLOCK_MONOTONIC (bt_now_ns), as the
+ * queue's own: BT_ERR, with nothing left initialised, when pthreads refuse. */
+int queue_sync_init(pthread_mutex_t *mu, pthread_cond_t *cv);
 /* Remove (in order) every request for which pred(r, arg) is true, up to cap, into out[]; the
  * caller owns those references. Returns how many. */
 int queue_take_if(struct queue *q, bool (*pred)(struct req *r, void *arg), void *arg,

@@ -33,8 +33,8 @@ struct req {
     int n_logprobs; /* -1: none */
     char *stop[API_MAX_STOP];
     int n_stop;
-    struct eng_sparams sp; /* sp.bias points to bias */
-    struct eng_bias *bias;
+    struct smp_params sp; /* sp.bias points to bias */
+    struct smp_bias *bias;
     int32_t *prompt;
     int n_prompt;
     char id[64];

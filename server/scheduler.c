@@ -1,9 +1,11 @@
 #include "scheduler.h"
 
 #include "chat.h"
+#include "exitcodes.h"
 #include "gguf.h"
 #include "log.h"
 #include "metrics.h"
+#include "pipeline.h"
 #include "queue.h"
 #include "request.h"
 #include "stop.h"
@@ -80,6 +82,7 @@ struct sched {
     int n_ranks;
     char message[512];
     struct eng_fault fault; /* valid in SCHED_FAULTED */
+    int exit_code;          /* valid in SCHED_FAILED: the engine's ops->exit_code */
     atomic_int busy;
     _Atomic uint64_t loop_ns; /* when the serving loop last went round (0: not serving yet) */
     double startup_s;         /* process start to READY; written before the state turns READY */
@@ -133,6 +136,12 @@ int sched_create(const struct sched_config *c, struct engine eng, struct metrics
         if (eng.ops && eng.ops->destroy) eng.ops->destroy(eng.self);
         return bt_errf(err, errsz, BT_ENOMEM, "scheduler: out of memory");
     }
+    if (queue_sync_init(&s->st_mu, &s->st_cv) < 0) {
+        queue_destroy(&s->q);
+        free(s);
+        if (eng.ops && eng.ops->destroy) eng.ops->destroy(eng.self);
+        return bt_errf(err, errsz, BT_ERR, "scheduler: cannot initialise its lock");
+    }
     s->c = *c;
     if (!s->c.t_start_ns) s->c.t_start_ns = bt_now_ns();
     s->eng = eng;
@@ -142,19 +151,14 @@ int sched_create(const struct sched_config *c, struct engine eng, struct metrics
     atomic_init(&s->draining, false);
     atomic_init(&s->busy, 0);
     atomic_init(&s->loop_ns, 0);
-    pthread_mutex_init(&s->st_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&s->st_cv, &ca);
-    pthread_condattr_destroy(&ca);
     /* until the engine says more: rank 0, loading */
     s->n_ranks = 1;
     s->ranks[0].rank = 0;
     s->ranks[0].state = ENG_RANK_LOADING;
     s->ranks[0].heartbeat_age_ms = 0;
     s->ranks[0].step_ms = -1;
-    gethostname(s->ranks[0].host, sizeof(s->ranks[0].host) - 1);
+    if (gethostname(s->ranks[0].host, sizeof(s->ranks[0].host) - 1) != 0)
+        snprintf(s->ranks[0].host, sizeof(s->ranks[0].host), "unknown");
     *out = s;
     return BT_OK;
 }
@@ -199,7 +203,7 @@ static int sched_load(struct sched *s, char *err, size_t errsz)
 
     struct eng_load_params lp = {.n_seq = s->c.n_slots,
                                  .n_ctx = s->c.n_ctx,
-                                 .max_batch = s->c.n_slots + s->c.prefill_chunk,
+                                 .max_batch = pipeline_max_batch(s->c.n_slots, s->c.prefill_chunk),
                                  .n_threads = s->c.n_threads,
                                  .device = s->c.device,
                                  .kv_type = s->c.kv_type,
@@ -211,6 +215,10 @@ static int sched_load(struct sched *s, char *err, size_t errsz)
                        s->c.model_path, tok_n_vocab(s->tok), s->info.n_vocab);
     if (s->info.n_ctx < 2)
         return bt_errf(err, errsz, BT_EINVAL, "context size %d is too small", s->info.n_ctx);
+    if (s->info.max_batch < s->c.n_slots + 1)
+        return bt_errf(err, errsz, BT_EINVAL,
+                       "the engine takes %d tokens per step, %d slots need more", s->info.max_batch,
+                       s->c.n_slots);
 
     s->n_slots = s->c.n_slots;
     s->slots = calloc((size_t)s->n_slots, sizeof(*s->slots));
@@ -459,7 +467,7 @@ static void sweep(struct sched *s)
 static int submit_batch(struct sched *s)
 {
     struct flight *f = &s->fl[(s->fl_head + s->fl_len) % s->n_fl];
-    int n = 0, budget = s->c.prefill_chunk;
+    int n = 0, budget;
     char err[256];
     /* with several micro-batches in flight (a pipeline), the decoding slots are spread over
      * them so that every stage has work: at most ceil(decoding / n_fl) per batch */
@@ -473,6 +481,9 @@ static int submit_batch(struct sched *s)
             .seq = sl->id, .pos = sl->n_past, .n_tokens = 1, .tokens = &sl->next, .sample = true};
         f->slot[n++] = i;
     }
+    /* the prompt tokens of this batch: a chunk, within the engine's micro-batch */
+    budget =
+        s->info.max_batch - n < s->c.prefill_chunk ? s->info.max_batch - n : s->c.prefill_chunk;
     while (budget > 0) {
         struct slot *best = NULL;
         for (int i = 0; i < s->n_slots; i++) {
@@ -600,8 +611,10 @@ static void *sched_main(void *arg)
     int rc = sched_load(s, err, sizeof(err));
     if (rc < 0) {
         bt_error("loading failed: %s", err);
+        int code = s->eng.ops->exit_code ? s->eng.ops->exit_code(s->eng.self) : BT_EXIT_CONFIG;
         pthread_mutex_lock(&s->st_mu);
         snprintf(s->message, sizeof(s->message), "%s", err);
+        s->exit_code = code;
         for (int i = 0; i < s->n_ranks; i++)
             if (s->ranks[i].state == ENG_RANK_LOADING) s->ranks[i].state = ENG_RANK_FAILED;
         pthread_mutex_unlock(&s->st_mu);
@@ -736,7 +749,7 @@ uint64_t sched_loop_ns(struct sched *s)
     return atomic_load(&s->loop_ns);
 }
 
-void sched_stats(struct sched *s, struct sched_stats *st)
+void sched_stats(struct sched *s, struct sched_stats *st, struct eng_rank *ranks, int cap)
 {
     memset(st, 0, sizeof(*st));
     st->state = sched_state(s);
@@ -744,8 +757,8 @@ void sched_stats(struct sched *s, struct sched_stats *st)
     st->slots_busy = atomic_load(&s->busy);
     st->slots_total = s->c.n_slots;
     pthread_mutex_lock(&s->st_mu);
-    st->n_ranks = s->n_ranks;
-    memcpy(st->ranks, s->ranks, sizeof(st->ranks[0]) * (size_t)s->n_ranks);
+    st->n_ranks = ranks && s->n_ranks > cap ? cap : ranks ? s->n_ranks : 0;
+    if (st->n_ranks) memcpy(ranks, s->ranks, sizeof(ranks[0]) * (size_t)st->n_ranks);
     snprintf(st->message, sizeof(st->message), "%s", s->message);
     st->fault_rank = -1;
     if (st->state == SCHED_FAULTED) {
@@ -754,6 +767,14 @@ void sched_stats(struct sched *s, struct sched_stats *st)
         st->fault_kind = s->fault.kind;
     }
     pthread_mutex_unlock(&s->st_mu);
+}
+
+int sched_exit_code(struct sched *s)
+{
+    pthread_mutex_lock(&s->st_mu);
+    int code = s->exit_code;
+    pthread_mutex_unlock(&s->st_mu);
+    return code;
 }
 
 int sched_retry_after(struct sched *s)

@@ -13,9 +13,9 @@
  *
  * Ownership: sched_create takes ownership of the engine (destroyed by sched_free). The model
  * published by sched_model is owned by the scheduler and immutable; valid until sched_free.
- * Threads: sched_submit, sched_state, sched_model, sched_stats, sched_wait_loaded, sched_drain
- * and sched_stop may be called from any thread; everything else about the engine and slots is the
- * scheduler thread's. */
+ * Threads: sched_submit, sched_state, sched_model, sched_stats, sched_exit_code,
+ * sched_wait_loaded, sched_drain and sched_stop may be called from any thread; everything else
+ * about the engine and slots is the scheduler thread's. */
 #ifndef BATON_SCHEDULER_H
 #define BATON_SCHEDULER_H
 
@@ -73,8 +73,7 @@ struct sched_stats {
     int state;
     int queue_depth;
     int slots_busy, slots_total;
-    int n_ranks;
-    struct eng_rank ranks[SCHED_MAX_RANKS];
+    int n_ranks;       /* entries written into the caller's ranks array */
     char message[512]; /* load error, if failed; the fault, if faulted */
     int fault_rank;    /* SCHED_FAULTED: the failed rank, -1 unknown */
     char fault_host[64];
@@ -96,7 +95,12 @@ int sched_state(struct sched *s);
 const struct sched_model *sched_model(struct sched *s);
 /* Wait until loading ended (or timeout_ms passed); returns the state. */
 int sched_wait_loaded(struct sched *s, int timeout_ms);
-void sched_stats(struct sched *s, struct sched_stats *st);
+/* The status, and up to cap ranks into ranks (the caller's; SCHED_MAX_RANKS holds every rank, too
+ * large for a thread's stack: allocate it). */
+void sched_stats(struct sched *s, struct sched_stats *st, struct eng_rank *ranks, int cap);
+/* The exit status the process should end with once the state is SCHED_FAILED (the engine's
+ * ops->exit_code, read by the scheduler thread when the load failed); any thread. */
+int sched_exit_code(struct sched *s);
 /* bt_now_ns() of the serving loop's last round; 0 before it serves. Any thread. */
 uint64_t sched_loop_ns(struct sched *s);
 /* Seconds a client should wait before it retries a 503 (the Retry-After header; any thread).

@@ -47,6 +47,7 @@ int main(int argc, char **argv)
     hs.layer_begin = 0;
     hs.layer_end = 4;
     hs.n_layers = 8;
+    hs.sizes = (struct proto_sizes){.n_seq = 4, .n_ctx = 256, .max_batch = 260, .kv_type = 1};
     hs.pid = 4242; /* fixed, so that the seeds do not change from run to run */
     snprintf(hs.hostname, sizeof(hs.hostname), "host1");
     snprintf(hs.build_id, sizeof(hs.build_id), "baton-seed");

@@ -767,13 +767,13 @@ static void mode_sigusr1(void)
         CHECK_INT(xport_recv(x, &f, after_ms(5000), &m, err, sizeof(err)), 0);
     }
     uint64_t t0 = bt_now_ns(), limit = t0 + 5 * S_NS;
-    while (xport_mpi_peer_exits() == 0 && bt_now_ns() < limit) {
+    while (xport_peer_exits(x) == 0 && bt_now_ns() < limit) {
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL); /* polling the flag the handler sets, with a deadline */
     }
-    CHECK(xport_mpi_peer_exits() >= 1);
+    CHECK(xport_peer_exits(x) >= 1);
     fprintf(stderr, "rank %d: SIGUSR1 notice %s (%u)\n", rank,
-            xport_mpi_peer_exits() ? "arrived" : "did NOT arrive", xport_mpi_peer_exits());
+            xport_peer_exits(x) ? "arrived" : "did NOT arrive", xport_peer_exits(x));
     proto_msg_free(&m);
     xport_mark_faulted(x);
     xport_free(x);
@@ -793,7 +793,7 @@ int main(int argc, char **argv)
         return 1;
     }
     CHECK_INT(xport_mpi_install_sigusr1(err, sizeof(err)), BT_EINVAL);
-    CHECK_INT(xport_mpi_peer_exits(), 0);
+    CHECK_INT(xport_peer_exits(x), 0);
     rank = xport_rank(x);
     size = xport_size(x);
     CHECK_STR(xport_name(x), "mpi");

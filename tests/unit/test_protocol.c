@@ -248,6 +248,7 @@ static void test_handshake(void)
     h.layer_begin = 8;
     h.layer_end = 16;
     h.n_layers = 22;
+    h.sizes = (struct proto_sizes){.n_seq = 4, .n_ctx = 2048, .max_batch = 260, .kv_type = 1};
     snprintf(h.backend, sizeof(h.backend), "cpu avx2 2 threads");
     CHECK_INT(proto_encode_handshake(&b, &route, &h, err, sizeof(err)), 0);
     CHECK_INT(dec(b.data, b.len, &m), 0);
@@ -262,22 +263,27 @@ static void test_handshake(void)
     CHECK_INT(m.handshake.state, PROTO_STATE_READY);
     CHECK_NEAR(m.handshake.progress, 0.75, 0);
     CHECK_INT(m.handshake.pid, h.pid);
+    CHECK(!memcmp(&m.handshake.sizes, &h.sizes, sizeof(h.sizes)));
     check_reencode(&b, &m);
 
     /* payload offsets: 0 version, 4 state, 8 progress, 12 pid, 16 id, 24 size, 32 begin,
-     * 36 end, 40 n_layers, 44 build id length */
+     * 36 end, 40 n_layers, 44 n_seq, 48 n_ctx, 52 max_batch, 56 kv type, 60 build id length */
     BAD32(&b, 4, 3, "unknown state");
     BAD32(&b, 8, 0x7fc00000u, "load progress"); /* NaN */
     BAD32(&b, 8, 0x3fc00000u, "load progress"); /* 1.5 */
     BAD32(&b, 32, 17, "layer range");
     BAD32(&b, 36, 23, "layer range");
     BAD32(&b, 40, PROTO_MAX_LAYERS + 1, "n_layers");
+    BAD32(&b, 44, PROTO_MAX_SEQS + 1, "sizes");
+    BAD32(&b, 48, PROTO_MAX_POS + 1, "sizes");
+    BAD32(&b, 52, PROTO_MAX_TOKENS + 1, "sizes");
+    BAD32(&b, 56, 256, "sizes");
     size_t bl = strlen(h.build_id);
-    uint32_t w = get32(b.data + PROTO_HDR_SIZE + 44);
-    BAD32(&b, 44, (w & 0xffff0000u) | (PROTO_BUILD_ID_MAX + 1), "build id");
-    BAD32(&b, 44, (w & 0xffff0000u) | 0xffff, "build id");
+    uint32_t w = get32(b.data + PROTO_HDR_SIZE + 60);
+    BAD32(&b, 60, (w & 0xffff0000u) | (PROTO_BUILD_ID_MAX + 1), "build id");
+    BAD32(&b, 60, (w & 0xffff0000u) | 0xffff, "build id");
     /* backend length runs past the payload */
-    size_t boff = 44 + 2 + bl;
+    size_t boff = 60 + 2 + bl;
     uint32_t w2 = get32(b.data + PROTO_HDR_SIZE + boff);
     BAD32(&b, boff, (w2 & 0xffff0000u) | PROTO_BACKEND_MAX, "backend");
     /* a control byte in the backend string */
@@ -515,7 +521,7 @@ static void test_forward(void)
     BAD32(&b, 0, 0, "n_tokens");
     BAD32(&b, 0, 0xffffffffu, "n_tokens");
     BAD32(&b, 0, PROTO_MAX_TOKENS + 1, "n_tokens");
-    BAD32(&b, 0, 7, "need"); /* counts past the payload */
+    BAD32(&b, 0, 7, "need");       /* counts past the payload */
     BAD32(&b, 0, 6, "logit bias"); /* the bias bytes read as tokens */
     BAD32(&b, 0, 4, "logit bias");
     BAD32(&b, 4, 0, "n_seqs");
@@ -732,9 +738,86 @@ static void test_mutations(void)
     proto_msg_free(&m);
 }
 
+/* proto_max_size is exact: the largest message of each kind, built here, has that size. */
+static void test_max_size(void)
+{
+    const struct proto_sizes z = {.n_seq = 4, .n_ctx = 512, .max_batch = 40, .kv_type = 1};
+    const uint32_t n_embd = 24;
+    struct proto_buf b = {0};
+    struct proto_token *tok = calloc(z.max_batch, sizeof(*tok));
+    struct proto_seq *seqs = calloc(z.n_seq, sizeof(*seqs));
+    struct proto_bias *bias = calloc((size_t)z.n_seq * PROTO_MAX_BIAS, sizeof(*bias));
+    float *rows = calloc((size_t)z.max_batch * n_embd, sizeof(*rows));
+    for (uint32_t i = 0; i < z.n_seq; i++) {
+        seqs[i].seq_id = i;
+        seqs[i].flags = PROTO_SEQ_RESET;
+        seqs[i].sampling = (struct proto_sampling){.top_p = 1,
+                                                   .repeat_penalty = 1,
+                                                   .n_bias = PROTO_MAX_BIAS,
+                                                   .bias = bias + (size_t)i * PROTO_MAX_BIAS};
+    }
+    for (uint32_t i = 0; i < z.max_batch; i++)
+        tok[i] = (struct proto_token){
+            .seq_id = i % z.n_seq, .pos = i, .token = 1, .flags = PROTO_TOK_ROW | PROTO_TOK_LOGITS};
+    struct proto_forward fw = {.n_tokens = z.max_batch,
+                               .n_seqs = z.n_seq,
+                               .n_embd = n_embd,
+                               .n_rows = z.max_batch,
+                               .tokens = tok,
+                               .seqs = seqs,
+                               .rows = rows};
+    CHECK_INT(proto_encode_forward(&b, &route, &fw, err, sizeof(err)), 0);
+    CHECK_INT(b.len, proto_max_size(PROTO_OP_FORWARD, &z, n_embd));
+    /* the bias entries count: the cap of version 2 left them out */
+    CHECK(proto_max_size(PROTO_OP_FORWARD, &z, n_embd) >
+          PROTO_HDR_SIZE + (size_t)z.n_seq * PROTO_MAX_BIAS * 8);
+
+    struct proto_sampled items[4];
+    struct proto_top top[PROTO_MAX_LOGPROBS] = {{0}};
+    for (uint32_t i = 0; i < z.n_seq; i++)
+        items[i] = (struct proto_sampled){
+            .seq_id = i, .token = 1, .logprob = -1, .n_top = PROTO_MAX_LOGPROBS, .top = top};
+    struct proto_tokens t = {.n = z.n_seq, .items = items};
+    CHECK_INT(proto_encode_tokens(&b, &route, &t, err, sizeof(err)), 0);
+    CHECK_INT(b.len, proto_max_size(PROTO_OP_TOKENS, &z, n_embd));
+
+    struct proto_error e = {.seq_id = 1, .code = BT_EINVAL};
+    memset(e.message, 'x', PROTO_ERRMSG_MAX);
+    CHECK_INT(proto_encode_error(&b, &route, &e, err, sizeof(err)), 0);
+    CHECK_INT(b.len, proto_max_size(PROTO_OP_ERROR, &z, n_embd));
+
+    struct proto_handshake h;
+    proto_handshake_local(&h);
+    memset(h.build_id, 'b', PROTO_BUILD_ID_MAX);
+    memset(h.backend, 'c', PROTO_BACKEND_MAX);
+    memset(h.hostname, 'h', PROTO_HOST_MAX);
+    h.build_id[PROTO_BUILD_ID_MAX] = h.backend[PROTO_BACKEND_MAX] = h.hostname[PROTO_HOST_MAX] = 0;
+    CHECK_INT(proto_encode_handshake(&b, &route, &h, err, sizeof(err)), 0);
+    CHECK_INT(b.len, proto_max_size(PROTO_OP_HANDSHAKE, &z, n_embd));
+
+    struct proto_heartbeat hb = {.nonce = 1, .state = PROTO_STATE_READY, .progress = 1};
+    CHECK_INT(proto_encode_heartbeat(&b, &route, PROTO_OP_HEARTBEAT, &hb, err, sizeof(err)), 0);
+    CHECK_INT(b.len, proto_max_size(PROTO_OP_HEARTBEAT, &z, n_embd));
+    struct proto_stats st = {0};
+    CHECK_INT(proto_encode_stats(&b, &route, &st, err, sizeof(err)), 0);
+    CHECK_INT(b.len, proto_max_size(PROTO_OP_STATS, &z, n_embd));
+    struct proto_shutdown sd = {PROTO_SHUTDOWN_NORMAL};
+    CHECK_INT(proto_encode_shutdown(&b, &route, &sd, err, sizeof(err)), 0);
+    CHECK_INT(b.len, proto_max_size(PROTO_OP_SHUTDOWN, &z, n_embd));
+    CHECK_INT(proto_max_size(0, &z, n_embd), 0);
+    CHECK_INT(proto_max_size(PROTO_OP_COUNT, &z, n_embd), 0);
+    CHECK_INT(proto_max_msg(&z, n_embd), proto_max_size(PROTO_OP_FORWARD, &z, n_embd));
+    free(tok);
+    free(seqs);
+    free(bias);
+    free(rows);
+    proto_buf_free(&b);
+}
+
 int main(void)
 {
     test_crc();
+    test_max_size();
     test_header();
     test_handshake();
     test_small();

@@ -322,8 +322,59 @@ static void test_top_p_large(void)
     smp_free(s);
 }
 
+/* The policy: every value a request can carry becomes one smp_new accepts; twice is once. */
+static void test_policy(void)
+{
+    struct smp_bias in_bias[4] = {{1, NAN}, {2, -250.0f}, {3, 7e3f}, {4, -0.5f}},
+                    store[SMP_MAX_BIAS];
+    struct smp_params in, out, again;
+    smp_params_default(&in);
+    in.temp = NAN;
+    in.top_k = -3;
+    in.top_p = NAN;
+    in.min_p = 4.0f;
+    in.repeat_penalty = -2.0f;
+    in.presence_penalty = NAN;
+    in.frequency_penalty = -1e9f;
+    in.penalty_last_n = -1;
+    in.n_logprobs = 99;
+    in.bias = in_bias;
+    in.n_bias = 4;
+    smp_params_policy(&in, 512, &out, store);
+    CHECK(out.temp == 0.0f && out.top_k == 0 && out.top_p == 1.0f && out.min_p == 1.0f);
+    CHECK(out.repeat_penalty == 1.0f && out.presence_penalty == 0.0f);
+    CHECK(out.frequency_penalty == -100.0f);
+    CHECK_INT(out.penalty_last_n, 512);
+    CHECK_INT(out.n_logprobs, SMP_MAX_LOGPROBS);
+    CHECK_INT(out.n_bias, 3); /* the NaN entry is dropped */
+    CHECK(out.bias == store && store[0].token == 2 && isinf(store[0].bias) && store[0].bias < 0);
+    CHECK(store[1].token == 3 && store[1].bias == 100.0f);
+    CHECK(store[2].token == 4 && store[2].bias == -0.5f);
+    struct smp *s = mk(&out, 8);
+    smp_free(s);
+    struct smp_bias store2[SMP_MAX_BIAS];
+    smp_params_policy(&out, 512, &again, store2);
+    CHECK(again.temp == out.temp && again.top_p == out.top_p && again.min_p == out.min_p);
+    CHECK(again.repeat_penalty == out.repeat_penalty && again.n_bias == out.n_bias);
+    CHECK(again.penalty_last_n == out.penalty_last_n && again.n_logprobs == out.n_logprobs);
+    for (int i = 0; i < out.n_bias; i++)
+        CHECK(store2[i].token == store[i].token && store2[i].bias == store[i].bias);
+    /* the window: never past the context nor SMP_MAX_LAST_N; 0 stays off */
+    in.penalty_last_n = 100000;
+    smp_params_policy(&in, 1 << 20, &out, store);
+    CHECK_INT(out.penalty_last_n, SMP_MAX_LAST_N);
+    in.penalty_last_n = 0;
+    smp_params_policy(&in, 64, &out, store);
+    CHECK_INT(out.penalty_last_n, 0);
+    in.temp = 1e9f;
+    in.repeat_penalty = 1e-30f;
+    smp_params_policy(&in, 64, &out, store);
+    CHECK(out.temp == 100.0f && out.repeat_penalty == 1e-6f);
+}
+
 int main(void)
 {
+    test_policy();
     test_greedy_bias_penalties();
     test_truncation_and_temperature();
     test_determinism();

@@ -7,6 +7,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "request.h"
+#include "exitcodes.h"
 #include "scheduler.h"
 #include "t.h"
 #include "tokenizer.h"
@@ -54,6 +55,7 @@ static int mock_load(void *self, const struct gguf *g, const struct eng_load_par
     info->n_ctx = m->n_ctx;
     info->n_vocab = 512;
     info->n_layer = 1;
+    info->max_batch = p->max_batch;
     info->max_inflight = m->max_inflight;
     (void)err;
     (void)errsz;
@@ -179,8 +181,14 @@ static bool mock_fault(void *self, struct eng_fault *out)
     return true;
 }
 
-static const struct eng_ops mock_ops = {"mock",       mock_load,  mock_submit,  mock_collect,
-                                        mock_release, mock_ranks, mock_destroy, mock_fault};
+static const struct eng_ops mock_ops = {.name = "mock",
+                                        .load = mock_load,
+                                        .submit = mock_submit,
+                                        .collect = mock_collect,
+                                        .release = mock_release,
+                                        .ranks = mock_ranks,
+                                        .destroy = mock_destroy,
+                                        .fault = mock_fault};
 
 /* ---- helpers ---- */
 
@@ -237,7 +245,7 @@ static struct req *mkreq(int n_prompt, int max_tokens, const char *stop, bool st
         r->stop[0] = strdup(stop);
         r->n_stop = 1;
     }
-    r->sp.temperature = 1;
+    r->sp.temp = 1;
     r->sp.n_logprobs = -1;
     r->t_arrive_ns = bt_now_ns();
     snprintf(r->id, sizeof(r->id), "test");
@@ -261,7 +269,7 @@ static bool wait_busy(struct sched *s, int busy, int queued)
     uint64_t dl = bt_now_ns() + 10000000000ull;
     for (;;) {
         struct sched_stats st;
-        sched_stats(s, &st);
+        sched_stats(s, &st, NULL, 0);
         if (st.slots_busy == busy && st.queue_depth == queued) return true;
         if (bt_now_ns() > dl) return false;
         struct timespec ts = {0, 1000000};
@@ -616,7 +624,8 @@ static void test_fault(void)
     CHECK(sched_model(s) != NULL);
     CHECK_INT(sched_retry_after(s), 32); /* the restart: 30 s startup + 1.5 s, rounded up */
     struct sched_stats st;
-    sched_stats(s, &st);
+    sched_stats(s, &st, NULL, 0);
+    CHECK_INT(st.n_ranks, 0);
     CHECK_INT(st.fault_rank, 2);
     CHECK_STR(st.fault_host, "h2");
     CHECK_STR(st.fault_kind, "rank_exit");
@@ -646,9 +655,12 @@ static void test_load_failure(void)
     CHECK_INT(sched_wait_loaded(s, 10000), SCHED_FAILED);
     CHECK(sched_model(s) == NULL);
     struct sched_stats st;
-    sched_stats(s, &st);
+    struct eng_rank ranks[4];
+    sched_stats(s, &st, ranks, 4);
     CHECK(strstr(st.message, "nonexistent") != NULL);
-    CHECK_INT(st.ranks[0].state, ENG_RANK_FAILED);
+    CHECK_INT(st.n_ranks, 1);
+    CHECK_INT(ranks[0].state, ENG_RANK_FAILED);
+    CHECK_INT(sched_exit_code(s), BT_EXIT_CONFIG); /* the mock engine has no exit_code */
     struct req *r = mkreq(2, 2, NULL, false);
     CHECK_INT(sched_submit(s, r), BT_EUNSUP);
     req_unref(r);

@@ -23,8 +23,8 @@ int main(void)
     float logits[NV];
     uint64_t seed = 99;
 
-    CHECK_INT(seqsmp_new(0, NV, &s, err, sizeof(err)), BT_EINVAL);
-    CHECK_INT(seqsmp_new(3, NV, &s, err, sizeof(err)), BT_OK);
+    CHECK_INT(seqsmp_new(0, NV, 64, &s, err, sizeof(err)), BT_EINVAL);
+    CHECK_INT(seqsmp_new(3, NV, 64, &s, err, sizeof(err)), BT_OK);
     CHECK_INT(seqsmp_n_seq(s), 3);
     fill(logits, &seed);
     CHECK(!seqsmp_ready(s, 1));
@@ -79,9 +79,15 @@ int main(void)
     p.n_bias = NV;
     CHECK_INT(seqsmp_reset(s, 2, &p, err, sizeof(err)), BT_OK);
     CHECK_INT(seqsmp_sample(s, 2, logits, NULL), BT_EINVAL);
-    /* bad parameters are refused with text */
+    /* out-of-range values go through the policy (a repeat penalty <= 0 is off) ... */
     p.n_bias = 0;
     p.repeat_penalty = -1.0f;
+    CHECK_INT(seqsmp_reset(s, 0, &p, err, sizeof(err)), BT_OK);
+    CHECK(seqsmp_ready(s, 0));
+    /* ... what the policy cannot mend is refused with text: a bias token outside the vocabulary */
+    struct smp_bias far = {NV + 5, 1.0f};
+    p.bias = &far;
+    p.n_bias = 1;
     CHECK_INT(seqsmp_reset(s, 0, &p, err, sizeof(err)), BT_EINVAL);
     CHECK(!seqsmp_ready(s, 0) && strlen(err) > 0);
 

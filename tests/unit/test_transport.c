@@ -148,8 +148,14 @@ static void fk_destroy(void *st, int finalize)
     fk.finalized = finalize;
 }
 
-static const struct xport_ops fake_ops = {"fake",    fk_isend, fk_irecv,  fk_test,
-                                          fk_cancel, fk_probe, fk_destroy};
+static unsigned fk_exits;
+static unsigned fk_peer_exits(void *st)
+{
+    return fk_exits;
+}
+
+static const struct xport_ops fake_ops = {"fake",    fk_isend, fk_irecv,   fk_test,
+                                          fk_cancel, fk_probe, fk_destroy, fk_peer_exits};
 
 static uint64_t after_ms(double ms)
 {
@@ -192,6 +198,11 @@ int main(void)
     CHECK_INT(xport_rank(x), 0);
     CHECK_INT(xport_size(x), 3);
     CHECK_STR(xport_name(x), "fake");
+    /* the backend's notice that a process of the job exited, through the interface */
+    CHECK_INT(xport_peer_exits(x), 0);
+    fk_exits = 2;
+    CHECK_INT(xport_peer_exits(x), 2);
+    fk_exits = 0;
 
     /* a receive with nothing to get: BT_ETIMEOUT at the deadline, not before */
     uint64_t t0 = bt_now_ns();
