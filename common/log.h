@@ -24,7 +24,8 @@ enum bt_status {
 
 enum bt_log_level { BT_LOG_DEBUG = 0, BT_LOG_INFO = 1, BT_LOG_WARN = 2, BT_LOG_ERROR = 3 };
 
-/* Lines below this level are dropped. Default INFO; env BATON_LOG=debug|info|warn|error. */
+/* Lines below this level are dropped. Default INFO; env BATON_LOG=debug|info|warn|error (read
+ * once); bt_log_set_level overrides it. Any thread. The tag is set once, before threads start. */
 void bt_log_set_level(int level);
 int bt_log_get_level(void);
 /* Prefix every line with "[tag]", e.g. "rank 2"; NULL for none. The string is copied. */
