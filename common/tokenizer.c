@@ -145,7 +145,7 @@ struct tok {
     int32_t *special; /* control / user-defined / unknown ids, longest text first */
     int n_special;
     int32_t bos, eos, eot, eom, unk;
-    int32_t byte_tok[256]; /* SPM byte fallback */
+    int32_t byte_tok[256]; /* SPM byte fallback: <0xXX> (else the one-byte token) of each byte */
     bool add_bos, add_eos, add_space_prefix, clean_spaces, ignore_merges;
     char benc[256][2]; /* byte-level BPE: UTF-8 of the code point standing for each byte */
     uint8_t benc_len[256];
@@ -1026,7 +1026,7 @@ static int scratch_syms(struct scratch *s, size_t n)
     return 0;
 }
 
-/* ---- SentencePiece-style ---- */
+/* ---- merging symbols (both families) ---- */
 
 static inline size_t utf8_len_lead(uint8_t b)
 {
@@ -1034,23 +1034,89 @@ static inline size_t utf8_len_lead(uint8_t b)
     return len[b >> 4];
 }
 
-static void spm_add_bigram(const struct tok *t, struct scratch *s, int *nh, int l, int r)
+/* Rank of joining adjacent symbols l and r (higher joins first) into *rank; false if they never
+ * join. SPM: the score of the joined text's token; byte-level BPE: minus the merge's index. */
+static inline bool pair_rank(const struct tok *t, const struct scratch *s, int l, int r,
+                             float *rank)
 {
-    if (l < 0 || r < 0) return;
-    uint32_t size = s->sym[l].n + s->sym[r].n;
-    int32_t id = lookup(t, s->buf + s->sym[l].off, size);
-    if (id < 0) return;
-    heap_push(s->heap, nh, (struct bigram){t->score[id], l, r, size});
+    const char *p = s->buf + s->sym[l].off;
+    uint32_t ln = s->sym[l].n, rn = s->sym[r].n;
+    if (t->type == TOK_TYPE_SPM) {
+        int32_t id = lookup(t, p, ln + rn);
+        if (id < 0) return false;
+        *rank = t->score[id];
+    } else {
+        int32_t m = merge_rank(t, p, ln, p + ln, rn);
+        if (m < 0) return false;
+        *rank = -(float)m;
+    }
+    return true;
 }
 
-static void spm_emit_bytes(const struct tok *t, const char *p, size_t n, struct emit *e)
+static void add_pair(const struct tok *t, struct scratch *s, int *nh, int l, int r)
 {
-    for (size_t j = 0; j < n; j++) {
-        int32_t id = t->byte_tok[(uint8_t)p[j]];
-        if (id < 0) id = t->unk;
-        if (id >= 0) emit_tok(e, id);
-    }
+    float rank;
+    if (l < 0 || r < 0 || !pair_rank(t, s, l, r, &rank)) return;
+    heap_push(s->heap, nh, (struct bigram){rank, l, r, s->sym[l].n + s->sym[r].n});
 }
+
+/* Split s->buf[0..m) (m > 0) into one symbol per UTF-8 character, then join the best-ranked
+ * adjacent pair (the leftmost of equals) until no pair ranks. The symbols left are linked from
+ * s->sym[0] in text order. */
+static int merge_symbols(const struct tok *t, struct scratch *s, size_t m)
+{
+    if (scratch_syms(s, m)) return BT_ENOMEM;
+    int ns = 0;
+    for (size_t off = 0; off < m;) {
+        size_t k = utf8_len_lead((uint8_t)s->buf[off]);
+        if (k > m - off) k = m - off;
+        s->sym[ns] = (struct sym){ns - 1, off + k == m ? -1 : ns + 1, (uint32_t)off, (uint32_t)k};
+        off += k;
+        ns++;
+    }
+    int nh = 0;
+    for (int i = 1; i < ns; i++) add_pair(t, s, &nh, i - 1, i);
+    while (nh > 0) {
+        struct bigram b = heap_pop(s->heap, &nh);
+        struct sym *l = &s->sym[b.left], *r = &s->sym[b.right];
+        if (l->n == 0 || r->n == 0 || l->n + r->n != b.size) continue; /* stale pair */
+        l->n += r->n;
+        r->n = 0;
+        l->next = r->next;
+        if (r->next >= 0) s->sym[r->next].prev = b.left;
+        add_pair(t, s, &nh, l->prev, b.left);
+        add_pair(t, s, &nh, b.left, l->next);
+    }
+    return 0;
+}
+
+/* Token for one byte of a symbol the vocabulary lacks, or -1. SPM: its <0xXX> token (else the
+ * one-byte token, else UNK); byte-level BPE: the one-byte token. */
+static inline int32_t byte_fallback(const struct tok *t, uint8_t b)
+{
+    if (t->type == TOK_TYPE_BPE) return lookup(t, (const char *)&b, 1);
+    return t->byte_tok[b] >= 0 ? t->byte_tok[b] : t->unk;
+}
+
+/* Tokens of s->buf[0..m): merge, then each symbol's token (or its bytes' fallback tokens). */
+static int merge_encode(const struct tok *t, struct scratch *s, size_t m, struct emit *e)
+{
+    if (m == 0) return 0;
+    if (merge_symbols(t, s, m)) return BT_ENOMEM;
+    for (int i = 0; i != -1; i = s->sym[i].next) {
+        const char *p = s->buf + s->sym[i].off;
+        int32_t id = lookup(t, p, s->sym[i].n);
+        if (id >= 0) {
+            emit_tok(e, id);
+            continue;
+        }
+        for (uint32_t j = 0; j < s->sym[i].n; j++)
+            if ((id = byte_fallback(t, (uint8_t)p[j])) >= 0) emit_tok(e, id);
+    }
+    return 0;
+}
+
+/* ---- SentencePiece-style ---- */
 
 static int spm_encode(const struct tok *t, struct scratch *s, const char *text, size_t len,
                       bool prefix, struct emit *e)
@@ -1066,38 +1132,7 @@ static int spm_encode(const struct tok *t, struct scratch *s, const char *text, 
         else
             s->buf[m++] = text[i];
     }
-    if (m == 0) return 0;
-    if (scratch_syms(s, m)) return BT_ENOMEM;
-    int ns = 0;
-    for (size_t off = 0; off < m;) {
-        size_t k = utf8_len_lead((uint8_t)s->buf[off]);
-        if (k > m - off) k = m - off;
-        s->sym[ns] = (struct sym){ns - 1, off + k == m ? -1 : ns + 1, (uint32_t)off, (uint32_t)k};
-        off += k;
-        ns++;
-    }
-    int nh = 0;
-    for (int i = 1; i < ns; i++) spm_add_bigram(t, s, &nh, i - 1, i);
-    while (nh > 0) {
-        struct bigram b = heap_pop(s->heap, &nh);
-        struct sym *l = &s->sym[b.left], *r = &s->sym[b.right];
-        if (l->n == 0 || r->n == 0 || l->n + r->n != b.size) continue;
-        l->n += r->n;
-        r->n = 0;
-        l->next = r->next;
-        if (r->next >= 0) s->sym[r->next].prev = b.left;
-        spm_add_bigram(t, s, &nh, l->prev, b.left);
-        spm_add_bigram(t, s, &nh, b.left, l->next);
-    }
-    for (int i = 0; i != -1; i = s->sym[i].next) {
-        const char *p = s->buf + s->sym[i].off;
-        int32_t id = lookup(t, p, s->sym[i].n);
-        if (id >= 0)
-            emit_tok(e, id);
-        else
-            spm_emit_bytes(t, p, s->sym[i].n, e);
-    }
-    return 0;
+    return merge_encode(t, s, m, e);
 }
 
 /* ---- byte-level BPE: pre-tokenizer ---- */
@@ -1406,63 +1441,6 @@ static int pre_split(int pre, const struct pre *x, size_t n, struct segs *cur, s
 
 /* ---- byte-level BPE ---- */
 
-static void bpe_add_bigram(const struct tok *t, struct scratch *s, int *nh, int l, int r)
-{
-    if (l < 0 || r < 0) return;
-    const char *lp = s->buf + s->sym[l].off, *rp = s->buf + s->sym[r].off;
-    int32_t rank = merge_rank(t, lp, s->sym[l].n, rp, s->sym[r].n);
-    if (rank < 0) return;
-    heap_push(s->heap, nh, (struct bigram){-(float)rank, l, r, s->sym[l].n + s->sym[r].n});
-}
-
-/* BPE of one byte-encoded word in s->buf[0..m). */
-static int bpe_word(const struct tok *t, struct scratch *s, size_t m, struct emit *e)
-{
-    if (t->ignore_merges) {
-        int32_t id = lookup(t, s->buf, m);
-        if (id >= 0) {
-            emit_tok(e, id);
-            return 0;
-        }
-    }
-    if (scratch_syms(s, m)) return BT_ENOMEM;
-    int ns = 0;
-    for (size_t off = 0; off < m;) {
-        size_t k = utf8_len_lead((uint8_t)s->buf[off]);
-        if (k > m - off) k = m - off;
-        s->sym[ns] = (struct sym){ns - 1, off + k == m ? -1 : ns + 1, (uint32_t)off, (uint32_t)k};
-        off += k;
-        ns++;
-    }
-    int nh = 0;
-    for (int i = 1; i < ns; i++) bpe_add_bigram(t, s, &nh, i - 1, i);
-    while (nh > 0) {
-        struct bigram b = heap_pop(s->heap, &nh);
-        struct sym *l = &s->sym[b.left], *r = &s->sym[b.right];
-        if (l->n == 0 || r->n == 0 || l->n + r->n != b.size) continue;
-        l->n += r->n;
-        r->n = 0;
-        l->next = r->next;
-        if (r->next >= 0) s->sym[r->next].prev = b.left;
-        bpe_add_bigram(t, s, &nh, l->prev, b.left);
-        bpe_add_bigram(t, s, &nh, b.left, l->next);
-    }
-    for (int i = 0; i < ns; i++) {
-        if (s->sym[i].n == 0) continue;
-        const char *p = s->buf + s->sym[i].off;
-        int32_t id = lookup(t, p, s->sym[i].n);
-        if (id >= 0) {
-            emit_tok(e, id);
-            continue;
-        }
-        for (uint32_t j = 0; j < s->sym[i].n; j++) {
-            id = lookup(t, p + j, 1);
-            if (id >= 0) emit_tok(e, id);
-        }
-    }
-    return 0;
-}
-
 static int scratch_cps(struct scratch *s, size_t n)
 {
     size_t c1 = s->cp_cap, c2 = s->cp_cap;
@@ -1511,7 +1489,11 @@ static int bpe_encode(const struct tok *t, struct scratch *s, const char *text, 
                 m += t->benc_len[by];
             }
         }
-        if ((rc = bpe_word(t, s, m, e))) return rc;
+        int32_t id = t->ignore_merges ? lookup(t, s->buf, m) : -1; /* whole word first */
+        if (id >= 0)
+            emit_tok(e, id);
+        else if ((rc = merge_encode(t, s, m, e)))
+            return rc;
         a = b;
     }
     return 0;
