@@ -1271,127 +1271,91 @@ static inline uint32_t lower_ascii(uint32_t c)
 {
     return c >= 'A' && c <= 'Z' ? c + 32 : c;
 }
+static inline bool is_crlf(uint32_t c)
+{
+    return c == '\r' || c == '\n';
+}
+static inline bool f_other(uint8_t f) /* [^\s\p{L}\p{N}] */
+{
+    return !f_ws(f) && !f_l(f) && !f_n(f);
+}
 
-/* llama.cpp's hand-written splitters for the gpt2, llama3 and qwen2 expressions, over [a, b). */
+/* First position from p on in [.., b) whose class flags fail in_class. */
+static inline size_t skip_while(const struct pre *x, size_t p, size_t b, bool (*in_class)(uint8_t))
+{
+    while (p < b && in_class(x->info[p])) p++;
+    return p;
+}
+
+/* llama.cpp's hand-written splitters for the gpt2, llama3 and qwen2 expressions: each alternative
+ * gives the end of its match at pos (< b), or 0 if it does not match there. */
+
+/* 's|'t|'re|'ve|'m|'ll|'d (llama3, qwen2: ASCII case-insensitive) */
+static size_t match_contraction(int st, const uint32_t *cp, size_t pos, size_t b)
+{
+    if (cp[pos] != '\'' || pos + 1 >= b) return 0;
+    uint32_t c1 = st == ST_GPT2 ? cp[pos + 1] : lower_ascii(cp[pos + 1]);
+    if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') return pos + 2;
+    if (pos + 2 >= b) return 0;
+    uint32_t c2 = st == ST_GPT2 ? cp[pos + 2] : lower_ascii(cp[pos + 2]);
+    if ((c1 == 'r' && c2 == 'e') || (c1 == 'v' && c2 == 'e') || (c1 == 'l' && c2 == 'l'))
+        return pos + 3;
+    return 0;
+}
+
+/* gpt2: ` ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+` */
+static size_t match_gpt2_word(const struct pre *x, size_t pos, size_t b)
+{
+    size_t q = pos + (x->cp[pos] == ' ');
+    if (q >= b) return 0;
+    uint8_t f = x->info[q];
+    if (f_l(f)) return skip_while(x, q, b, f_l);
+    if (f_n(f)) return skip_while(x, q, b, f_n);
+    if (f_other(f)) return skip_while(x, q, b, f_other);
+    return 0;
+}
+
+/* llama3: `[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*`; qwen2: \p{N} */
+static size_t match_llama3_word(int st, const struct pre *x, size_t pos, size_t b)
+{
+    uint32_t c = x->cp[pos];
+    uint8_t f = x->info[pos];
+    if (!is_crlf(c) && !f_n(f) && (f_l(f) || (pos + 1 < b && f_l(x->info[pos + 1]))))
+        return skip_while(x, pos + 1, b, f_l);
+    if (f_n(f)) {
+        size_t e = pos + 1, max = st == ST_QWEN2 ? 1 : 3;
+        while (e < b && e - pos < max && f_n(x->info[e])) e++;
+        return e;
+    }
+    size_t q = pos + (c == ' ');
+    if (q < b && !f_other(x->info[q])) return 0;
+    q = skip_while(x, q, b, f_other);
+    while (q < b && is_crlf(x->cp[q])) q++;
+    return q;
+}
+
+/* White space: `\s*[\r\n]+` (not gpt2), `\s+(?!\S)`, `\s+`; anything else: one code point. */
+static size_t match_space(int st, const struct pre *x, size_t pos, size_t b)
+{
+    size_t e = pos, last_crlf = 0;
+    for (; e < b && f_ws(x->info[e]); e++)
+        if (st != ST_GPT2 && is_crlf(x->cp[e])) last_crlf = e + 1;
+    if (last_crlf > 0) return last_crlf;
+    if (e - pos > 1 && e < b) return e - 1; /* leave the last space to the next word */
+    return e > pos ? e : pos + 1;
+}
+
+/* Split [a, b) with splitter st (ST_GPT2, ST_LLAMA3 or ST_QWEN2): the first alternative that
+ * matches at each position ends a word. */
 static int split_custom(int st, const struct pre *x, size_t a, size_t b, struct segs *o)
 {
-    const uint32_t *cp = x->cp;
-    /* flags beyond the segment are empty (0); inside, every code point has a nonzero class */
-#define F(p)  ((p) < b ? x->info[p] : 0)
-#define IN(p) ((p) < b)
-#define ADD(e)                                                                                     \
-    do {                                                                                           \
-        if ((e) > prev && seg_push(o, (e))) return BT_ENOMEM;                                      \
-        prev = (e);                                                                                \
-    } while (0)
-    size_t pos = a, prev = a;
-    while (pos < b) {
-        uint32_t c = cp[pos];
-        uint8_t f = x->info[pos];
-        if (c == '\'' && pos + 1 < b) {
-            uint32_t c1 = cp[pos + 1];
-            if (st != ST_GPT2) c1 = lower_ascii(c1);
-            if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') {
-                pos += 2;
-                ADD(pos);
-                continue;
-            }
-            if (pos + 2 < b) {
-                uint32_t c2 = cp[pos + 2];
-                if (st != ST_GPT2) c2 = lower_ascii(c2);
-                if ((c1 == 'r' && c2 == 'e') || (c1 == 'v' && c2 == 'e') ||
-                    (c1 == 'l' && c2 == 'l')) {
-                    pos += 3;
-                    ADD(pos);
-                    continue;
-                }
-            }
-        }
-        if (st == ST_GPT2) {
-            uint8_t f2 = c == ' ' ? F(pos + 1) : f;
-            if (f_l(f2) && IN(c == ' ' ? pos + 1 : pos)) {
-                pos += c == ' ';
-                while (IN(pos) && f_l(x->info[pos])) pos++;
-                ADD(pos);
-                continue;
-            }
-            if (f_n(f2) && IN(c == ' ' ? pos + 1 : pos)) {
-                pos += c == ' ';
-                while (IN(pos) && f_n(x->info[pos])) pos++;
-                ADD(pos);
-                continue;
-            }
-            if (IN(c == ' ' ? pos + 1 : pos) && !f_ws(f2) && !f_l(f2) && !f_n(f2)) {
-                pos += c == ' ';
-                while (IN(pos) && !f_ws(x->info[pos]) && !f_l(x->info[pos]) && !f_n(x->info[pos]))
-                    pos++;
-                ADD(pos);
-                continue;
-            }
-        } else {
-            if (!(c == '\r' || c == '\n' || f_n(f))) {
-                if (f_l(f) || (IN(pos + 1) && f_l(x->info[pos + 1]))) {
-                    pos++;
-                    while (IN(pos) && f_l(x->info[pos])) pos++;
-                    ADD(pos);
-                    continue;
-                }
-            }
-            if (f_n(f)) {
-                if (st == ST_QWEN2) {
-                    pos++;
-                    ADD(pos);
-                    continue;
-                }
-                size_t ini = pos;
-                while (IN(pos) && f_n(x->info[pos])) {
-                    if (++pos - ini >= 3) {
-                        ADD(pos);
-                        ini = pos;
-                    }
-                }
-                ADD(pos);
-                continue;
-            }
-            /* <space>?[^\s\p{L}\p{N}]+[\r\n]* */
-            bool sp = c == ' ';
-            size_t q = pos + sp;
-            if (!IN(q) || (!f_ws(x->info[q]) && !f_l(x->info[q]) && !f_n(x->info[q]))) {
-                pos = q;
-                while (IN(pos) && !f_ws(x->info[pos]) && !f_l(x->info[pos]) && !f_n(x->info[pos]))
-                    pos++;
-                while (IN(pos) && (cp[pos] == '\r' || cp[pos] == '\n')) pos++;
-                ADD(pos);
-                continue;
-            }
-        }
-        size_t nws = 0, last_rn = 0;
-        while (IN(pos + nws) && f_ws(x->info[pos + nws])) {
-            if (st != ST_GPT2 && (cp[pos + nws] == '\r' || cp[pos + nws] == '\n'))
-                last_rn = pos + nws + 1;
-            nws++;
-        }
-        if (last_rn > 0) {
-            pos = last_rn;
-            ADD(pos);
-            continue;
-        }
-        if (nws > 1 && IN(pos + nws)) { /* \s+(?!\S) */
-            pos += nws - 1;
-            ADD(pos);
-            continue;
-        }
-        if (nws > 0) {
-            pos += nws;
-            ADD(pos);
-            continue;
-        }
-        pos++;
-        ADD(pos);
+    for (size_t pos = a; pos < b;) {
+        size_t e = match_contraction(st, x->cp, pos, b);
+        if (!e) e = st == ST_GPT2 ? match_gpt2_word(x, pos, b) : match_llama3_word(st, x, pos, b);
+        if (!e) e = match_space(st, x, pos, b);
+        if (seg_push(o, e)) return BT_ENOMEM;
+        pos = e;
     }
-#undef F
-#undef IN
-#undef ADD
     return 0;
 }
 
