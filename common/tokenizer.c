@@ -443,67 +443,68 @@ static bool text_in(const struct tok *t, int32_t id, const char *const *list)
 }
 
 /* Token-text conventions llama.cpp applies on top of the GGUF metadata: end-of-generation and
- * fill-in-the-middle tokens found by their text become control tokens. fim[]: ids from the GGUF
- * (pre, suf, mid, pad, rep, sep), -1 where absent. */
+ * fill-in-the-middle tokens found by their text become control tokens. The lists end with NULL;
+ * fim_names follows the order of the FIM ids (pre, suf, mid, pad, rep, sep). */
 #define U_BAR  "\xEF\xBD\x9C" /* U+FF5C */
 #define U_LOWB "\xE2\x96\x81" /* U+2581 */
-static void apply_text_rules(struct tok *t, const int32_t fim[6])
-{
-    static const char *const eot_names[] = {"<|eot_id|>",
-                                            "<|im_end|>",
-                                            "<|end|>",
-                                            "<end_of_turn>",
-                                            "<|endoftext|>",
-                                            "<|end_of_text|>",
-                                            "<EOT>",
-                                            "_<EOT>",
-                                            "[EOT]",
-                                            "<" U_BAR "end" U_LOWB "of" U_LOWB "sentence" U_BAR ">",
-                                            "<end_of_utterance>",
-                                            NULL};
-    static const char *const fim_names[6][9] = {
-        {"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<" U_BAR "fim" U_LOWB "begin" U_BAR ">",
-         "<PRE>", U_LOWB "<PRE>", "<|code_prefix|>", "<|prefix|>", NULL},
-        {"<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<" U_BAR "fim" U_LOWB "hole" U_BAR ">",
-         "<SUF>", U_LOWB "<SUF>", "<|code_suffix|>", "<|suffix|>", NULL},
-        {"<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<" U_BAR "fim" U_LOWB "end" U_BAR ">",
-         "<MID>", U_LOWB "<MID>", "<|code_middle|>", "<|middle|>", NULL},
-        {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]", NULL},
-        {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>", NULL},
-        {"<|file_sep|>", NULL},
-    };
-    static const char *const eog_names[] = {"<|eot_id|>",
-                                            "<|im_end|>",
-                                            "<|end|>",
-                                            "<|return|>",
-                                            "<|call|>",
-                                            "<|flush|>",
-                                            "<|calls|>",
-                                            "<end_of_turn>",
-                                            "<|endoftext|>",
-                                            "</s>",
-                                            "<|eom_id|>",
-                                            "<EOT>",
-                                            "_<EOT>",
-                                            "[EOT]",
-                                            "[EOS]",
-                                            "<|end_of_text|>",
-                                            "<end_of_utterance>",
-                                            "<eos>",
-                                            "<turn|>",
-                                            "<|tool_response>",
-                                            "<" U_BAR "end" U_LOWB "of" U_LOWB "sentence" U_BAR ">",
-                                            "[e~[",
-                                            NULL};
-    static const char *const always_user[] = {"<|channel|>", "<|message|>", "<|start|>",
-                                              "<|constrain|>", NULL};
-    static const char *const eom_names[] = {"<|eom_id|>", NULL};
+static const char *const eot_names[] = {"<|eot_id|>",
+                                        "<|im_end|>",
+                                        "<|end|>",
+                                        "<end_of_turn>",
+                                        "<|endoftext|>",
+                                        "<|end_of_text|>",
+                                        "<EOT>",
+                                        "_<EOT>",
+                                        "[EOT]",
+                                        "<" U_BAR "end" U_LOWB "of" U_LOWB "sentence" U_BAR ">",
+                                        "<end_of_utterance>",
+                                        NULL};
+static const char *const fim_names[6][9] = {
+    {"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<" U_BAR "fim" U_LOWB "begin" U_BAR ">",
+     "<PRE>", U_LOWB "<PRE>", "<|code_prefix|>", "<|prefix|>", NULL},
+    {"<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<" U_BAR "fim" U_LOWB "hole" U_BAR ">",
+     "<SUF>", U_LOWB "<SUF>", "<|code_suffix|>", "<|suffix|>", NULL},
+    {"<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<" U_BAR "fim" U_LOWB "end" U_BAR ">",
+     "<MID>", U_LOWB "<MID>", "<|code_middle|>", "<|middle|>", NULL},
+    {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]", NULL},
+    {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>", NULL},
+    {"<|file_sep|>", NULL},
+};
+static const char *const eog_names[] = {"<|eot_id|>",
+                                        "<|im_end|>",
+                                        "<|end|>",
+                                        "<|return|>",
+                                        "<|call|>",
+                                        "<|flush|>",
+                                        "<|calls|>",
+                                        "<end_of_turn>",
+                                        "<|endoftext|>",
+                                        "</s>",
+                                        "<|eom_id|>",
+                                        "<EOT>",
+                                        "_<EOT>",
+                                        "[EOT]",
+                                        "[EOS]",
+                                        "<|end_of_text|>",
+                                        "<end_of_utterance>",
+                                        "<eos>",
+                                        "<turn|>",
+                                        "<|tool_response>",
+                                        "<" U_BAR "end" U_LOWB "of" U_LOWB "sentence" U_BAR ">",
+                                        "[e~[",
+                                        NULL};
+static const char *const always_user[] = {"<|channel|>", "<|message|>", "<|start|>",
+                                          "<|constrain|>", NULL};
+static const char *const eom_names[] = {"<|eom_id|>", NULL};
 
-    /* ids not given by the GGUF: the lowest id with a known text, made a control token */
-    int32_t f[6];
-    memcpy(f, fim, sizeof(f));
+/* EOT, EOM and FIM ids the GGUF does not give (fim[k] < 0): the lowest id with a known text, made a
+ * control token (EOT: the earliest name of eot_names wins, <|end|> before <|endoftext|>). f[]: fim
+ * completed. */
+static void find_ids_by_text(struct tok *t, const int32_t fim[6], int32_t f[6])
+{
+    memcpy(f, fim, 6 * sizeof(*f));
     bool eot_text = t->eot < 0, eom_text = t->eom < 0;
-    int eot_rank = INT_MAX; /* the earliest name of eot_names wins (<|end|> before <|endoftext|>) */
+    int eot_rank = INT_MAX;
     for (int32_t id = 0; id < t->n; id++) {
         for (int k = 0; eot_text && eot_names[k] && k < eot_rank; k++) {
             if (text_is(t, id, eot_names[k])) {
@@ -523,6 +524,12 @@ static void apply_text_rules(struct tok *t, const int32_t fim[6])
             }
         }
     }
+}
+
+/* End of generation: the FIM pad/repo/separator tokens, every token named in eog_names (made a
+ * control token), EOS, EOT and EOM. The always_user texts become user-defined tokens. */
+static void mark_eog(struct tok *t, const int32_t f[6])
+{
     for (int k = 3; k < 6; k++)
         if (f[k] >= 0) t->eog[f[k]] = 1;
     for (int32_t id = 0; id < t->n; id++) {
@@ -535,9 +542,12 @@ static void apply_text_rules(struct tok *t, const int32_t fim[6])
     if (t->eos >= 0) t->eog[t->eos] = 1;
     if (t->eot >= 0) t->eog[t->eot] = 1;
     if (t->eom >= 0) t->eog[t->eom] = 1;
+}
 
-    /* "<|end|>" is not the end where "<|return|>" + "<|call|>" (or "<|calls|>" + "<|flush|>")
-     * exist; "</s>" is a normal token next to "<|tool_response>" or "<|plamo:eos|>". */
+/* "<|end|>" is not the end where "<|return|>" + "<|call|>" (or "<|calls|>" + "<|flush|>") exist;
+ * "</s>" is a normal token next to "<|tool_response>" or "<|plamo:eos|>". */
+static void unmark_false_eog(struct tok *t)
+{
     bool has_return = false, has_call = false, has_flush = false, has_marker = false;
     int32_t end_id = -1, s_id = -1;
     for (int32_t id = 0; id < t->n; id++) {
@@ -563,6 +573,15 @@ static void apply_text_rules(struct tok *t, const int32_t fim[6])
         t->eog[s_id] = 0;
         t->attr[s_id] = A_NORMAL;
     }
+}
+
+/* fim[]: the FIM ids from the GGUF (pre, suf, mid, pad, rep, sep), -1 where absent. */
+static void apply_text_rules(struct tok *t, const int32_t fim[6])
+{
+    int32_t f[6];
+    find_ids_by_text(t, fim, f);
+    mark_eog(t, f);
+    unmark_false_eog(t);
 }
 
 static int cmp_special(const void *a, const void *b, void *arg)
