@@ -403,22 +403,23 @@ static int render_piece(const struct tok *t, int32_t id, struct sbuf *b)
     return 0; /* undefined / unused: nothing */
 }
 
-static int read_special_id(const struct gguf *g, const char *path, const char *key, int32_t n,
-                           int32_t *id)
+/* A special token id from the GGUF into *id; a missing key keeps *id, a bad one is ignored with a
+ * warning. */
+static void read_special_id(const struct gguf *g, const char *path, const char *key, int32_t n,
+                            int32_t *id)
 {
     const struct gguf_kv *kv = gguf_find_kv(g, key);
-    if (!kv) return 0;
+    if (!kv) return;
     uint32_t v;
     if (gguf_get_u32(g, key, &v) != 0) {
         bt_warn("%s: %s has type %s, ignored", path, key, gguf_vtype_name(kv->type));
-        return 0;
+        return;
     }
     if (v >= (uint32_t)n) {
         bt_warn("%s: %s = %u is out of the vocabulary (%d tokens), using %d", path, key, v, n, *id);
-        return 0;
+        return;
     }
     *id = (int32_t)v;
-    return 0;
 }
 
 static void read_flag(const struct gguf *g, const char *path, const char *key, bool *flag)
@@ -427,6 +428,314 @@ static void read_flag(const struct gguf *g, const char *path, const char *key, b
     if (!kv) return;
     if (gguf_get_bool(g, key, flag) != 0)
         bt_warn("%s: %s has type %s, ignored", path, key, gguf_vtype_name(kv->type));
+}
+
+static bool gstr_is(struct gguf_str s, const char *lit)
+{
+    size_t n = strlen(lit);
+    return s.len == n && memcmp(s.data, lit, n) == 0;
+}
+
+/* Index in pre_names of a tokenizer.ggml.pre value, or -1. */
+static int find_pre(struct gguf_str name)
+{
+    for (size_t k = 0; k < sizeof(pre_names) / sizeof(pre_names[0]); k++)
+        if (gstr_is(name, pre_names[k].name)) return (int)k;
+    return -1;
+}
+
+/* tokenizer.ggml.pre: the pre-tokenizer and its flags; missing or unknown: the default one (with
+ * a warning). */
+static void load_pre(struct tok *t, const struct gguf *g, const char *path)
+{
+    struct gguf_str pre;
+    t->pre = PRE_DEFAULT;
+    if (gguf_get_str(g, "tokenizer.ggml.pre", &pre) != 0) {
+        bt_warn("%s: no tokenizer.ggml.pre; using the default pre-tokenizer", path);
+        return;
+    }
+    int k = find_pre(pre);
+    if (k < 0) {
+        bt_warn("%s: unknown pre-tokenizer '%.*s'; using the default one", path,
+                (int)(pre.len > 64 ? 64 : pre.len), pre.data);
+        return;
+    }
+    t->pre = pre_names[k].pre;
+    if (pre_names[k].flags & PF_NO_CLEAN) t->clean_spaces = false;
+    if (pre_names[k].flags & PF_IGNORE_MERGES) t->ignore_merges = true;
+    if (pre_names[k].flags & PF_ADD_BOS) t->add_bos = true;
+}
+
+/* tokenizer.ggml.model: the family, with its default special ids and flags. */
+static int load_family(struct tok *t, const struct gguf *g, const char *path, char *err,
+                       size_t errsz)
+{
+    struct gguf_str model;
+    if (gguf_get_str(g, "tokenizer.ggml.model", &model) != 0)
+        return bt_errf(err, errsz, BT_EFORMAT, "%s: no tokenizer.ggml.model string", path);
+    if (gstr_is(model, "llama")) {
+        t->type = TOK_TYPE_SPM;
+        t->bos = 1, t->eos = 2, t->unk = 0;
+        t->add_space_prefix = true;
+        t->add_bos = true;
+    } else if (gstr_is(model, "gpt2")) {
+        t->type = TOK_TYPE_BPE;
+        t->bos = 11, t->eos = 11, t->unk = -1;
+        t->clean_spaces = true;
+        load_pre(t, g, path);
+        bpe_init_bytes(t);
+    } else {
+        return bt_errf(err, errsz, BT_EUNSUP,
+                       "%s: tokenizer.ggml.model '%.*s' is not supported (llama, gpt2)", path,
+                       (int)(model.len > 64 ? 64 : model.len), model.data);
+    }
+    t->eot = t->eom = -1;
+    read_flag(g, path, "tokenizer.ggml.add_space_prefix", &t->add_space_prefix);
+    return 0;
+}
+
+/* The per-token arrays of the GGUF: texts (required), scores and types (optional). */
+struct vocab_arrays {
+    const struct gguf_kv *text, *score, *type;
+};
+
+/* Find the arrays and check their element types and lengths (one entry per token). */
+static int find_vocab_arrays(const struct gguf *g, const char *path, struct vocab_arrays *a,
+                             char *err, size_t errsz)
+{
+    const struct gguf_kv *kt = gguf_find_kv(g, "tokenizer.ggml.tokens");
+    if (!kt || kt->type != GGUF_TYPE_ARRAY || kt->arr_type != GGUF_TYPE_STRING)
+        return bt_errf(err, errsz, BT_EFORMAT,
+                       "%s: tokenizer.ggml.tokens is missing or not an array of strings", path);
+    if (kt->arr_n == 0 || kt->arr_n > TOK_MAX_VOCAB)
+        return bt_errf(err, errsz, BT_EFORMAT, "%s: tokenizer.ggml.tokens has %llu entries (1..%d)",
+                       path, (unsigned long long)kt->arr_n, TOK_MAX_VOCAB);
+    int n = (int)kt->arr_n;
+    const struct gguf_kv *ks = gguf_find_kv(g, "tokenizer.ggml.scores");
+    if (ks && (ks->type != GGUF_TYPE_ARRAY ||
+               (ks->arr_type != GGUF_TYPE_FLOAT32 && ks->arr_type != GGUF_TYPE_INT32) ||
+               ks->arr_n != kt->arr_n))
+        return bt_errf(
+            err, errsz, BT_EFORMAT,
+            "%s: tokenizer.ggml.scores must be an f32 or i32 array of %d entries (one per token)",
+            path, n);
+    const struct gguf_kv *ky = gguf_find_kv(g, "tokenizer.ggml.token_type");
+    if (ky &&
+        (ky->type != GGUF_TYPE_ARRAY || ky->arr_type != GGUF_TYPE_INT32 || ky->arr_n != kt->arr_n))
+        return bt_errf(
+            err, errsz, BT_EFORMAT,
+            "%s: tokenizer.ggml.token_type must be an i32 array of %d entries (one per token)",
+            path, n);
+    *a = (struct vocab_arrays){kt, ks, ky};
+    return 0;
+}
+
+/* Bytes the NUL-terminated copies of the first n strings of kv take, an empty string counting as
+ * empty_len bytes. Each must be readable and at most TOK_MAX_TOKEN_LEN bytes, all together under
+ * 4 GiB. what: "token" or "merge", for the message. */
+static int string_array_bytes(const struct gguf_kv *kv, int32_t n, size_t empty_len,
+                              const char *what, const char *path, uint64_t *total, char *err,
+                              size_t errsz)
+{
+    *total = 0;
+    for (int32_t i = 0; i < n; i++) {
+        struct gguf_str s;
+        if (gguf_arr_str(kv, (uint64_t)i, &s) != 0 || s.len > TOK_MAX_TOKEN_LEN)
+            return bt_errf(err, errsz, BT_EFORMAT,
+                           "%s: %s %d is unreadable or longer than %d bytes", path, what, i,
+                           TOK_MAX_TOKEN_LEN);
+        *total += (s.len ? s.len : empty_len) + 1;
+    }
+    if (*total >= UINT32_MAX)
+        return bt_errf(err, errsz, BT_EFORMAT, "%s: %s texts take %llu bytes (at most 4 GiB)", path,
+                       what, (unsigned long long)*total);
+    return 0;
+}
+
+/* The per-token arrays for t->n tokens and text_bytes of texts; the hash table empty. */
+static int alloc_tokens(struct tok *t, uint64_t text_bytes, const char *path, char *err,
+                        size_t errsz)
+{
+    size_t n = (size_t)t->n;
+    t->text = malloc(text_bytes);
+    t->text_off = malloc(sizeof(uint32_t) * n);
+    t->text_len = malloc(sizeof(uint32_t) * n);
+    t->score = malloc(sizeof(float) * n);
+    t->attr = malloc(sizeof(uint16_t) * n);
+    t->eog = calloc(n, 1);
+    t->piece_off = malloc(sizeof(uint32_t) * n);
+    t->piece_len = malloc(sizeof(uint32_t) * n);
+    t->hash_mask = pow2_at_least(2 * (uint64_t)n) - 1;
+    t->hash = malloc(sizeof(int32_t) * ((size_t)t->hash_mask + 1));
+    if (!t->text || !t->text_off || !t->text_len || !t->score || !t->attr || !t->eog ||
+        !t->piece_off || !t->piece_len || !t->hash)
+        return bt_errf(err, errsz, BT_ENOMEM, "%s: out of memory for %d tokens", path, t->n);
+    memset(t->hash, 0xFF, sizeof(int32_t) * ((size_t)t->hash_mask + 1));
+    return 0;
+}
+
+/* Copy the text of token i to the arena at *off (an empty text becomes "[EMPTY_i]") and index it
+ * in the hash table; two tokens with the same text are an error. */
+static int add_token_text(struct tok *t, const struct gguf_kv *kt, int32_t i, uint32_t *off,
+                          const char *path, char *err, size_t errsz)
+{
+    struct gguf_str s;
+    gguf_arr_str(kt, (uint64_t)i, &s);
+    char *dst = t->text + *off;
+    size_t len = s.len;
+    if (len == 0)
+        len = (size_t)snprintf(dst, 21, "[EMPTY_%d]", i);
+    else
+        memcpy(dst, s.data, len);
+    dst[len] = 0;
+    t->text_off[i] = *off;
+    t->text_len[i] = (uint32_t)len;
+    *off += (uint32_t)len + 1;
+    uint32_t h = fnv1a(FNV_INIT, dst, len) & t->hash_mask;
+    for (; t->hash[h] >= 0; h = (h + 1) & t->hash_mask) {
+        int32_t j = t->hash[h];
+        if (t->text_len[j] == len && memcmp(ttext(t, j), dst, len) == 0)
+            return bt_errf(err, errsz, BT_EFORMAT, "%s: tokens %d and %d have the same text", path,
+                           j, i);
+    }
+    t->hash[h] = i;
+    return 0;
+}
+
+/* Score (default 0) and attributes (from the token type, default NORMAL) of token i, whose text
+ * is in place. A NaN score or a BYTE token not spelled <0xXX> is an error. */
+static int read_score_and_type(struct tok *t, const struct vocab_arrays *a, int32_t i,
+                               const char *path, char *err, size_t errsz)
+{
+    static const uint16_t type_attr[7] = {0,      A_NORMAL, A_UNKNOWN, A_CONTROL,
+                                          A_USER, A_UNUSED, A_BYTE};
+    double sc = 0;
+    if (a->score) gguf_arr_f64(a->score, (uint64_t)i, &sc);
+    if (isnan(sc)) return bt_errf(err, errsz, BT_EFORMAT, "%s: score of token %d is NaN", path, i);
+    t->score[i] = (float)sc;
+    int64_t ty = 1;
+    if (a->type) gguf_arr_i64(a->type, (uint64_t)i, &ty);
+    t->attr[i] = ty >= 0 && ty < 7 ? type_attr[ty] : 0;
+    if ((t->attr[i] & A_BYTE) && byte_token_value(ttext(t, i), t->text_len[i]) < 0)
+        return bt_errf(err, errsz, BT_EFORMAT,
+                       "%s: token %d has type BYTE but its text is not <0xXX>", path, i);
+    return 0;
+}
+
+/* The vocabulary: texts (arena + hash table), scores and attributes of every token. */
+static int load_tokens(struct tok *t, const struct gguf *g, const char *path, char *err,
+                       size_t errsz)
+{
+    struct vocab_arrays a = {0};
+    uint64_t bytes = 0;
+    int rc = find_vocab_arrays(g, path, &a, err, errsz);
+    if (rc) return rc;
+    t->n = (int32_t)a.text->arr_n;
+    if ((rc = string_array_bytes(a.text, t->n, 20, "token", path, &bytes, err, errsz)) ||
+        (rc = alloc_tokens(t, bytes, path, err, errsz)))
+        return rc;
+    uint32_t off = 0;
+    for (int32_t i = 0; i < t->n; i++)
+        if ((rc = add_token_text(t, a.text, i, &off, path, err, errsz)) ||
+            (rc = read_score_and_type(t, &a, i, path, err, errsz)))
+            return rc;
+    return 0;
+}
+
+/* Copy merge i to the arena at *off and index it by its pair (the first merge of a pair wins).
+ * It splits at the first space after the first byte; one without a space never matches. */
+static void add_merge(struct tok *t, const struct gguf_kv *kv, int32_t i, uint32_t *off)
+{
+    struct gguf_str s;
+    gguf_arr_str(kv, (uint64_t)i, &s);
+    char *l = t->mtext + *off;
+    memcpy(l, s.data, s.len);
+    l[s.len] = 0;
+    t->moff[i] = *off;
+    t->mlen[i] = (uint32_t)s.len;
+    *off += (uint32_t)s.len + 1;
+    const char *sp = s.len > 1 ? memchr(l + 1, ' ', s.len - 1) : NULL;
+    if (!sp) return;
+    uint32_t ln = (uint32_t)(sp - l);
+    t->msplit[i] = ln;
+    if (merge_rank(t, l, ln, l + ln + 1, s.len - ln - 1) >= 0) return;
+    uint32_t h = merge_hash(l, ln, l + ln + 1, s.len - ln - 1) & t->mhash_mask;
+    while (t->mhash[h] >= 0) h = (h + 1) & t->mhash_mask;
+    t->mhash[h] = i;
+}
+
+/* tokenizer.ggml.merges (byte-level BPE): "left right" strings, ranked by position; the hash
+ * table finds a pair's first merge. */
+static int load_merges(struct tok *t, const struct gguf *g, const char *path, char *err,
+                       size_t errsz)
+{
+    const struct gguf_kv *kv = gguf_find_kv(g, "tokenizer.ggml.merges");
+    if (!kv)
+        return bt_errf(err, errsz, BT_EFORMAT,
+                       "%s: byte-level BPE vocabulary without tokenizer.ggml.merges", path);
+    if (kv->type != GGUF_TYPE_ARRAY || kv->arr_type != GGUF_TYPE_STRING)
+        return bt_errf(err, errsz, BT_EFORMAT,
+                       "%s: tokenizer.ggml.merges is not an array of strings", path);
+    if (kv->arr_n > TOK_MAX_MERGES)
+        return bt_errf(err, errsz, BT_EFORMAT,
+                       "%s: tokenizer.ggml.merges has %llu entries (at most %d)", path,
+                       (unsigned long long)kv->arr_n, TOK_MAX_MERGES);
+    int32_t nm = (int32_t)kv->arr_n;
+    uint64_t total = 0;
+    int rc = string_array_bytes(kv, nm, 0, "merge", path, &total, err, errsz);
+    if (rc) return rc;
+    t->mtext = malloc(total + 1);
+    t->moff = malloc(sizeof(uint32_t) * ((size_t)nm + 1));
+    t->mlen = malloc(sizeof(uint32_t) * ((size_t)nm + 1));
+    t->msplit = malloc(sizeof(uint32_t) * ((size_t)nm + 1));
+    t->mhash_mask = pow2_at_least(2 * (uint64_t)nm) - 1;
+    t->mhash = malloc(sizeof(int32_t) * ((size_t)t->mhash_mask + 1));
+    if (!t->mtext || !t->moff || !t->mlen || !t->msplit || !t->mhash)
+        return bt_errf(err, errsz, BT_ENOMEM, "%s: out of memory for %d merges", path, nm);
+    memset(t->mhash, 0xFF, sizeof(int32_t) * ((size_t)t->mhash_mask + 1));
+    uint32_t off = 0;
+    for (int32_t i = 0; i < nm; i++) add_merge(t, kv, i, &off);
+    t->n_merges = nm;
+    return 0;
+}
+
+/* Special token ids: the family defaults (where in range), then the GGUF's; the add_bos/add_eos
+ * flags (dropped, with a warning, where the token is missing). fim[]: the FIM ids from the GGUF
+ * (pre, suf, mid, pad, rep, sep), -1 where absent. */
+static void load_special_ids(struct tok *t, const struct gguf *g, const char *path, int32_t fim[6])
+{
+    static const char *const fim_keys[9] = {
+        "tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.fim_suf_token_id",
+        "tokenizer.ggml.fim_mid_token_id", "tokenizer.ggml.fim_pad_token_id",
+        "tokenizer.ggml.fim_rep_token_id", "tokenizer.ggml.fim_sep_token_id",
+        "tokenizer.ggml.prefix_token_id",  "tokenizer.ggml.suffix_token_id",
+        "tokenizer.ggml.middle_token_id"};
+    int32_t n = t->n;
+    if (t->bos >= n) t->bos = -1;
+    if (t->eos >= n) t->eos = -1;
+    if (t->unk >= n) t->unk = -1;
+    int32_t sep = -1, pad = -1, mask = -1; /* checked (warnings), not used */
+    read_special_id(g, path, "tokenizer.ggml.bos_token_id", n, &t->bos);
+    read_special_id(g, path, "tokenizer.ggml.eos_token_id", n, &t->eos);
+    read_special_id(g, path, "tokenizer.ggml.eot_token_id", n, &t->eot);
+    read_special_id(g, path, "tokenizer.ggml.eom_token_id", n, &t->eom);
+    read_special_id(g, path, "tokenizer.ggml.unknown_token_id", n, &t->unk);
+    read_special_id(g, path, "tokenizer.ggml.seperator_token_id", n, &sep);
+    read_special_id(g, path, "tokenizer.ggml.padding_token_id", n, &pad);
+    read_special_id(g, path, "tokenizer.ggml.mask_token_id", n, &mask);
+    /* the last three are older names of the first three */
+    for (int i = 0; i < 6; i++) fim[i] = -1;
+    for (int i = 0; i < 9; i++) read_special_id(g, path, fim_keys[i], n, &fim[i < 6 ? i : i - 6]);
+    read_flag(g, path, "tokenizer.ggml.add_bos_token", &t->add_bos);
+    read_flag(g, path, "tokenizer.ggml.add_eos_token", &t->add_eos);
+    if (t->add_bos && t->bos < 0) {
+        bt_warn("%s: add_bos_token is set but there is no BOS token", path);
+        t->add_bos = false;
+    }
+    if (t->add_eos && t->eos < 0) {
+        bt_warn("%s: add_eos_token is set but there is no EOS token", path);
+        t->add_eos = false;
+    }
 }
 
 static bool text_is(const struct tok *t, int32_t id, const char *s)
@@ -592,294 +901,45 @@ static int cmp_special(const void *a, const void *b, void *arg)
     return (x > y) - (x < y);
 }
 
-static int load_merges(struct tok *t, const struct gguf *g, const char *path, char *err,
-                       size_t errsz)
+/* The control, user-defined and unknown tokens, longest text first (the partition's order). */
+static int build_special_list(struct tok *t, const char *path, char *err, size_t errsz)
 {
-    const struct gguf_kv *kv = gguf_find_kv(g, "tokenizer.ggml.merges");
-    if (!kv)
-        return bt_errf(err, errsz, BT_EFORMAT,
-                       "%s: byte-level BPE vocabulary without tokenizer.ggml.merges", path);
-    if (kv->type != GGUF_TYPE_ARRAY || kv->arr_type != GGUF_TYPE_STRING)
-        return bt_errf(err, errsz, BT_EFORMAT,
-                       "%s: tokenizer.ggml.merges is not an array of strings", path);
-    if (kv->arr_n > TOK_MAX_MERGES)
-        return bt_errf(err, errsz, BT_EFORMAT,
-                       "%s: tokenizer.ggml.merges has %llu entries (at most %d)", path,
-                       (unsigned long long)kv->arr_n, TOK_MAX_MERGES);
-    int32_t nm = (int32_t)kv->arr_n;
-    uint64_t total = 0;
-    for (int32_t i = 0; i < nm; i++) {
-        struct gguf_str s;
-        if (gguf_arr_str(kv, (uint64_t)i, &s) != 0 || s.len > TOK_MAX_TOKEN_LEN)
-            return bt_errf(err, errsz, BT_EFORMAT,
-                           "%s: merge %d is unreadable or longer than %d bytes", path, i,
-                           TOK_MAX_TOKEN_LEN);
-        total += s.len + 1;
-    }
-    if (total >= UINT32_MAX)
-        return bt_errf(err, errsz, BT_EFORMAT, "%s: merges take %llu bytes (at most 4 GiB)", path,
-                       (unsigned long long)total);
-    t->mtext = malloc(total + 1);
-    t->moff = malloc(sizeof(uint32_t) * ((size_t)nm + 1));
-    t->mlen = malloc(sizeof(uint32_t) * ((size_t)nm + 1));
-    t->msplit = malloc(sizeof(uint32_t) * ((size_t)nm + 1));
-    t->mhash_mask = pow2_at_least(2 * (uint64_t)nm) - 1;
-    t->mhash = malloc(sizeof(int32_t) * ((size_t)t->mhash_mask + 1));
-    if (!t->mtext || !t->moff || !t->mlen || !t->msplit || !t->mhash)
-        return bt_errf(err, errsz, BT_ENOMEM, "%s: out of memory for %d merges", path, nm);
-    memset(t->mhash, 0xFF, sizeof(int32_t) * ((size_t)t->mhash_mask + 1));
-    uint32_t off = 0;
-    for (int32_t i = 0; i < nm; i++) {
-        struct gguf_str s;
-        gguf_arr_str(kv, (uint64_t)i, &s);
-        memcpy(t->mtext + off, s.data, s.len);
-        t->mtext[off + s.len] = 0;
-        t->moff[i] = off;
-        t->mlen[i] = (uint32_t)s.len;
-        off += (uint32_t)s.len + 1;
-        /* split at the first space after the first byte; no space: never matches */
-        const char *sp = s.len > 1 ? memchr(s.data + 1, ' ', s.len - 1) : NULL;
-        if (!sp) continue;
-        uint32_t ln = (uint32_t)(sp - s.data);
-        t->msplit[i] = ln;
-        const char *l = t->mtext + t->moff[i];
-        if (merge_rank(t, l, ln, l + ln + 1, s.len - ln - 1) >= 0) continue; /* first wins */
-        uint32_t h = merge_hash(l, ln, l + ln + 1, s.len - ln - 1) & t->mhash_mask;
-        while (t->mhash[h] >= 0) h = (h + 1) & t->mhash_mask;
-        t->mhash[h] = i;
-    }
-    t->n_merges = nm;
+    t->special = malloc(sizeof(int32_t) * (size_t)t->n);
+    if (!t->special) return bt_errf(err, errsz, BT_ENOMEM, "%s: out of memory", path);
+    for (int32_t i = 0; i < t->n; i++)
+        if (t->attr[i] & (A_CONTROL | A_USER | A_UNKNOWN)) t->special[t->n_special++] = i;
+    qsort_r(t->special, (size_t)t->n_special, sizeof(int32_t), cmp_special, t);
     return 0;
 }
 
-int tok_load(const struct gguf *g, struct tok **out, char *err, size_t errsz)
+/* Every token's piece (for special = true) in one arena, and max_piece. */
+static int build_pieces(struct tok *t, const char *path, char *err, size_t errsz)
 {
-    const char *path = gguf_path(g);
-    struct tok *t = calloc(1, sizeof(*t));
     struct sbuf pieces = {0};
-    int rc = BT_ENOMEM;
-    *out = NULL;
-    if (!t) return bt_errf(err, errsz, BT_ENOMEM, "%s: out of memory", path);
-
-    /* family and pre-tokenizer */
-    struct gguf_str model;
-    if (gguf_get_str(g, "tokenizer.ggml.model", &model) != 0) {
-        rc = bt_errf(err, errsz, BT_EFORMAT, "%s: no tokenizer.ggml.model string", path);
-        goto fail;
-    }
-    uint8_t pflags = 0;
-    if (model.len == 5 && memcmp(model.data, "llama", 5) == 0) {
-        t->type = TOK_TYPE_SPM;
-        t->bos = 1, t->eos = 2, t->unk = 0;
-        t->add_space_prefix = true;
-        t->add_bos = true;
-    } else if (model.len == 4 && memcmp(model.data, "gpt2", 4) == 0) {
-        t->type = TOK_TYPE_BPE;
-        t->bos = 11, t->eos = 11, t->unk = -1;
-        t->clean_spaces = true;
-        t->pre = PRE_DEFAULT;
-        struct gguf_str pre;
-        if (gguf_get_str(g, "tokenizer.ggml.pre", &pre) != 0) {
-            bt_warn("%s: no tokenizer.ggml.pre; using the default pre-tokenizer", path);
-        } else {
-            size_t k;
-            for (k = 0; k < sizeof(pre_names) / sizeof(pre_names[0]); k++)
-                if (strlen(pre_names[k].name) == pre.len &&
-                    memcmp(pre_names[k].name, pre.data, pre.len) == 0)
-                    break;
-            if (k == sizeof(pre_names) / sizeof(pre_names[0])) {
-                bt_warn("%s: unknown pre-tokenizer '%.*s'; using the default one", path,
-                        (int)(pre.len > 64 ? 64 : pre.len), pre.data);
-            } else {
-                t->pre = pre_names[k].pre;
-                pflags = pre_names[k].flags;
-            }
-        }
-        if (pflags & PF_NO_CLEAN) t->clean_spaces = false;
-        if (pflags & PF_IGNORE_MERGES) t->ignore_merges = true;
-        if (pflags & PF_ADD_BOS) t->add_bos = true;
-        bpe_init_bytes(t);
-    } else {
-        rc = bt_errf(err, errsz, BT_EUNSUP,
-                     "%s: tokenizer.ggml.model '%.*s' is not supported (llama, gpt2)", path,
-                     (int)(model.len > 64 ? 64 : model.len), model.data);
-        goto fail;
-    }
-    t->eot = t->eom = -1;
-    read_flag(g, path, "tokenizer.ggml.add_space_prefix", &t->add_space_prefix);
-
-    /* tokens */
-    const struct gguf_kv *kt = gguf_find_kv(g, "tokenizer.ggml.tokens");
-    if (!kt || kt->type != GGUF_TYPE_ARRAY || kt->arr_type != GGUF_TYPE_STRING) {
-        rc = bt_errf(err, errsz, BT_EFORMAT,
-                     "%s: tokenizer.ggml.tokens is missing or not an array of strings", path);
-        goto fail;
-    }
-    if (kt->arr_n == 0 || kt->arr_n > TOK_MAX_VOCAB) {
-        rc = bt_errf(err, errsz, BT_EFORMAT, "%s: tokenizer.ggml.tokens has %llu entries (1..%d)",
-                     path, (unsigned long long)kt->arr_n, TOK_MAX_VOCAB);
-        goto fail;
-    }
-    int32_t n = t->n = (int32_t)kt->arr_n;
-    const struct gguf_kv *ks = gguf_find_kv(g, "tokenizer.ggml.scores");
-    if (ks && (ks->type != GGUF_TYPE_ARRAY ||
-               (ks->arr_type != GGUF_TYPE_FLOAT32 && ks->arr_type != GGUF_TYPE_INT32) ||
-               ks->arr_n != kt->arr_n)) {
-        rc = bt_errf(
-            err, errsz, BT_EFORMAT,
-            "%s: tokenizer.ggml.scores must be an f32 or i32 array of %d entries (one per token)",
-            path, n);
-        goto fail;
-    }
-    const struct gguf_kv *ky = gguf_find_kv(g, "tokenizer.ggml.token_type");
-    if (ky && (ky->type != GGUF_TYPE_ARRAY || ky->arr_type != GGUF_TYPE_INT32 ||
-               ky->arr_n != kt->arr_n)) {
-        rc = bt_errf(
-            err, errsz, BT_EFORMAT,
-            "%s: tokenizer.ggml.token_type must be an i32 array of %d entries (one per token)",
-            path, n);
-        goto fail;
-    }
-    uint64_t total = 0;
-    for (int32_t i = 0; i < n; i++) {
-        struct gguf_str s;
-        if (gguf_arr_str(kt, (uint64_t)i, &s) != 0 || s.len > TOK_MAX_TOKEN_LEN) {
-            rc = bt_errf(err, errsz, BT_EFORMAT,
-                         "%s: token %d is unreadable or longer than %d bytes", path, i,
-                         TOK_MAX_TOKEN_LEN);
-            goto fail;
-        }
-        total += (s.len ? s.len : 20) + 1;
-    }
-    if (total >= UINT32_MAX) {
-        rc = bt_errf(err, errsz, BT_EFORMAT, "%s: token texts take %llu bytes (at most 4 GiB)",
-                     path, (unsigned long long)total);
-        goto fail;
-    }
-    t->text = malloc(total);
-    t->text_off = malloc(sizeof(uint32_t) * (size_t)n);
-    t->text_len = malloc(sizeof(uint32_t) * (size_t)n);
-    t->score = malloc(sizeof(float) * (size_t)n);
-    t->attr = malloc(sizeof(uint16_t) * (size_t)n);
-    t->eog = calloc((size_t)n, 1);
-    t->piece_off = malloc(sizeof(uint32_t) * (size_t)n);
-    t->piece_len = malloc(sizeof(uint32_t) * (size_t)n);
-    t->hash_mask = pow2_at_least(2 * (uint64_t)n) - 1;
-    t->hash = malloc(sizeof(int32_t) * ((size_t)t->hash_mask + 1));
-    if (!t->text || !t->text_off || !t->text_len || !t->score || !t->attr || !t->eog ||
-        !t->piece_off || !t->piece_len || !t->hash) {
-        rc = bt_errf(err, errsz, BT_ENOMEM, "%s: out of memory for %d tokens", path, n);
-        goto fail;
-    }
-    memset(t->hash, 0xFF, sizeof(int32_t) * ((size_t)t->hash_mask + 1));
-    uint32_t off = 0;
-    for (int32_t i = 0; i < n; i++) {
-        struct gguf_str s;
-        gguf_arr_str(kt, (uint64_t)i, &s);
-        char *dst = t->text + off;
-        size_t len = s.len;
-        if (len == 0) {
-            len = (size_t)snprintf(dst, 21, "[EMPTY_%d]", i);
-        } else {
-            memcpy(dst, s.data, len);
-        }
-        dst[len] = 0;
-        t->text_off[i] = off;
-        t->text_len[i] = (uint32_t)len;
-        off += (uint32_t)len + 1;
-        uint32_t h = fnv1a(FNV_INIT, dst, len) & t->hash_mask;
-        while (t->hash[h] >= 0) {
-            int32_t j = t->hash[h];
-            if (t->text_len[j] == len && memcmp(ttext(t, j), dst, len) == 0) {
-                rc = bt_errf(err, errsz, BT_EFORMAT, "%s: tokens %d and %d have the same text",
-                             path, j, i);
-                goto fail;
-            }
-            h = (h + 1) & t->hash_mask;
-        }
-        t->hash[h] = i;
-
-        double sc = 0;
-        if (ks) gguf_arr_f64(ks, (uint64_t)i, &sc);
-        if (isnan(sc)) {
-            rc = bt_errf(err, errsz, BT_EFORMAT, "%s: score of token %d is NaN", path, i);
-            goto fail;
-        }
-        t->score[i] = (float)sc;
-        int64_t ty = 1;
-        if (ky) gguf_arr_i64(ky, (uint64_t)i, &ty);
-        static const uint16_t type_attr[7] = {0,      A_NORMAL, A_UNKNOWN, A_CONTROL,
-                                              A_USER, A_UNUSED, A_BYTE};
-        t->attr[i] = ty >= 0 && ty < 7 ? type_attr[ty] : 0;
-        if ((t->attr[i] & A_BYTE) && byte_token_value(dst, len) < 0) {
-            rc = bt_errf(err, errsz, BT_EFORMAT,
-                         "%s: token %d has type BYTE but its text is not <0xXX>", path, i);
-            goto fail;
-        }
-    }
-
-    if (t->type == TOK_TYPE_BPE && (rc = load_merges(t, g, path, err, errsz)) != 0) goto fail;
-
-    /* special token ids: family defaults (if in range), then the GGUF's */
-    if (t->bos >= n) t->bos = -1;
-    if (t->eos >= n) t->eos = -1;
-    if (t->unk >= n) t->unk = -1;
-    int32_t sep = -1, pad = -1, mask = -1, fim[6] = {-1, -1, -1, -1, -1, -1};
-    static const char *const fim_keys[9] = {
-        "tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.fim_suf_token_id",
-        "tokenizer.ggml.fim_mid_token_id", "tokenizer.ggml.fim_pad_token_id",
-        "tokenizer.ggml.fim_rep_token_id", "tokenizer.ggml.fim_sep_token_id",
-        "tokenizer.ggml.prefix_token_id",  "tokenizer.ggml.suffix_token_id",
-        "tokenizer.ggml.middle_token_id"};
-    read_special_id(g, path, "tokenizer.ggml.bos_token_id", n, &t->bos);
-    read_special_id(g, path, "tokenizer.ggml.eos_token_id", n, &t->eos);
-    read_special_id(g, path, "tokenizer.ggml.eot_token_id", n, &t->eot);
-    read_special_id(g, path, "tokenizer.ggml.eom_token_id", n, &t->eom);
-    read_special_id(g, path, "tokenizer.ggml.unknown_token_id", n, &t->unk);
-    read_special_id(g, path, "tokenizer.ggml.seperator_token_id", n, &sep);
-    read_special_id(g, path, "tokenizer.ggml.padding_token_id", n, &pad);
-    read_special_id(g, path, "tokenizer.ggml.mask_token_id", n, &mask);
-    /* the last three are older names of the first three */
-    for (int i = 0; i < 9; i++) read_special_id(g, path, fim_keys[i], n, &fim[i < 6 ? i : i - 6]);
-    read_flag(g, path, "tokenizer.ggml.add_bos_token", &t->add_bos);
-    read_flag(g, path, "tokenizer.ggml.add_eos_token", &t->add_eos);
-    if (t->add_bos && t->bos < 0) {
-        bt_warn("%s: add_bos_token is set but there is no BOS token", path);
-        t->add_bos = false;
-    }
-    if (t->add_eos && t->eos < 0) {
-        bt_warn("%s: add_eos_token is set but there is no EOS token", path);
-        t->add_eos = false;
-    }
-    apply_text_rules(t, fim);
-
-    /* special tokens, longest first */
-    t->special = malloc(sizeof(int32_t) * (size_t)n);
-    if (!t->special) goto nomem;
-    for (int32_t i = 0; i < n; i++)
-        if (t->attr[i] & (A_CONTROL | A_USER | A_UNKNOWN)) t->special[t->n_special++] = i;
-    qsort_r(t->special, (size_t)t->n_special, sizeof(int32_t), cmp_special, t);
-
-    /* pieces */
-    for (int32_t i = 0; i < n; i++) {
+    int rc;
+    for (int32_t i = 0; i < t->n; i++) {
         size_t start = pieces.n;
-        int r = render_piece(t, i, &pieces);
-        if (r == BT_EFORMAT || pieces.n > TOK_MAX_PIECES) {
-            rc = bt_errf(err, errsz, BT_EFORMAT, "%s: decoded tokens exceed %u bytes", path,
-                         TOK_MAX_PIECES);
-            goto fail;
-        }
-        if (r) goto nomem;
+        if ((rc = render_piece(t, i, &pieces)) == 0 && pieces.n > TOK_MAX_PIECES) rc = BT_EFORMAT;
+        if (rc) goto fail;
         t->piece_off[i] = (uint32_t)start;
         t->piece_len[i] = (uint32_t)(pieces.n - start);
         if ((int)t->piece_len[i] > t->max_piece) t->max_piece = (int)t->piece_len[i];
     }
-    if (sb_put(&pieces, "", 1)) goto nomem;
+    if ((rc = sb_put(&pieces, "", 1))) goto fail;
     t->piece = pieces.p;
-    pieces.p = NULL;
     t->max_piece = 3 * (t->max_piece + 4);
+    return 0;
 
-    /* SPM byte fallback */
+fail:
+    free(pieces.p);
+    if (rc == BT_EFORMAT)
+        return bt_errf(err, errsz, rc, "%s: decoded tokens exceed %u bytes", path, TOK_MAX_PIECES);
+    return bt_errf(err, errsz, rc, "%s: out of memory", path);
+}
+
+/* SPM byte fallback: the <0xXX> token of each byte, else its one-byte token, else -1. */
+static void build_byte_tokens(struct tok *t)
+{
     for (int b = 0; b < 256; b++) {
         char buf[8];
         snprintf(buf, sizeof(buf), "<0x%02X>", b);
@@ -889,34 +949,50 @@ int tok_load(const struct gguf *g, struct tok **out, char *err, size_t errsz)
             t->byte_tok[b] = lookup(t, buf, 1);
         }
     }
+}
 
-    /* per-model token attributes: Phi-3 strips spaces after its special tokens */
+/* Per-model token attributes, by general.name: Phi-3 strips spaces after its special tokens. */
+static void apply_model_rules(struct tok *t, const struct gguf *g)
+{
     struct gguf_str name;
-    if (gguf_get_str(g, "general.name", &name) == 0) {
-        char low[256];
-        size_t k = name.len < sizeof(low) - 1 ? name.len : sizeof(low) - 1;
-        for (size_t i = 0; i < k; i++) {
-            char c = name.data[i];
-            low[i] = c >= 'A' && c <= 'Z' ? (char)(c + 32) : c;
-        }
-        low[k] = 0;
-        if (strstr(low, "phi-3") || strstr(low, "phi3")) {
-            for (int i = 0; i < t->n_special; i++) t->attr[t->special[i]] |= A_RSTRIP;
-            static const char *const keep[] = {"<unk>", "<s>", "<|endoftext|>"};
-            int32_t id = lookup(t, "</s>", 4);
-            if (id >= 0) t->attr[id] |= A_RSTRIP;
-            for (int i = 0; i < 3; i++)
-                if ((id = lookup(t, keep[i], strlen(keep[i]))) >= 0) t->attr[id] &= ~A_RSTRIP;
-        }
+    if (gguf_get_str(g, "general.name", &name) != 0) return;
+    char low[256];
+    size_t k = name.len < sizeof(low) - 1 ? name.len : sizeof(low) - 1;
+    for (size_t i = 0; i < k; i++) {
+        char c = name.data[i];
+        low[i] = c >= 'A' && c <= 'Z' ? (char)(c + 32) : c;
     }
-    (void)sep, (void)pad, (void)mask;
+    low[k] = 0;
+    if (!strstr(low, "phi-3") && !strstr(low, "phi3")) return;
+    for (int i = 0; i < t->n_special; i++) t->attr[t->special[i]] |= A_RSTRIP;
+    static const char *const keep[] = {"<unk>", "<s>", "<|endoftext|>"};
+    int32_t id = lookup(t, "</s>", 4);
+    if (id >= 0) t->attr[id] |= A_RSTRIP;
+    for (int i = 0; i < 3; i++)
+        if ((id = lookup(t, keep[i], strlen(keep[i]))) >= 0) t->attr[id] &= ~A_RSTRIP;
+}
+
+int tok_load(const struct gguf *g, struct tok **out, char *err, size_t errsz)
+{
+    const char *path = gguf_path(g);
+    int32_t fim[6];
+    int rc;
+    *out = NULL;
+    struct tok *t = calloc(1, sizeof(*t));
+    if (!t) return bt_errf(err, errsz, BT_ENOMEM, "%s: out of memory", path);
+    if ((rc = load_family(t, g, path, err, errsz))) goto fail;
+    if ((rc = load_tokens(t, g, path, err, errsz))) goto fail;
+    if (t->type == TOK_TYPE_BPE && (rc = load_merges(t, g, path, err, errsz))) goto fail;
+    load_special_ids(t, g, path, fim);
+    apply_text_rules(t, fim);
+    if ((rc = build_special_list(t, path, err, errsz))) goto fail;
+    if ((rc = build_pieces(t, path, err, errsz))) goto fail;
+    build_byte_tokens(t);
+    apply_model_rules(t, g);
     *out = t;
     return 0;
 
-nomem:
-    rc = bt_errf(err, errsz, BT_ENOMEM, "%s: out of memory", path);
 fail:
-    free(pieces.p);
     tok_free(t);
     return rc;
 }
@@ -1648,10 +1724,9 @@ done:
 
 int tok_pre_split_test(const char *pre_name, const char *text, size_t len, uint32_t *ends, int cap)
 {
-    int pre = -1;
-    for (size_t k = 0; k < sizeof(pre_names) / sizeof(pre_names[0]); k++)
-        if (strcmp(pre_names[k].name, pre_name) == 0) pre = pre_names[k].pre;
-    if (pre < 0) return BT_EINVAL;
+    int k = find_pre((struct gguf_str){pre_name, strlen(pre_name)});
+    if (k < 0) return BT_EINVAL;
+    int pre = pre_names[k].pre;
     struct scratch s = {0};
     struct segs cur = {0}, tmp = {0};
     int rc = scratch_cps(&s, len);
