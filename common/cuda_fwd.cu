@@ -75,10 +75,12 @@ struct cuda_fwd {
     float eps;
     struct dlayer *L;             /* (n_layer) */
     struct dten out_norm, output; /* last stage */
-    /* KV cache: (n_layer, n_seq, n_ctx, kv_dim) of half or float */
+    /* KV cache: (n_layer, n_blocks, KV_BLOCK, kv_dim) of half or float, the host kv's layout;
+     * table: a device copy of the host's block tables (n_seq, max_blocks), sent every step */
     void *kc, *vc;
     bool kv_f16;
-    int n_seq, n_ctx;
+    int n_seq, n_ctx, n_blocks, max_blocks;
+    int32_t *table;
     size_t attn_smem;
     /* activations (device) */
     float *x;        /* (max_batch, D) residual stream */
@@ -374,13 +376,20 @@ __device__ __forceinline__ float from_kv(__half v)
     return __half2float(v);
 }
 
+/* The cache cell of position p of sequence s: its block (the block table) and the offset in it. */
+__device__ __forceinline__ size_t kv_cell(const int32_t *table, int max_blocks, int s, int p)
+{
+    return (size_t)table[(size_t)s * max_blocks + p / KV_BLOCK] * KV_BLOCK + p % KV_BLOCK;
+}
+
 /* k, v rows (n, kv_dim) of token blockIdx.x -> cache cell (layer, seq[t], pos[t]) */
 template <typename KT>
 __global__ void k_kv_store(KT *kc, KT *vc, const float *k, const float *v, const int32_t *pos,
-                           const int32_t *seq, size_t layer_off, int n_ctx, int kv_dim)
+                           const int32_t *seq, const int32_t *table, int max_blocks,
+                           size_t layer_off, int kv_dim)
 {
     const int t = blockIdx.x;
-    const size_t cell = layer_off + ((size_t)seq[t] * n_ctx + pos[t]) * kv_dim;
+    const size_t cell = layer_off + kv_cell(table, max_blocks, seq[t], pos[t]) * kv_dim;
     for (int i = threadIdx.x; i < kv_dim; i += blockDim.x) {
         kc[cell + i] = to_kv<KT>(k[(size_t)t * kv_dim + i]);
         vc[cell + i] = to_kv<KT>(v[(size_t)t * kv_dim + i]);
@@ -392,19 +401,20 @@ __global__ void k_kv_store(KT *kc, KT *vc, const float *k, const float *v, const
  * Dynamic shared memory: q (hd) and the scores (n_ctx). */
 template <typename KT>
 __global__ void k_attention(const float *q, float *att, const KT *kc, const KT *vc,
-                            const int32_t *pos, const int32_t *seq, size_t layer_off, int n_head,
-                            int group, int hd, int n_ctx, int kv_dim, float scale)
+                            const int32_t *pos, const int32_t *seq, const int32_t *table,
+                            int max_blocks, size_t layer_off, int n_head, int group, int hd,
+                            int kv_dim, float scale)
 {
     extern __shared__ float sm[];
     float *qs = sm, *sc = sm + hd;
-    const int t = blockIdx.x, h = blockIdx.y, len = pos[t] + 1;
-    const size_t base = layer_off + (size_t)seq[t] * n_ctx * kv_dim + (size_t)(h / group) * hd;
+    const int t = blockIdx.x, h = blockIdx.y, len = pos[t] + 1, s = seq[t];
+    const size_t base = layer_off + (size_t)(h / group) * hd;
     const float *qr = q + ((size_t)t * n_head + h) * hd;
     for (int i = threadIdx.x; i < hd; i += blockDim.x) qs[i] = qr[i];
     __syncthreads();
     const int lane = threadIdx.x % 32, wid = threadIdx.x / 32, nw = blockDim.x / 32;
     for (int p = wid; p < len; p += nw) {
-        const KT *kr = kc + base + (size_t)p * kv_dim;
+        const KT *kr = kc + base + kv_cell(table, max_blocks, s, p) * kv_dim;
         float s = 0.0f;
         for (int i = lane; i < hd; i += 32) s += qs[i] * from_kv(kr[i]);
         s = warp_sum(s);
@@ -425,7 +435,8 @@ __global__ void k_attention(const float *q, float *att, const KT *kc, const KT *
     float *o = att + ((size_t)t * n_head + h) * hd;
     for (int i = threadIdx.x; i < hd; i += blockDim.x) {
         float acc = 0.0f;
-        for (int p = 0; p < len; p++) acc += sc[p] * from_kv(vc[base + (size_t)p * kv_dim + i]);
+        for (int p = 0; p < len; p++)
+            acc += sc[p] * from_kv(vc[base + kv_cell(table, max_blocks, s, p) * kv_dim + i]);
         o[i] = acc * inv;
     }
 }
@@ -679,10 +690,17 @@ static int fwd_setup(struct cuda_fwd *c, const struct model *m, const struct kv 
     c->kv_f16 = kv->type == BT_F16;
     c->n_seq = kv->n_seq;
     c->n_ctx = kv->n_ctx;
-    const size_t kvb = (size_t)c->n_layer * kv->n_seq * kv->n_ctx * c->kv_dim * (c->kv_f16 ? 2 : 4);
+    c->n_blocks = kv->n_blocks;
+    c->max_blocks = kv->max_blocks;
+    const size_t kvb =
+        (size_t)c->n_layer * kv->n_blocks * KV_BLOCK * c->kv_dim * (c->kv_f16 ? 2 : 4);
+    void *tp;
     if ((rc = dalloc(c, kvb, &c->kc, err, errsz)) < 0 ||
-        (rc = dalloc(c, kvb, &c->vc, err, errsz)) < 0)
+        (rc = dalloc(c, kvb, &c->vc, err, errsz)) < 0 ||
+        (rc = dalloc(c, (size_t)kv->n_seq * kv->max_blocks * sizeof(int32_t), &tp, err, errsz)) <
+            0)
         return rc;
+    c->table = (int32_t *)tp;
     CU(cudaMemset(c->kc, 0, kvb));
     CU(cudaMemset(c->vc, 0, kvb));
     c->attn_smem = ((size_t)c->hd + (size_t)c->n_ctx) * sizeof(float);
@@ -762,7 +780,7 @@ static int layer_forward(struct cuda_fwd *c, int il, int n, const int32_t *pos, 
 {
     const struct dlayer *L = &c->L[il];
     const int D = c->D;
-    const size_t layer_off = (size_t)il * c->n_seq * c->n_ctx * c->kv_dim;
+    const size_t layer_off = (size_t)il * c->n_blocks * KV_BLOCK * c->kv_dim;
     int rc;
 
     /* attention */
@@ -787,16 +805,17 @@ static int layer_forward(struct cuda_fwd *c, int il, int n, const int32_t *pos, 
     const int group = c->n_head / c->n_head_kv;
     if (c->kv_f16) {
         k_kv_store<__half><<<n, NT, 0, c->st>>>((__half *)c->kc, (__half *)c->vc, c->k, c->v, pos,
-                                                seq, layer_off, c->n_ctx, c->kv_dim);
+                                                seq, c->table, c->max_blocks, layer_off,
+                                                c->kv_dim);
         k_attention<__half><<<ag, ATT_THREADS, c->attn_smem, c->st>>>(
-            c->q, c->att, (const __half *)c->kc, (const __half *)c->vc, pos, seq, layer_off,
-            c->n_head, group, c->hd, c->n_ctx, c->kv_dim, scale);
+            c->q, c->att, (const __half *)c->kc, (const __half *)c->vc, pos, seq, c->table,
+            c->max_blocks, layer_off, c->n_head, group, c->hd, c->kv_dim, scale);
     } else {
         k_kv_store<float><<<n, NT, 0, c->st>>>((float *)c->kc, (float *)c->vc, c->k, c->v, pos, seq,
-                                               layer_off, c->n_ctx, c->kv_dim);
+                                               c->table, c->max_blocks, layer_off, c->kv_dim);
         k_attention<float><<<ag, ATT_THREADS, c->attn_smem, c->st>>>(
-            c->q, c->att, (const float *)c->kc, (const float *)c->vc, pos, seq, layer_off,
-            c->n_head, group, c->hd, c->n_ctx, c->kv_dim, scale);
+            c->q, c->att, (const float *)c->kc, (const float *)c->vc, pos, seq, c->table,
+            c->max_blocks, layer_off, c->n_head, group, c->hd, c->kv_dim, scale);
     }
     if ((rc = matmul(c, &L->wo, c->att, n, c->xb, err, errsz)) < 0) return rc;
     if (L->bo.d)
@@ -814,9 +833,29 @@ static int layer_forward(struct cuda_fwd *c, int il, int n, const int32_t *pos, 
     return 0;
 }
 
+extern "C" int cuda_fwd_copy(struct cuda_fwd *c, int dst, int src, int n_cells, char *err,
+                             size_t errsz)
+{
+    const size_t row = (size_t)c->kv_dim * (c->kv_f16 ? 2 : 4);
+    if (dst < 0 || dst >= c->n_blocks || src < 0 || src >= c->n_blocks || n_cells < 0 ||
+        n_cells > KV_BLOCK)
+        return bt_errf(err, errsz, BT_EINVAL, "CUDA: bad block copy %d -> %d (%d cells)", src, dst,
+                       n_cells);
+    CU(cudaSetDevice(c->device));
+    for (int il = 0; il < c->n_layer; il++) {
+        const size_t layer = (size_t)il * c->n_blocks * KV_BLOCK * row;
+        const size_t to = layer + (size_t)dst * KV_BLOCK * row, from = layer + (size_t)src * KV_BLOCK * row;
+        CU(cudaMemcpyAsync((char *)c->kc + to, (char *)c->kc + from, n_cells * row,
+                           cudaMemcpyDeviceToDevice, c->st));
+        CU(cudaMemcpyAsync((char *)c->vc + to, (char *)c->vc + from, n_cells * row,
+                           cudaMemcpyDeviceToDevice, c->st));
+    }
+    return 0;
+}
+
 extern "C" int cuda_fwd_eval(struct cuda_fwd *c, int n, const float *x, const int32_t *pos,
-                             const int32_t *seq, const float *rope, const int32_t *rows, int n_out,
-                             float *out, char *err, size_t errsz)
+                             const int32_t *seq, const int32_t *table, const float *rope,
+                             const int32_t *rows, int n_out, float *out, char *err, size_t errsz)
 {
     const struct model *m = c->m;
     const size_t B = (size_t)c->max_batch, D = (size_t)c->D;
@@ -839,6 +878,8 @@ extern "C" int cuda_fwd_eval(struct cuda_fwd *c, int n, const float *x, const in
     CU(cudaMemcpyAsync(c->rope, hr, (B * c->n_rot + 3 * B) * sizeof(float), cudaMemcpyHostToDevice,
                        c->st));
     const int32_t *dpos = c->meta, *dseq = c->meta + B, *drows = c->meta + 2 * B;
+    CU(cudaMemcpyAsync(c->table, table, (size_t)c->n_seq * c->max_blocks * sizeof(int32_t),
+                       cudaMemcpyHostToDevice, c->st));
 
     for (int il = 0; il < c->n_layer; il++)
         if ((rc = layer_forward(c, il, n, dpos, dseq, err, errsz)) < 0) return rc;

@@ -34,9 +34,14 @@ uint64_t cuda_fwd_bytes(const struct cuda_fwd *c)
     return 0;
 }
 
+int cuda_fwd_copy(struct cuda_fwd *c, int dst, int src, int n_cells, char *err, size_t errsz)
+{
+    return bt_errf(err, errsz, BT_EUNSUP, "no CUDA device: " NOT_BUILT);
+}
+
 int cuda_fwd_eval(struct cuda_fwd *c, int n, const float *x, const int32_t *pos, const int32_t *seq,
-                  const float *rope, const int32_t *rows, int n_out, float *out, char *err,
-                  size_t errsz)
+                  const int32_t *table, const float *rope, const int32_t *rows, int n_out,
+                  float *out, char *err, size_t errsz)
 {
     return bt_errf(err, errsz, BT_EUNSUP, "no CUDA device: " NOT_BUILT);
 }

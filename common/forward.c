@@ -85,33 +85,43 @@ static void attend_group(const struct fwd *f, int il, int seq, int pos, int kvh,
     const struct kv *kv = f->kv;
     const int hd = f->m->hp.head_dim, n_ctx = kv->n_ctx, ng = h1 - h0;
     const float scale = 1.0f / sqrtf((float)hd);
-    const size_t hoff = (size_t)kvh * hd;
+    const size_t hoff = (size_t)kvh * hd, row = (size_t)kv->kv_dim * kv->elsize;
+    const int32_t *table = kv->table + (size_t)seq * kv->max_blocks;
 
-    for (int p = 0; p <= pos; p++) {
-        const void *kr = kv_k_at(kv, il, seq, p);
-        const float *k = (const float *)kr + hoff;
-        if (kv->type != BT_F32) {
-            fwd_f16_to_f32_row((const bt_f16 *)kr + hoff, kvrow, hd);
-            k = kvrow;
+    /* positions 0..pos, block by block (the sequence's block table), in order */
+    for (int p0 = 0; p0 <= pos; p0 += KV_BLOCK) {
+        const char *kb = kv_k_block(kv, il, table[p0 / KV_BLOCK]);
+        const int n = pos + 1 - p0 < KV_BLOCK ? pos + 1 - p0 : KV_BLOCK;
+        for (int c = 0; c < n; c++) {
+            const void *kr = kb + (size_t)c * row;
+            const float *k = (const float *)kr + hoff;
+            if (kv->type != BT_F32) {
+                fwd_f16_to_f32_row((const bt_f16 *)kr + hoff, kvrow, hd);
+                k = kvrow;
+            }
+            for (int g = 0; g < ng; g++)
+                scores[(size_t)g * n_ctx + p0 + c] = dot(q + (size_t)(h0 + g) * hd, k, hd) * scale;
         }
-        for (int g = 0; g < ng; g++)
-            scores[(size_t)g * n_ctx + p] = dot(q + (size_t)(h0 + g) * hd, k, hd) * scale;
     }
     for (int g = 0; g < ng; g++) {
         fwd_softmax(scores + (size_t)g * n_ctx, pos + 1);
         memset(out + (size_t)(h0 + g) * hd, 0, (size_t)hd * sizeof(float));
     }
-    for (int p = 0; p <= pos; p++) {
-        const void *vr = kv_v_at(kv, il, seq, p);
-        const float *v = (const float *)vr + hoff;
-        if (kv->type != BT_F32) {
-            fwd_f16_to_f32_row((const bt_f16 *)vr + hoff, kvrow, hd);
-            v = kvrow;
-        }
-        for (int g = 0; g < ng; g++) {
-            float *o = out + (size_t)(h0 + g) * hd;
-            const float w = scores[(size_t)g * n_ctx + p];
-            for (int i = 0; i < hd; i++) o[i] += w * v[i];
+    for (int p0 = 0; p0 <= pos; p0 += KV_BLOCK) {
+        const char *vb = kv_v_block(kv, il, table[p0 / KV_BLOCK]);
+        const int n = pos + 1 - p0 < KV_BLOCK ? pos + 1 - p0 : KV_BLOCK;
+        for (int c = 0; c < n; c++) {
+            const void *vr = vb + (size_t)c * row;
+            const float *v = (const float *)vr + hoff;
+            if (kv->type != BT_F32) {
+                fwd_f16_to_f32_row((const bt_f16 *)vr + hoff, kvrow, hd);
+                v = kvrow;
+            }
+            for (int g = 0; g < ng; g++) {
+                float *o = out + (size_t)(h0 + g) * hd;
+                const float w = scores[(size_t)g * n_ctx + p0 + c];
+                for (int i = 0; i < hd; i++) o[i] += w * v[i];
+            }
         }
     }
 }
@@ -302,6 +312,10 @@ static int check_batch(struct fwd *f, const struct fwd_batch *b, int *n_out, cha
                            expect);
         if (expect >= kv->n_ctx)
             return bt_errf(err, errsz, BT_EFULL, "sequence %d is full (context %d)", s, kv->n_ctx);
+        if (!kv_has_cell(kv, s, expect))
+            return bt_errf(err, errsz, BT_EINVAL,
+                           "token %d of sequence %d: no KV block mapped for position %d", i, s,
+                           expect);
         if (m->last && b->logits && b->logits[i]) ++*n_out;
     }
     if (*n_out > f->max_out)
@@ -462,8 +476,8 @@ static int eval_gpu(struct fwd *f, const struct fwd_batch *b, int no, const floa
         if (m->last && b->logits && b->logits[t]) f->out_rows[r++] = t;
     }
     float *dst = m->last ? f->logits : f->xb;
-    if ((rc = cuda_fwd_eval(f->gpu, b->n, in, b->pos, b->seq, f->rope_cs, f->out_rows, no, dst, err,
-                            errsz)) < 0)
+    if ((rc = cuda_fwd_eval(f->gpu, b->n, in, b->pos, b->seq, f->kv->table, f->rope_cs, f->out_rows,
+                            no, dst, err, errsz)) < 0)
         return rc;
     for (int t = 0; t < b->n; t++)
         if (b->pos[t] + 1 > f->kv->len[b->seq[t]]) f->kv->len[b->seq[t]] = b->pos[t] + 1;
@@ -480,6 +494,15 @@ static int eval_gpu(struct fwd *f, const struct fwd_batch *b, int no, const floa
     *out = no ? f->logits : NULL;
     *n_out = no;
     return 0;
+}
+
+int fwd_kv_apply(struct fwd *f, const struct kv_op *ops, int n, char *err, size_t errsz)
+{
+    int rc = kv_apply(f->kv, ops, n, err, errsz);
+    for (int i = 0; rc == BT_OK && f->gpu && i < n; i++)
+        if (ops[i].kind == KV_OP_COPY)
+            rc = cuda_fwd_copy(f->gpu, ops[i].block, ops[i].src, ops[i].n, err, errsz);
+    return rc;
 }
 
 int fwd_eval(struct fwd *f, const struct fwd_batch *b, const float **out, int *n_out, char *err,

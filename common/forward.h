@@ -29,6 +29,7 @@
 
 struct model;
 struct kv;
+struct kv_op;
 struct bt_pool;
 
 struct fwd_batch {
@@ -80,6 +81,10 @@ void fwd_free(struct fwd *f); /* NULL is fine */
  * device: ..." in err. */
 int fwd_new_dev(const struct model *m, struct kv *kv, struct bt_pool *pool, int device,
                 int max_batch, int max_out, struct fwd **out, char *err, size_t errsz);
+
+/* Apply block operations (kv.h) to the stage's cache: on the host's and, for a device stage, the
+ * device's storage. */
+int fwd_kv_apply(struct fwd *f, const struct kv_op *ops, int n, char *err, size_t errsz);
 
 /* Run the stage over batch b. On success *out points to (borrowed until the next call):
  *   last stage:  *n_out rows of n_vocab logits, for the rows with b->logits set, in batch order;

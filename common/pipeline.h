@@ -3,9 +3,10 @@
  * copy:
  *   - the job epoch rank 0 starts with and the send deadline of every message;
  *   - the batch-size rule (a decode token per slot plus a prefill chunk, within the wire format);
- *   - the sizes every rank must agree on (sequences, context, batch, KV type), how a rank gets
- *     them from its options and the model, and the handshake check that compares them (a
- *     mismatch stops the job at startup with one error naming the rank and host);
+ *   - the sizes every rank must agree on (sequences, context, batch, KV type, KV blocks), how a
+ *     rank gets them from its options and the model, and the handshake check that compares them
+ *     (a mismatch stops the job at startup with one error naming the rank and host);
+ *   - KV block operations on the wire (rank 0 decides them, blocks.h; every rank applies them);
  *   - the largest message a rank must accept for those sizes (protocol.h: proto_max_size);
  *   - how long a rank waits without a word from rank 0 before it leaves;
  *   - sampling parameters on the wire (the sampling policy is applied on both ends).
@@ -21,6 +22,7 @@
 
 struct smp_params;
 struct smp_bias;
+struct kv_op;
 
 #define PIPELINE_EPOCH 1 /* rank 0's job epoch: every rank starts there and drops other epochs */
 /* A message not delivered by then: the peer is stuck (a large FORWARD is delivered only when the
@@ -32,9 +34,14 @@ struct smp_bias;
 int pipeline_max_batch(int n_seq, int prefill_chunk);
 
 /* This rank's sizes: n_ctx_opt 0 takes the model's training context; kv_type BT_F16 or
- * BT_F32. */
+ * BT_F32; n_blocks_opt 0 gives every sequence blocks for its whole context (n_seq x
+ * ceil(n_ctx / KV_BLOCK)). */
 void pipeline_sizes(int n_seq, int n_ctx_opt, int n_ctx_train, int prefill_chunk, uint32_t kv_type,
-                    struct proto_sizes *out);
+                    int n_blocks_opt, struct proto_sizes *out);
+
+/* The most KV block operations one FORWARD carries: every sequence beginning (a reset, a map per
+ * block, a copy) and the blocks a batch grows into. Rank 0 never sends more. */
+uint32_t pipeline_max_kv_ops(const struct proto_sizes *s);
 
 /* Does rank k (on host) agree with rank 0? BT_EINVAL with one line naming the rank, the host,
  * the option and both values otherwise. */
@@ -50,6 +57,10 @@ int pipeline_msg_cap(const struct proto_sizes *s, uint32_t n_embd, size_t *cap, 
 /* A rank that hears nothing from rank 0 for this long leaves: --heartbeat-interval x
  * --heartbeat-misses x 2. */
 uint64_t pipeline_orphan_ns(uint64_t heartbeat_interval_ns, int heartbeat_misses);
+
+/* KV block operations on the wire, both ways. */
+void pipeline_kv_to_proto(const struct kv_op *ops, int n, struct proto_kv_op *out);
+void pipeline_kv_from_proto(const struct proto_kv_op *ops, int n, struct kv_op *out);
 
 /* Sampling parameters on the wire. to_proto applies the sampling policy (sampler.h) for a
  * context of n_ctx first, so every value is one the decoder accepts; bias_store has room for

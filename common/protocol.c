@@ -388,7 +388,7 @@ static int rd_end(const struct rd *r, char *err, size_t errsz)
 
 /* ---- HANDSHAKE ---------------------------------------------------------------------------- */
 
-#define HS_FIXED 60
+#define HS_FIXED 64
 
 static int handshake_check(const struct proto_handshake *h, int st, char *err, size_t errsz)
 {
@@ -402,12 +402,12 @@ static int handshake_check(const struct proto_handshake *h, int st, char *err, s
                        h->layer_begin, h->layer_end, h->n_layers);
     const struct proto_sizes *z = &h->sizes;
     if (z->n_seq > PROTO_MAX_SEQS || z->n_ctx > PROTO_MAX_POS || z->max_batch > PROTO_MAX_TOKENS ||
-        z->kv_type > 255)
+        z->kv_type > 255 || z->n_blocks > PROTO_MAX_BLOCKS)
         return bt_errf(err, errsz, st,
                        "sizes out of range: %u sequences (at most %d), context %u (at most %u), "
-                       "batch %u (at most %d), KV type %u",
+                       "batch %u (at most %d), KV type %u, %u KV blocks (at most %u)",
                        z->n_seq, PROTO_MAX_SEQS, z->n_ctx, PROTO_MAX_POS, z->max_batch,
-                       PROTO_MAX_TOKENS, z->kv_type);
+                       PROTO_MAX_TOKENS, z->kv_type, z->n_blocks, PROTO_MAX_BLOCKS);
     return BT_OK;
 }
 
@@ -465,6 +465,7 @@ int proto_encode_handshake(struct proto_buf *b, const struct proto_route *r,
     wr32(&w, p->sizes.n_ctx);
     wr32(&w, p->sizes.max_batch);
     wr32(&w, p->sizes.kv_type);
+    wr32(&w, p->sizes.n_blocks);
     for (int i = 0; i < 3; i++) wrstr(&w, strs[i].s, len[i]);
     msg_finish(b, r, PROTO_OP_HANDSHAKE);
     return BT_OK;
@@ -491,6 +492,7 @@ int proto_decode_handshake(const uint8_t *p, size_t n, struct proto_handshake *o
     out->sizes.n_ctx = rd32(&r);
     out->sizes.max_batch = rd32(&r);
     out->sizes.kv_type = rd32(&r);
+    out->sizes.n_blocks = rd32(&r);
     if ((rc = rdstr(&r, out->build_id, PROTO_BUILD_ID_MAX, "build id", err, errsz)) < 0 ||
         (rc = rdstr(&r, out->backend, PROTO_BACKEND_MAX, "backend", err, errsz)) < 0 ||
         (rc = rdstr(&r, out->hostname, PROTO_HOST_MAX, "hostname", err, errsz)) < 0 ||
@@ -620,8 +622,9 @@ int proto_decode_shutdown(const uint8_t *p, size_t n, struct proto_shutdown *out
 
 /* ---- FORWARD ------------------------------------------------------------------------------ */
 
-#define FWD_FIXED 16
+#define FWD_FIXED 20
 #define FWD_TOK   16
+#define FWD_OP    24
 #define FWD_SEQ   56 /* fixed part; then n_bias (token, bias) pairs of 8 bytes */
 #define FWD_BIAS  8
 
@@ -748,11 +751,37 @@ static int forward_check(const struct proto_forward *f, struct proto_token *fill
     return BT_OK;
 }
 
-static size_t forward_size(uint32_t nt, uint32_t ns, uint32_t nr, uint32_t ne, size_t nb)
+static size_t forward_size(uint32_t nt, uint32_t ns, uint32_t nr, uint32_t ne, size_t nb,
+                           uint32_t nops)
 {
     /* all are bounded by the caps before this is called: no overflow in 64 bits */
-    return FWD_FIXED + (size_t)nt * FWD_TOK + (size_t)ns * FWD_SEQ + nb * FWD_BIAS +
-           (size_t)nr * ne * 4;
+    return FWD_FIXED + (size_t)nt * FWD_TOK + (size_t)nops * FWD_OP + (size_t)ns * FWD_SEQ +
+           nb * FWD_BIAS + (size_t)nr * ne * 4;
+}
+
+/* The structure of a KV block operation (the ranges of a cache are the rank's to check). */
+static int kv_op_check(const struct proto_kv_op *o, uint32_t i, int st, char *err, size_t errsz)
+{
+    bool ok = false;
+    switch (o->kind) {
+    case PROTO_KV_MAP:
+        ok = o->seq < PROTO_MAX_SEQS && o->index < PROTO_MAX_POS && o->block >= -1 &&
+             o->block < (int32_t)PROTO_MAX_BLOCKS && o->src == 0 && o->n == 0;
+        break;
+    case PROTO_KV_COPY:
+        ok = o->seq == 0 && o->index == 0 && o->block >= 0 &&
+             o->block < (int32_t)PROTO_MAX_BLOCKS && o->src < PROTO_MAX_BLOCKS && o->n <= 1024;
+        break;
+    case PROTO_KV_RESET:
+        ok = o->seq < PROTO_MAX_SEQS && o->index == 0 && o->block == 0 && o->src == 0 &&
+             o->n <= PROTO_MAX_POS;
+        break;
+    default:
+        break;
+    }
+    if (ok) return BT_OK;
+    return bt_errf(err, errsz, st, "KV operation %u: kind %u seq %u index %u block %d src %u n %u",
+                   i, o->kind, o->seq, o->index, o->block, o->src, o->n);
 }
 
 static bool host_le(void)
@@ -768,6 +797,11 @@ int proto_encode_forward(struct proto_buf *b, const struct proto_route *r,
     if (rc < 0) return rc;
     rc = forward_counts(p->n_tokens, p->n_seqs, p->n_embd, p->n_rows, BT_EINVAL, err, errsz);
     if (rc < 0) return rc;
+    if (p->n_ops > PROTO_MAX_KV_OPS)
+        return bt_errf(err, errsz, BT_EINVAL, "%u KV operations, at most %u", p->n_ops,
+                       PROTO_MAX_KV_OPS);
+    for (uint32_t i = 0; i < p->n_ops; i++)
+        if ((rc = kv_op_check(&p->ops[i], i, BT_EINVAL, err, errsz)) < 0) return rc;
     size_t nb = 0;
     for (uint32_t i = 0; i < p->n_seqs; i++) {
         if (p->seqs[i].sampling.n_bias > PROTO_MAX_BIAS)
@@ -775,7 +809,7 @@ int proto_encode_forward(struct proto_buf *b, const struct proto_route *r,
                            i, p->seqs[i].sampling.n_bias, PROTO_MAX_BIAS);
         nb += p->seqs[i].sampling.n_bias;
     }
-    size_t size = forward_size(p->n_tokens, p->n_seqs, p->n_rows, p->n_embd, nb);
+    size_t size = forward_size(p->n_tokens, p->n_seqs, p->n_rows, p->n_embd, nb, p->n_ops);
     /* The sequence-id scratch lives in spare capacity after the message: no allocation per
      * step once the buffer has grown. */
     size_t pad = (8 - (PROTO_HDR_SIZE + size) % 8) % 8;
@@ -790,12 +824,22 @@ int proto_encode_forward(struct proto_buf *b, const struct proto_route *r,
     wr32(&w, p->n_seqs);
     wr32(&w, p->n_embd);
     wr32(&w, p->n_rows);
+    wr32(&w, p->n_ops);
     for (uint32_t i = 0; i < p->n_tokens; i++) {
         const struct proto_token *t = &p->tokens[i];
         wr32(&w, t->seq_id);
         wr32(&w, t->pos);
         wr32(&w, (uint32_t)t->token);
         wr32(&w, t->flags);
+    }
+    for (uint32_t i = 0; i < p->n_ops; i++) {
+        const struct proto_kv_op *o = &p->ops[i];
+        wr32(&w, o->kind);
+        wr32(&w, o->seq);
+        wr32(&w, o->index);
+        wr32(&w, (uint32_t)o->block);
+        wr32(&w, o->src);
+        wr32(&w, o->n);
     }
     for (uint32_t i = 0; i < p->n_seqs; i++) {
         const struct proto_seq *s = &p->seqs[i];
@@ -845,16 +889,20 @@ int proto_decode_forward(const uint8_t *p, size_t n, struct proto_forward *out, 
 {
     struct rd r = {p, n, 0};
     struct proto_forward *f = out;
-    f->n_tokens = f->n_seqs = f->n_embd = f->n_rows = 0;
+    f->n_tokens = f->n_seqs = f->n_embd = f->n_rows = f->n_ops = 0;
     f->tokens = NULL;
     f->seqs = NULL;
     f->rows = NULL;
+    f->ops = NULL;
     if (!rd_has(&r, FWD_FIXED))
         return bt_errf(err, errsz, BT_EFORMAT, "%zu bytes, at least %d expected", n, FWD_FIXED);
-    uint32_t nt = rd32(&r), ns = rd32(&r), ne = rd32(&r), nr = rd32(&r);
+    uint32_t nt = rd32(&r), ns = rd32(&r), ne = rd32(&r), nr = rd32(&r), no = rd32(&r);
     int rc = forward_counts(nt, ns, ne, nr, BT_EFORMAT, err, errsz);
     if (rc < 0) return rc;
-    size_t want = forward_size(nt, ns, nr, ne, 0); /* without the bias entries */
+    if (no > PROTO_MAX_KV_OPS)
+        return bt_errf(err, errsz, BT_EFORMAT, "%u KV operations, at most %u", no,
+                       PROTO_MAX_KV_OPS);
+    size_t want = forward_size(nt, ns, nr, ne, 0, no); /* without the bias entries */
     if (want > n)
         return bt_errf(err, errsz, BT_EFORMAT,
                        "%u tokens, %u seqs, %u rows of %u need at least %zu bytes, the payload "
@@ -871,7 +919,8 @@ int proto_decode_forward(const uint8_t *p, size_t n, struct proto_forward *out, 
         return bt_errf(err, errsz, BT_ENOMEM, "no memory for %zu logit bias entries", bias_room);
     if (grow((void **)&f->tok_store, &f->tok_cap, nt, sizeof(*f->tok_store)) < 0 ||
         grow((void **)&f->seq_store, &f->seq_cap, ns, sizeof(*f->seq_store)) < 0 ||
-        grow((void **)&f->id_scratch, &f->id_cap, ns, sizeof(*f->id_scratch)) < 0)
+        grow((void **)&f->id_scratch, &f->id_cap, ns, sizeof(*f->id_scratch)) < 0 ||
+        grow((void **)&f->op_store, &f->op_cap, no ? no : 1, sizeof(*f->op_store)) < 0)
         return bt_errf(err, errsz, BT_ENOMEM, "no memory for a %u-token batch", nt);
     for (uint32_t i = 0; i < nt; i++) {
         struct proto_token *t = &f->tok_store[i];
@@ -880,6 +929,16 @@ int proto_decode_forward(const uint8_t *p, size_t n, struct proto_forward *out, 
         t->token = (int32_t)rd32(&r);
         t->flags = rd32(&r);
         t->seq_idx = 0;
+    }
+    for (uint32_t i = 0; i < no; i++) {
+        struct proto_kv_op *o = &f->op_store[i];
+        o->kind = rd32(&r);
+        o->seq = rd32(&r);
+        o->index = rd32(&r);
+        o->block = (int32_t)rd32(&r);
+        o->src = rd32(&r);
+        o->n = rd32(&r);
+        if ((rc = kv_op_check(o, i, BT_EFORMAT, err, errsz)) < 0) return rc;
     }
     size_t nb_read = 0;
     for (uint32_t i = 0; i < ns; i++) {
@@ -930,11 +989,13 @@ int proto_decode_forward(const uint8_t *p, size_t n, struct proto_forward *out, 
     f->n_seqs = ns;
     f->n_embd = ne;
     f->n_rows = nr;
+    f->n_ops = no;
+    f->ops = f->op_store;
     f->tokens = f->tok_store;
     f->seqs = f->seq_store;
     rc = forward_check(f, f->tok_store, f->id_scratch, BT_EFORMAT, err, errsz);
     if (rc < 0) {
-        f->n_tokens = f->n_seqs = f->n_embd = f->n_rows = 0;
+        f->n_tokens = f->n_seqs = f->n_embd = f->n_rows = f->n_ops = 0;
         f->rows = NULL;
     }
     return rc;
@@ -948,6 +1009,7 @@ void proto_forward_free(struct proto_forward *f)
     free(f->row_store);
     free(f->id_scratch);
     free(f->bias_store);
+    free(f->op_store);
     memset(f, 0, sizeof(*f));
 }
 
@@ -1190,7 +1252,7 @@ void proto_reset_free(struct proto_reset *r)
 
 /* ---- sizes -------------------------------------------------------------------------------- */
 
-size_t proto_max_size(uint32_t op, const struct proto_sizes *s, uint32_t n_embd)
+size_t proto_max_size(uint32_t op, const struct proto_sizes *s, uint32_t n_embd, uint32_t max_ops)
 {
     const size_t n_seq = s->n_seq,
                  text = 2 * 3 + PROTO_BUILD_ID_MAX + PROTO_BACKEND_MAX + PROTO_HOST_MAX;
@@ -1213,8 +1275,8 @@ size_t proto_max_size(uint32_t op, const struct proto_sizes *s, uint32_t n_embd)
         payload = 4;
         break;
     case PROTO_OP_FORWARD:
-        payload =
-            forward_size(s->max_batch, s->n_seq, s->max_batch, n_embd, n_seq * PROTO_MAX_BIAS);
+        payload = forward_size(s->max_batch, s->n_seq, s->max_batch, n_embd, n_seq * PROTO_MAX_BIAS,
+                               max_ops);
         break;
     case PROTO_OP_TOKENS:
         payload = 4 + n_seq * (TOK_ITEM + PROTO_MAX_LOGPROBS * TOK_TOP);
@@ -1231,11 +1293,11 @@ size_t proto_max_size(uint32_t op, const struct proto_sizes *s, uint32_t n_embd)
     return PROTO_HDR_SIZE + payload;
 }
 
-size_t proto_max_msg(const struct proto_sizes *s, uint32_t n_embd)
+size_t proto_max_msg(const struct proto_sizes *s, uint32_t n_embd, uint32_t max_ops)
 {
     size_t most = 0;
     for (uint32_t op = 1; op < PROTO_OP_COUNT; op++) {
-        size_t k = proto_max_size(op, s, n_embd);
+        size_t k = proto_max_size(op, s, n_embd, max_ops);
         if (k > most) most = k;
     }
     return most;

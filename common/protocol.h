@@ -23,9 +23,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PROTO_MAGIC   0x4e544142u /* the bytes "BATN" */
-#define PROTO_VERSION 3 /* 2: FORWARD carries each sequence's logit bias; 3: HANDSHAKE the sizes   \
-                         */
+#define PROTO_MAGIC 0x4e544142u /* the bytes "BATN" */
+/* 2: FORWARD carries each sequence's logit bias; 3: HANDSHAKE the sizes; 4: FORWARD the KV block
+ * operations, HANDSHAKE the block pool */
+#define PROTO_VERSION  4
 #define PROTO_HDR_SIZE 40
 
 /* Caps: a message past any of them is rejected before anything is allocated. */
@@ -43,6 +44,8 @@
 #define PROTO_HOST_MAX     255
 #define PROTO_ERRMSG_MAX   512
 #define PROTO_SEQ_NONE     0xffffffffu /* ERROR not tied to one sequence */
+#define PROTO_MAX_BLOCKS   (1u << 24)  /* KV blocks in a pool */
+#define PROTO_MAX_KV_OPS   (1u << 20)  /* KV block operations in one FORWARD */
 
 enum proto_op {
     PROTO_OP_HANDSHAKE = 1,       /* both ways: identity, layers, load progress */
@@ -95,6 +98,7 @@ struct proto_sizes {
     uint32_t n_ctx;     /* positions per sequence, 1..PROTO_MAX_POS */
     uint32_t max_batch; /* tokens in one micro-batch, 1..PROTO_MAX_TOKENS */
     uint32_t kv_type;   /* element type of the KV cache (quant.h: BT_F16, BT_F32) */
+    uint32_t n_blocks;  /* KV blocks in every stage's pool, 1..PROTO_MAX_BLOCKS */
 };
 
 struct proto_handshake {
@@ -177,6 +181,18 @@ struct proto_token {
     uint32_t seq_idx; /* decode fills: index of seq_id in seqs[]; ignored by the encoder */
 };
 
+/* A KV block operation (kv.h: struct kv_op; rank 0 decides, every rank applies it to its
+ * cache before the batch runs). */
+enum proto_kv_kind { PROTO_KV_MAP = 1, PROTO_KV_COPY = 2, PROTO_KV_RESET = 3 };
+struct proto_kv_op {
+    uint32_t kind;  /* enum proto_kv_kind */
+    uint32_t seq;   /* MAP, RESET: < PROTO_MAX_SEQS */
+    uint32_t index; /* MAP: the sequence's table entry */
+    int32_t block;  /* MAP: a block id or -1 (unmap); COPY: the destination */
+    uint32_t src;   /* COPY: the source block */
+    uint32_t n;     /* COPY: cells (<= 1024); RESET: positions */
+};
+
 struct proto_seq {
     uint32_t seq_id;
     uint32_t flags; /* PROTO_SEQ_* */
@@ -185,17 +201,19 @@ struct proto_seq {
 
 /* A micro-batch. Activation row r (n_embd f32) belongs to the r-th token with PROTO_TOK_ROW. */
 struct proto_forward {
-    uint32_t n_tokens, n_seqs, n_embd, n_rows;
-    struct proto_token *tokens; /* (n_tokens) */
-    struct proto_seq *seqs;     /* (n_seqs), seq ids unique */
-    const float *rows;          /* (n_rows, n_embd) */
+    uint32_t n_tokens, n_seqs, n_embd, n_rows, n_ops;
+    struct proto_token *tokens;    /* (n_tokens) */
+    const struct proto_kv_op *ops; /* (n_ops), applied in order before the batch runs */
+    struct proto_seq *seqs;        /* (n_seqs), seq ids unique */
+    const float *rows;             /* (n_rows, n_embd) */
     /* decode storage, owned; freed by proto_forward_free */
     struct proto_token *tok_store;
     struct proto_seq *seq_store;
     float *row_store;
     uint64_t *id_scratch;
     struct proto_bias *bias_store;
-    size_t tok_cap, seq_cap, row_cap, id_cap, bias_cap;
+    struct proto_kv_op *op_store;
+    size_t tok_cap, seq_cap, row_cap, id_cap, bias_cap, op_cap;
 };
 
 struct proto_top {
@@ -287,13 +305,14 @@ int proto_encode_reset(struct proto_buf *b, const struct proto_route *r,
                        const struct proto_reset *p, char *err, size_t errsz);
 
 /* The largest complete message (header included) of opcode op that a rank of a pipeline with
- * these sizes and activation rows of n_embd floats can send: FORWARD with max_batch tokens and
- * rows and n_seq new sequences, each with PROTO_MAX_BIAS logit bias entries; TOKENS with n_seq
- * items of PROTO_MAX_LOGPROBS alternatives; the longest strings of the others. 0 for an unknown
- * op; more than PROTO_HDR_SIZE + PROTO_MAX_PAYLOAD when the sizes do not fit the wire format.
+ * these sizes, activation rows of n_embd floats and at most max_ops KV block operations per
+ * FORWARD can send: FORWARD with max_batch tokens and rows, max_ops operations and n_seq new
+ * sequences, each with PROTO_MAX_BIAS logit bias entries; TOKENS with n_seq items of
+ * PROTO_MAX_LOGPROBS alternatives; the longest strings of the others. 0 for an unknown op; more
+ * than PROTO_HDR_SIZE + PROTO_MAX_PAYLOAD when the sizes do not fit the wire format.
  * proto_max_msg: the largest over every opcode, what a receiver must accept. */
-size_t proto_max_size(uint32_t op, const struct proto_sizes *s, uint32_t n_embd);
-size_t proto_max_msg(const struct proto_sizes *s, uint32_t n_embd);
+size_t proto_max_size(uint32_t op, const struct proto_sizes *s, uint32_t n_embd, uint32_t max_ops);
+size_t proto_max_msg(const struct proto_sizes *s, uint32_t n_embd, uint32_t max_ops);
 
 /* Check the header of the complete message buf[len]: length, magic, header checksum, version,
  * opcode, flags, sender, payload size (== len - PROTO_HDR_SIZE, <= PROTO_MAX_PAYLOAD) and payload

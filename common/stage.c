@@ -262,7 +262,10 @@ int stage_build(const struct gguf *g, const struct stage_params *p, struct stage
         rc = bt_errf(err, errsz, BT_ERR, "cannot start %d compute threads", s->n_threads);
         goto fail;
     }
-    if ((rc = kv_new(s->m, s->n_seq, s->n_ctx, p->kv_type, &s->kv, err, errsz)) < 0 ||
+    const int n_blocks =
+        p->n_blocks > 0 ? p->n_blocks : s->n_seq * ((s->n_ctx + KV_BLOCK - 1) / KV_BLOCK);
+    if ((rc = kv_new_blocks(s->m, s->n_seq, s->n_ctx, n_blocks, p->kv_type, &s->kv, err, errsz)) <
+            0 ||
         (rc = fwd_new_dev(s->m, s->kv, s->pool, p->device, s->max_batch, s->m->last ? s->n_seq : 1,
                           &s->f, err, errsz)) < 0 ||
         (s->m->last && (rc = seqsmp_new(s->n_seq, s->n_vocab, s->n_ctx, &s->smp, err, errsz)) < 0))
@@ -297,20 +300,22 @@ void stage_free(struct stage *s)
     free(s);
 }
 
+int stage_kv_apply(struct stage *s, const struct kv_op *ops, int n, char *err, size_t errsz)
+{
+    return fwd_kv_apply(s->f, ops, n, err, errsz);
+}
+
 int stage_seq_reset(struct stage *s, int seq, const struct smp_params *p, char *err, size_t errsz)
 {
     if (seq < 0 || seq >= s->n_seq)
         return bt_errf(err, errsz, BT_EINVAL, "sequence id %d out of range 0..%d", seq,
                        s->n_seq - 1);
-    kv_seq_clear(s->kv, seq);
     return s->smp && p ? seqsmp_reset(s->smp, seq, p, err, errsz) : BT_OK;
 }
 
 void stage_seq_release(struct stage *s, int seq)
 {
-    if (seq < 0 || seq >= s->n_seq) return;
-    kv_seq_clear(s->kv, seq);
-    if (s->smp) seqsmp_release(s->smp, seq);
+    if (seq >= 0 && seq < s->n_seq && s->smp) seqsmp_release(s->smp, seq);
 }
 
 void stage_batch_clear(struct stage *s)

@@ -35,6 +35,7 @@ struct kv;
 struct bt_pool;
 struct fwd;
 struct seqsmp;
+struct kv_op;
 
 #define STAGE_MAX 256 /* stages (ranks) in one pipeline */
 
@@ -73,13 +74,14 @@ int stage_load(const struct gguf *g, int l0, int l1, stage_progress_fn fn, void 
 /* ---- the running stage ---- */
 
 struct stage_params {
-    int l0, l1;                 /* layers [l0, l1); l1 = -1: to the last */
-    int n_seq;                  /* sequences (KV slots, samplers) */
-    int n_ctx;                  /* positions per sequence; 0: the model's training context */
-    int max_batch;              /* tokens per micro-batch (pipeline_max_batch) */
-    uint32_t kv_type;           /* BT_F16 or BT_F32 */
-    int n_threads;              /* compute threads; 0: one per core */
-    int device;                 /* DEV_CPU or a CUDA index (device.h) */
+    int l0, l1;       /* layers [l0, l1); l1 = -1: to the last */
+    int n_seq;        /* sequences (KV slots, samplers) */
+    int n_ctx;        /* positions per sequence; 0: the model's training context */
+    int max_batch;    /* tokens per micro-batch (pipeline_max_batch) */
+    int n_blocks;     /* KV blocks in the pool (kv.h); 0: n_seq x ceil(n_ctx / KV_BLOCK) */
+    uint32_t kv_type; /* BT_F16 or BT_F32 */
+    int n_threads;    /* compute threads; 0: one per core */
+    int device;       /* DEV_CPU or a CUDA index (device.h) */
     stage_progress_fn progress; /* load progress, may be NULL; non-zero return cancels */
     void *arg;
 };
@@ -103,11 +105,14 @@ int stage_build(const struct gguf *g, const struct stage_params *p, struct stage
                 size_t errsz);
 void stage_free(struct stage *s); /* NULL is fine */
 
-/* A new sequence in seq: its KV cells forgotten and, on the last stage, a sampler with p (the
- * sampling policy applied; sampler.h). BT_EINVAL for a bad seq or parameters the policy cannot
- * mend (a bias token outside the vocabulary), with text. */
+/* Apply KV block operations (kv.h, decided by blocks.h on rank 0) to the stage's cache. */
+int stage_kv_apply(struct stage *s, const struct kv_op *ops, int n, char *err, size_t errsz);
+
+/* A new sequence in seq: on the last stage a sampler with p (the sampling policy applied;
+ * sampler.h); its KV cells are the block operations' business. BT_EINVAL for a bad seq or
+ * parameters the policy cannot mend (a bias token outside the vocabulary), with text. */
 int stage_seq_reset(struct stage *s, int seq, const struct smp_params *p, char *err, size_t errsz);
-/* The sequence ended: forget its KV cells (its sampler stays until the next reset). */
+/* The sequence ended (its sampler stays until the next reset). */
 void stage_seq_release(struct stage *s, int seq);
 
 /* Start an empty micro-batch; add one token of seq at pos (want: sample after it). BT_EFULL past

@@ -89,6 +89,17 @@ const struct cfg_opt cfg_opts[] = {
      .def = "256",
      .doc = "Prompt tokens processed per step, interleaved with the decode steps of running "
             "requests. Every rank of a pipeline must have the same."},
+    {.name = "kv-blocks",
+     .type = CFG_INT,
+     .group = CFG_G_STAGE,
+     .offset = OFF(stage.kv_blocks),
+     .min = 0,
+     .max = 1 << 24,
+     .def = "0",
+     .doc = "Blocks of 16 token positions in every stage's KV cache, shared by all sequences and "
+            "the prefix cache (0: enough for every slot's whole context, --parallel x "
+            "--ctx-size / 16). More keeps more prompts cached; fewer bounds the memory (a request "
+            "then waits for blocks). Every rank of a pipeline must have the same."},
     {.name = "cache-type",
      .type = CFG_ENUM,
      .group = CFG_G_STAGE,

@@ -39,9 +39,10 @@ struct cfg_stage {
     int64_t ctx_size; /* positions per sequence (0: the model's training context) */
     int64_t parallel; /* slots: sequences decoded together */
     int64_t prefill_chunk;
-    int cache_type;                /* enum cfg_cache_type */
-    char *split;                   /* layers per stage "8,7,7"; NULL or "": even by bytes */
-    int64_t init_timeout;          /* seconds the ranks have to load and answer the handshake */
+    int64_t kv_blocks;    /* KV blocks of every stage's cache (0: every slot's whole context) */
+    int cache_type;       /* enum cfg_cache_type */
+    char *split;          /* layers per stage "8,7,7"; NULL or "": even by bytes */
+    int64_t init_timeout; /* seconds the ranks have to load and answer the handshake */
     int64_t heartbeat_interval_ms; /* heartbeats to every rank while idle */
     int64_t heartbeat_misses;      /* heartbeats missed in a row: the rank is offline */
     int64_t step_timeout_ms;       /* a pipeline step with no answer by then: a stage is hung */

@@ -37,6 +37,7 @@ struct rankd {
     struct stage_pick *picks;    /* (n_seq) last stage: what stage_sample chose */
     struct proto_sampled *items; /* (n_seq) */
     struct proto_top *tops;      /* (n_seq, PROTO_MAX_LOGPROBS) */
+    struct kv_op *ops;           /* (max KV operations of one FORWARD) */
     /* messages */
     struct proto_buf out;
     struct proto_msg msg;
@@ -281,12 +282,24 @@ static bool forward_ok(struct rankd *d, const struct proto_forward *fw, uint64_t
     return true;
 }
 
-/* Per-sequence flags: a new sequence forgets its cache (and gets its sampler, the policy
- * applied); CLEAR_KV drops the cells from the batch's first position of the sequence on. */
+/* The KV block operations rank 0 decided (its table, blocks.h), then the per-sequence flags: a
+ * new sequence gets its sampler (the policy applied); CLEAR_KV drops the cells from the batch's
+ * first position of the sequence on. */
 static bool apply_seq_flags(struct rankd *d, const struct proto_forward *fw, uint64_t step)
 {
     struct stage *st = d->stage;
     char err[384];
+    if (fw->n_ops > pipeline_max_kv_ops(&d->hs.sizes)) {
+        report(d, step, PROTO_SEQ_NONE, BT_EINVAL, "FORWARD with %u KV operations, at most %u",
+               fw->n_ops, pipeline_max_kv_ops(&d->hs.sizes));
+        return false;
+    }
+    pipeline_kv_from_proto(fw->ops, (int)fw->n_ops, d->ops);
+    int rc = stage_kv_apply(st, d->ops, (int)fw->n_ops, err, sizeof(err));
+    if (rc < 0) {
+        report(d, step, PROTO_SEQ_NONE, rc, "%s", err);
+        return false;
+    }
     for (uint32_t i = 0; i < fw->n_seqs; i++) {
         const struct proto_seq *s = &fw->seqs[i];
         int seq = (int)s->seq_id;
@@ -294,7 +307,7 @@ static bool apply_seq_flags(struct rankd *d, const struct proto_forward *fw, uin
             struct smp_params p;
             struct smp_bias bias[SMP_MAX_BIAS];
             pipeline_sampling_from_proto(&s->sampling, &p, bias);
-            int rc = stage_seq_reset(st, seq, &p, err, sizeof(err));
+            rc = stage_seq_reset(st, seq, &p, err, sizeof(err));
             if (rc < 0) {
                 report(d, step, s->seq_id, rc, "%s", err);
                 return false;
@@ -348,6 +361,8 @@ static void on_forward(struct rankd *d, const struct proto_msg *m)
                                    .n_seqs = fw->n_seqs,
                                    .n_embd = (uint32_t)st->n_embd,
                                    .n_rows = fw->n_tokens,
+                                   .n_ops = fw->n_ops, /* every later stage applies them too */
+                                   .ops = fw->ops,
                                    .tokens = fw->tokens,
                                    .seqs = fw->seqs,
                                    .rows = out};
@@ -513,7 +528,8 @@ static int describe_stage(struct rankd *d, const struct model_hparams *hp,
     d->hs.layer_end = (uint32_t)r->l1;
     d->hs.n_layers = (uint32_t)hp->n_layer;
     pipeline_sizes((int)c->parallel, (int)c->ctx_size, hp->n_ctx_train, (int)c->prefill_chunk,
-                   c->cache_type == CFG_CACHE_F32 ? BT_F32 : BT_F16, &d->hs.sizes);
+                   c->cache_type == CFG_CACHE_F32 ? BT_F32 : BT_F16, (int)c->kv_blocks,
+                   &d->hs.sizes);
     int n_threads = c->threads > 0 ? (int)c->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (cfg_device(c) == DEV_CPU)
         snprintf(d->hs.backend, sizeof(d->hs.backend), "cpu %s, %d threads", kern_isa(),
@@ -557,6 +573,7 @@ static int load_stage(struct rankd *d)
                               .n_seq = (int)d->hs.sizes.n_seq,
                               .n_ctx = (int)d->hs.sizes.n_ctx,
                               .max_batch = (int)d->hs.sizes.max_batch,
+                              .n_blocks = (int)d->hs.sizes.n_blocks,
                               .kv_type = d->hs.sizes.kv_type,
                               .n_threads = (int)c->threads,
                               .device = cfg_device(c),
@@ -567,7 +584,9 @@ static int load_stage(struct rankd *d)
     d->picks = calloc((size_t)st->n_seq, sizeof(*d->picks));
     d->items = calloc((size_t)st->n_seq, sizeof(*d->items));
     d->tops = calloc((size_t)st->n_seq * PROTO_MAX_LOGPROBS, sizeof(*d->tops));
-    if (!d->picks || !d->items || !d->tops) return bt_errf(err, errsz, BT_ENOMEM, "out of memory");
+    d->ops = malloc(sizeof(*d->ops) * pipeline_max_kv_ops(&d->hs.sizes));
+    if (!d->picks || !d->items || !d->tops || !d->ops)
+        return bt_errf(err, errsz, BT_ENOMEM, "out of memory");
     bt_info("stage ready: layers [%d, %d), %d threads, weights %.1f MiB, KV %d x %d %s (%.1f "
             "MiB), RSS %.1f MiB",
             st->m->l0, st->m->l1, st->n_threads, (double)st->m->n_bytes / (1 << 20), st->n_seq,
@@ -581,6 +600,7 @@ static void rankd_free(struct rankd *d)
     free(d->picks);
     free(d->items);
     free(d->tops);
+    free(d->ops);
     stage_free(d->stage);
     gguf_close(d->g);
     proto_buf_free(&d->out);

@@ -474,6 +474,7 @@ int api_parse_gen(int kind, const char *body, size_t len, int n_vocab, struct ap
     g->top_p = 1.0f;
     g->repeat_penalty = 1.0f;
     g->n_logprobs = -1;
+    g->cache_prompt = true;
 
     rc = parse_object(body, len, &root, e);
     if (rc < 0) goto fail;
@@ -515,6 +516,7 @@ int api_parse_gen(int kind, const char *body, size_t len, int n_vocab, struct ap
     }
     if ((rc = get_bool(root, "stream", &g->stream, e)) < 0) goto fail;
     if ((rc = get_bool(root, "ignore_eos", &g->ignore_eos, e)) < 0) goto fail;
+    if ((rc = get_bool(root, "cache_prompt", &g->cache_prompt, e)) < 0) goto fail;
     const cJSON *so = field(root, "stream_options");
     if (so) {
         if (!cJSON_IsObject(so)) {
@@ -661,10 +663,12 @@ static bool add_int(cJSON *o, const char *name, double v)
 
 static bool add_usage(cJSON *root, const struct api_out *o)
 {
-    cJSON *u = cJSON_AddObjectToObject(root, "usage");
+    cJSON *u = cJSON_AddObjectToObject(root, "usage"), *d;
     return u && add_int(u, "prompt_tokens", o->prompt_tokens) &&
            add_int(u, "completion_tokens", o->completion_tokens) &&
-           add_int(u, "total_tokens", o->prompt_tokens + o->completion_tokens);
+           add_int(u, "total_tokens", o->prompt_tokens + o->completion_tokens) &&
+           (d = cJSON_AddObjectToObject(u, "prompt_tokens_details")) &&
+           add_int(d, "cached_tokens", o->cached_tokens);
 }
 
 static cJSON *head(const struct api_out *o, const char *object)

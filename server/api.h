@@ -59,7 +59,8 @@ struct api_gen {
     int n_bias;
     int n_logprobs; /* -1: no logprobs; else top alternatives per token (0..API_MAX_TOP) */
     bool stream, include_usage;
-    bool ignore_eos; /* llama-server / vLLM extension: end-of-generation tokens are banned */
+    bool ignore_eos;   /* llama-server / vLLM extension: end-of-generation tokens are banned */
+    bool cache_prompt; /* llama-server's: look the prompt up in the prefix cache (default true) */
     char *stop[API_MAX_STOP];
     int n_stop;
     char *user;
@@ -106,7 +107,8 @@ struct api_out {
     int n_lp;
     const char *finish; /* "stop", "length" or NULL (a chunk that does not end the stream) */
     int prompt_tokens, completion_tokens;
-    bool usage_null; /* stream chunks with include_usage: "usage": null */
+    int cached_tokens; /* usage.prompt_tokens_details.cached_tokens */
+    bool usage_null;   /* stream chunks with include_usage: "usage": null */
     api_piece_fn piece;
     void *piece_ctx;
 };

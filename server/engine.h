@@ -13,11 +13,17 @@
  * batch over, collect() returns the results of the oldest batch not yet collected. A sequence is
  * never in two in-flight batches at once.
  *
+ * The KV cache is in blocks (kv.h) whose table the engine keeps (blocks.h, on rank 0): a sequence
+ * begins with seq_begin, which maps the longest cached prefix of its prompt (the prefix cache)
+ * and reserves blocks for the rest of its positions; its first item then starts at the position
+ * seq_begin returned.
+ *
  * Threads: every function except create is called from the scheduler thread only (the thread
  * that owns the engine); the load progress callback runs on that thread too. */
 #ifndef BATON_ENGINE_H
 #define BATON_ENGINE_H
 
+#include "blocks.h"
 #include "sampler.h"
 
 #include <stdbool.h>
@@ -56,6 +62,7 @@ struct eng_load_params {
     int n_threads;      /* 0: one per core */
     const char *device; /* this process's stage: "cuda:N", or NULL / "cpu" (device.h) */
     uint32_t kv_type;   /* element type of the KV cache: BT_F16 or BT_F32 (0: BT_F16) */
+    int n_blocks;       /* KV blocks of every stage's cache; 0: n_seq x ceil(n_ctx / KV_BLOCK) */
     void (*progress)(void *arg, int rank, float fraction); /* may be NULL */
     void *progress_arg;
 };
@@ -65,6 +72,7 @@ struct eng_info {
     int n_vocab;
     int n_layer;
     int max_batch;    /* tokens in one micro-batch, at most (the load parameter, resolved) */
+    int n_blocks;     /* KV blocks (resolved) */
     int max_inflight; /* micro-batches the engine can hold at once (>= 1) */
     int tick_ms;      /* call ranks() at least this often while idle (0: every second) */
 };
@@ -100,14 +108,22 @@ struct eng_ops {
     /* Load the weights from g (open until destroy) and allocate per-sequence state. */
     int (*load)(void *self, const struct gguf *g, const struct eng_load_params *p,
                 struct eng_info *info, char *err, size_t errsz);
-    /* Hand over a micro-batch of n items (distinct seqs). BT_EINVAL: malformed batch. */
+    /* A new sequence in seq (released before) for prompt[0..n), which may grow to n_total
+     * positions: with lookup, the longest cached prefix of the prompt (never its last token) is
+     * mapped; blocks for the rest are reserved. *n_cached: the positions present, where its first
+     * item starts. BT_EFULL: not enough KV blocks can be freed now (keep the request waiting);
+     * BT_EINVAL: it needs more blocks than the cache has, or bad arguments. */
+    int (*seq_begin)(void *self, int32_t seq, const int32_t *prompt, int n, int n_total,
+                     bool lookup, int *n_cached, char *err, size_t errsz);
+    /* Hand over a micro-batch of n items (distinct seqs, each begun). BT_EINVAL: malformed. */
     int (*submit)(void *self, const struct eng_item *items, int n, char *err, size_t errsz);
     /* Results of the oldest submitted batch: out[i] for item i when items[i].sample (others
      * untouched). Waits up to timeout_ms (BT_ETIMEOUT: not ready, call again). Any other error
      * fails the whole batch (the batch is consumed). */
     int (*collect)(void *self, struct eng_result *out, int n, int timeout_ms, char *err,
                    size_t errsz);
-    /* The sequence is finished or cancelled: drop its cache and sampler state. */
+    /* The sequence is finished or cancelled: its blocks are unreferenced (what it computed stays
+     * cached), its sampler state dropped. */
     void (*release)(void *self, int32_t seq);
     /* Status of the ranks, up to cap; returns how many. */
     int (*ranks)(void *self, struct eng_rank *out, int cap);
@@ -117,6 +133,8 @@ struct eng_ops {
     /* After a failed load: the exit status the process should end with (exitcodes.h: a bad
      * model or option, a handshake mismatch, a fault); NULL: BT_EXIT_CONFIG. */
     int (*exit_code)(void *self);
+    /* The block table's counters (blocks.h); NULL: none. */
+    void (*cache_stats)(void *self, struct blk_stats *out);
 };
 
 struct engine {

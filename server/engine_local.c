@@ -3,6 +3,7 @@
 
 #include "device.h"
 #include "gguf.h"
+#include "blocks.h"
 #include "kv.h"
 #include "log.h"
 #include "model.h"
@@ -17,6 +18,9 @@
 
 struct eng_local {
     struct stage *st;
+    struct blk_table *bt; /* the blocks of the stage's cache: the prefix cache */
+    struct kv_op *ops;    /* (max ops of one begin or one batch) */
+    int ops_cap;
     /* the batch waiting to be collected */
     bool pending;
     int n_items;
@@ -49,6 +53,7 @@ static int local_load(void *self, const struct gguf *g, const struct eng_load_pa
                               .n_seq = p->n_seq,
                               .n_ctx = p->n_ctx,
                               .max_batch = p->max_batch,
+                              .n_blocks = p->n_blocks,
                               .kv_type = p->kv_type ? p->kv_type : BT_F16,
                               .n_threads = p->n_threads,
                               .progress = on_load_progress,
@@ -57,11 +62,14 @@ static int local_load(void *self, const struct gguf *g, const struct eng_load_pa
     sp.device = dev;
     if ((rc = stage_build(g, &sp, &e->st, err, errsz)) < 0) goto fail;
     const struct stage *st = e->st;
+    if ((rc = blk_new(st->kv->n_blocks, st->n_seq, st->n_ctx, &e->bt, err, errsz)) < 0) goto fail;
+    e->ops_cap = blk_max_ops_begin(e->bt) + blk_max_ops_grow(st->max_batch) + 2 * st->n_seq;
+    e->ops = malloc(sizeof(*e->ops) * (size_t)e->ops_cap);
     e->res = calloc((size_t)st->n_seq, sizeof(*e->res));
     e->has_res = calloc((size_t)st->n_seq, sizeof(*e->has_res));
     e->picks = calloc((size_t)st->n_seq, sizeof(*e->picks));
     e->item_of_pick = calloc((size_t)st->n_seq, sizeof(*e->item_of_pick));
-    if (!e->res || !e->has_res || !e->picks || !e->item_of_pick) {
+    if (!e->res || !e->has_res || !e->picks || !e->item_of_pick || !e->ops) {
         rc = bt_errf(err, errsz, BT_ENOMEM, "out of memory");
         goto fail;
     }
@@ -69,14 +77,17 @@ static int local_load(void *self, const struct gguf *g, const struct eng_load_pa
     info->n_vocab = st->n_vocab;
     info->n_layer = st->m->hp.n_layer;
     info->max_batch = st->max_batch;
+    info->n_blocks = st->kv->n_blocks;
     info->max_inflight = 1;
     e->rank.layer_first = 0;
     e->rank.layer_last = st->m->hp.n_layer;
     e->rank.state = ENG_RANK_READY;
     e->lp = NULL;
-    bt_info("%s: %s, %d layers, %d threads, KV %d x %d %s (%.1f MiB)", gguf_path(g),
-            model_arch_name(st->m->hp.arch), st->m->hp.n_layer, st->n_threads, st->n_seq, st->n_ctx,
-            bt_type_name(st->kv->type), (double)kv_bytes(st->kv) / (1 << 20));
+    bt_info("%s: %s, %d layers, %d threads, %d sequences of %d, KV %d blocks of %d %s (%.1f "
+            "MiB)",
+            gguf_path(g), model_arch_name(st->m->hp.arch), st->m->hp.n_layer, st->n_threads,
+            st->n_seq, st->n_ctx, st->kv->n_blocks, KV_BLOCK, bt_type_name(st->kv->type),
+            (double)kv_bytes(st->kv) / (1 << 20));
     return BT_OK;
 fail:
     e->lp = NULL;
@@ -101,6 +112,14 @@ static int local_run(struct eng_local *e, const struct eng_item *items, int n)
         if (it->reset && (rc = stage_seq_reset(st, it->seq, it->sp, err, errsz)) < 0) return rc;
         if (!seqsmp_ready(st->smp, it->seq))
             return bt_errf(err, errsz, BT_EINVAL, "seq %d was never reset", it->seq);
+        int n_ops = 0;
+        if ((rc = blk_seq_grow(e->bt, it->seq, it->pos, it->tokens, it->n_tokens, e->ops, &n_ops)) <
+            0)
+            return bt_errf(err, errsz, rc,
+                           "seq %d: positions %d..%d: not its next ones, or past "
+                           "its KV blocks",
+                           it->seq, it->pos, it->pos + it->n_tokens - 1);
+        if ((rc = stage_kv_apply(st, e->ops, n_ops, err, errsz)) < 0) return rc;
         for (int k = 0; k < it->n_tokens; k++)
             stage_batch_add(st, it->seq, it->pos + k, it->tokens[k],
                             it->sample && k == it->n_tokens - 1);
@@ -109,6 +128,8 @@ static int local_run(struct eng_local *e, const struct eng_item *items, int n)
     const float *logits;
     int n_out = 0;
     if ((rc = stage_run(st, NULL, &logits, &n_out, err, errsz)) < 0) return rc;
+    for (int i = 0; i < n; i++) /* computed: the blocks it filled enter the cache */
+        blk_seq_commit(e->bt, items[i].seq, items[i].pos + items[i].n_tokens);
     int n_picks = stage_sample(st, logits, n_out, e->picks);
     for (int k = 0; k < n_picks && k < n_want; k++) {
         const struct stage_pick *pk = &e->picks[k];
@@ -159,10 +180,38 @@ static int local_collect(void *self, struct eng_result *out, int n, int timeout_
     return BT_OK;
 }
 
+static int local_seq_begin(void *self, int32_t seq, const int32_t *prompt, int n, int n_total,
+                           bool lookup, int *n_cached, char *err, size_t errsz)
+{
+    struct eng_local *e = self;
+    int n_ops = 0;
+    if (!e->bt) return bt_errf(err, errsz, BT_EINVAL, "the model is not loaded");
+    int rc = blk_seq_begin(e->bt, seq, prompt, n, n_total, lookup, e->ops, &n_ops, n_cached);
+    if (rc == BT_EFULL) return bt_errf(err, errsz, rc, "no KV blocks free now");
+    if (rc < 0)
+        return bt_errf(err, errsz, rc,
+                       "sequence %d: %d positions need more KV blocks than the "
+                       "%d of the cache (--kv-blocks), or it is running",
+                       seq, n_total, e->st->kv->n_blocks);
+    rc = stage_kv_apply(e->st, e->ops, n_ops, err, errsz);
+    if (rc < 0) blk_seq_end(e->bt, seq);
+    return rc;
+}
+
 static void local_release(void *self, int32_t seq)
 {
     struct eng_local *e = self;
+    if (e->bt) blk_seq_end(e->bt, seq);
     if (e->st) stage_seq_release(e->st, seq);
+}
+
+static void local_cache_stats(void *self, struct blk_stats *out)
+{
+    struct eng_local *e = self;
+    if (e->bt)
+        blk_get_stats(e->bt, out);
+    else
+        memset(out, 0, sizeof(*out));
 }
 
 static int local_ranks(void *self, struct eng_rank *out, int cap)
@@ -178,6 +227,8 @@ static void local_destroy(void *self)
     struct eng_local *e = self;
     if (!e) return;
     stage_free(e->st);
+    blk_free(e->bt);
+    free(e->ops);
     free(e->res);
     free(e->has_res);
     free(e->picks);
@@ -188,11 +239,13 @@ static void local_destroy(void *self)
 static const struct eng_ops local_ops = {
     .name = "local",
     .load = local_load,
+    .seq_begin = local_seq_begin,
     .submit = local_submit,
     .collect = local_collect,
     .release = local_release,
     .ranks = local_ranks,
     .destroy = local_destroy,
+    .cache_stats = local_cache_stats,
 };
 
 int eng_local_new(struct engine *out)

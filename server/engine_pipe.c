@@ -47,6 +47,7 @@ struct pipe_flight {
     uint64_t step, deadline;
     int n;
     int32_t *seq;
+    int32_t *end; /* (n_seq) the position after each item: committed when the batch is answered */
     bool *sample, *got;
     struct eng_result *res;
     bool done;
@@ -69,6 +70,13 @@ struct eng_pipe {
     struct proto_token *ptok; /* (max_batch) */
     struct proto_seq *pseq;   /* (n_seq) */
     struct proto_bias *pbias; /* (n_seq, SMP_MAX_BIAS) logit bias entries of one FORWARD */
+    /* the KV blocks (blocks.h): rank 0 decides, stage 0 applies at once, the other ranks with the
+     * next FORWARD (whichever sequences it holds: the order of decisions is kept) */
+    struct blk_table *bt;
+    struct kv_op *pend;             /* (max_ops) operations not sent yet */
+    struct proto_kv_op *pwire;      /* (max_ops) the same, for the FORWARD */
+    int n_pend, max_ops, begin_ops; /* begin_ops: room kept for beginnings, the rest for grows */
+    int *pend_from, *pend_to;       /* (n_seq) a sequence's beginning in pend, -1: sent or none */
     struct proto_buf out;
     struct proto_msg msg;
     /* batches in flight: a ring of n_fl */
@@ -497,7 +505,7 @@ static int load_stage0(struct eng_pipe *e, const struct gguf *g, const struct en
     bt_info("%s: %d layers over %d ranks (%s); this rank: layers [%d, %d) + embedding",
             gguf_path(g), hp.n_layer, e->size, split, e->range[0].l0, e->range[0].l1);
     pipeline_sizes(p->n_seq, p->n_ctx, hp.n_ctx_train, p->max_batch - p->n_seq,
-                   p->kv_type ? p->kv_type : BT_F16, &e->sizes);
+                   p->kv_type ? p->kv_type : BT_F16, p->n_blocks, &e->sizes);
     e->hs.model_id = gguf_identity(g);
     e->hs.model_size = gguf_file_size(g);
     e->hs.layer_begin = (uint32_t)e->range[0].l0;
@@ -515,6 +523,7 @@ static int load_stage0(struct eng_pipe *e, const struct gguf *g, const struct en
                               .n_seq = (int)e->sizes.n_seq,
                               .n_ctx = (int)e->sizes.n_ctx,
                               .max_batch = (int)e->sizes.max_batch,
+                              .n_blocks = (int)e->sizes.n_blocks,
                               .kv_type = e->sizes.kv_type,
                               .n_threads = p->n_threads,
                               .device = dev,
@@ -529,6 +538,10 @@ static int load_stage0(struct eng_pipe *e, const struct gguf *g, const struct en
     e->n_vocab = e->st->n_vocab;
     e->n_embd = e->st->n_embd;
     e->max_batch = e->st->max_batch;
+    if ((rc = blk_new((int)e->sizes.n_blocks, e->n_seq, e->n_ctx, &e->bt, why, sizeof(why))) < 0) {
+        set_fail(e, rc, BT_EXIT_FAIL, "rank 0: %s", why);
+        return rc;
+    }
     return BT_OK;
 }
 
@@ -538,14 +551,22 @@ static int alloc_flights(struct eng_pipe *e)
     e->ptok = malloc(sizeof(*e->ptok) * (size_t)e->max_batch);
     e->pseq = malloc(sizeof(*e->pseq) * (size_t)e->n_seq);
     e->pbias = malloc(sizeof(*e->pbias) * (size_t)e->n_seq * SMP_MAX_BIAS);
-    bool ok = e->ptok && e->pseq && e->pbias;
+    e->max_ops = (int)pipeline_max_kv_ops(&e->sizes);
+    e->begin_ops = e->max_ops - blk_max_ops_grow(e->max_batch) - 2 * e->n_seq;
+    e->pend = malloc(sizeof(*e->pend) * (size_t)e->max_ops);
+    e->pwire = malloc(sizeof(*e->pwire) * (size_t)e->max_ops);
+    e->pend_from = malloc(sizeof(*e->pend_from) * (size_t)e->n_seq);
+    e->pend_to = malloc(sizeof(*e->pend_to) * (size_t)e->n_seq);
+    bool ok = e->ptok && e->pseq && e->pbias && e->pend && e->pwire && e->pend_from && e->pend_to;
+    for (int i = 0; ok && i < e->n_seq; i++) e->pend_from[i] = -1;
     for (int i = 0; ok && i < e->n_fl; i++) {
         struct pipe_flight *f = &e->fl[i];
         f->seq = malloc(sizeof(*f->seq) * (size_t)e->n_seq);
+        f->end = malloc(sizeof(*f->end) * (size_t)e->n_seq);
         f->sample = malloc(sizeof(*f->sample) * (size_t)e->n_seq);
         f->got = malloc(sizeof(*f->got) * (size_t)e->n_seq);
         f->res = calloc((size_t)e->n_seq, sizeof(*f->res));
-        ok = f->seq && f->sample && f->got && f->res;
+        ok = f->seq && f->end && f->sample && f->got && f->res;
     }
     if (!ok) set_fail(e, BT_ENOMEM, BT_EXIT_FAIL, "out of memory");
     return ok ? BT_OK : BT_ENOMEM;
@@ -625,6 +646,7 @@ static int pipe_load(void *self, const struct gguf *g, const struct eng_load_par
     info->n_vocab = e->n_vocab;
     info->n_layer = (int)e->hs.n_layers;
     info->max_batch = e->max_batch;
+    info->n_blocks = (int)e->sizes.n_blocks;
     info->max_inflight = e->size;
     bt_info("pipeline of %d ranks ready in %.1f s: KV %d x %d %s (%.1f MiB on rank 0)", e->size,
             (double)(bt_now_ns() - t0) * 1e-9, e->n_seq, e->n_ctx, bt_type_name(e->sizes.kv_type),
@@ -635,6 +657,23 @@ static int pipe_load(void *self, const struct gguf *g, const struct eng_load_par
 /* ---- steps ---- */
 
 static void heartbeats(struct eng_pipe *e);
+
+/* Blocks for the items' positions (blk_seq_grow): applied to stage 0, queued for the others. */
+static int grow_items(struct eng_pipe *e, const struct eng_item *items, int n, char *err,
+                      size_t errsz)
+{
+    const int n0 = e->n_pend;
+    for (int i = 0; i < n; i++) {
+        const struct eng_item *it = &items[i];
+        int rc =
+            blk_seq_grow(e->bt, it->seq, it->pos, it->tokens, it->n_tokens, e->pend, &e->n_pend);
+        if (rc < 0)
+            return bt_errf(err, errsz, BT_EINVAL,
+                           "seq %d: positions %d..%d: not its next ones, or past its KV blocks",
+                           it->seq, it->pos, it->pos + it->n_tokens - 1);
+    }
+    return stage_kv_apply(e->st, e->pend + n0, e->n_pend - n0, err, errsz);
+}
 
 /* Check a batch before anything of it is done. */
 static int check_items(const struct eng_pipe *e, const struct eng_item *items, int n, char *err,
@@ -667,6 +706,7 @@ static int put_items(struct eng_pipe *e, struct pipe_flight *f, const struct eng
     for (int i = 0; i < n; i++) {
         const struct eng_item *it = &items[i];
         f->seq[i] = it->seq;
+        f->end[i] = it->pos + it->n_tokens;
         f->sample[i] = it->sample;
         f->got[i] = false;
         if (it->reset) stage_seq_reset(st, it->seq, NULL, NULL, 0); /* stage 0 has no sampler */
@@ -723,7 +763,7 @@ static int pipe_submit(void *self, const struct eng_item *items, int n, char *er
     struct eng_pipe *e = self;
     char why[512];
     int rc = check_items(e, items, n, err, errsz);
-    if (rc < 0) return rc;
+    if (rc < 0 || (rc = grow_items(e, items, n, err, errsz)) < 0) return rc;
     const uint64_t t0 = bt_now_ns();
     struct pipe_flight *f = &e->fl[(e->fl_head + e->fl_len) % e->n_fl];
     f->step = ++e->step;
@@ -739,16 +779,24 @@ static int pipe_submit(void *self, const struct eng_item *items, int n, char *er
     if ((rc = stage_run(e->st, NULL, &act, &n_out, why, sizeof(why))) < 0)
         return flight_fail(f, rc, "rank 0: %s", why);
     test_bad_seq(e, f->step, nt);
+    pipeline_kv_to_proto(e->pend, e->n_pend, e->pwire);
     struct proto_forward fw = {.n_tokens = (uint32_t)nt,
                                .n_seqs = (uint32_t)n,
                                .n_embd = (uint32_t)e->n_embd,
                                .n_rows = (uint32_t)nt,
+                               .n_ops = (uint32_t)e->n_pend,
                                .tokens = e->ptok,
+                               .ops = e->pwire,
                                .seqs = e->pseq,
                                .rows = act};
     struct proto_route r = route(e, f->step);
-    if ((rc = proto_encode_forward(&e->out, &r, &fw, why, sizeof(why))) < 0)
+    if ((rc = proto_encode_forward(&e->out, &r, &fw, why, sizeof(why))) < 0) {
+        /* the block operations would be lost: the ranks' caches would part from rank 0's */
+        set_broken(e, why);
         return flight_fail(f, rc, "rank 0: FORWARD: %s", why);
+    }
+    e->n_pend = 0;
+    for (int i = 0; i < e->n_seq; i++) e->pend_from[i] = -1;
     if ((rc = send_to(e, 1, why, sizeof(why))) < 0) {
         int k = rc == BT_EIO ? xport_take_failed_peer(e->x) : -1;
         if (k > 0)
@@ -809,12 +857,54 @@ static int pipe_collect(void *self, struct eng_result *out, int n, int timeout_m
     return BT_OK;
 }
 
+/* A new sequence: its blocks decided (blk_seq_begin), applied to stage 0 at once and sent to the
+ * other ranks with the next FORWARD (a separate message could overtake FORWARDs on their way). */
+static int pipe_seq_begin(void *self, int32_t seq, const int32_t *prompt, int n, int n_total,
+                          bool lookup, int *n_cached, char *err, size_t errsz)
+{
+    struct eng_pipe *e = self;
+    if (!e->ready || !e->bt || seq < 0 || seq >= e->n_seq)
+        return bt_errf(err, errsz, BT_EINVAL, "the pipeline is not loaded, or bad sequence %d",
+                       seq);
+    if (e->broken) return bt_errf(err, errsz, BT_EIO, "%s", e->fail);
+    if (e->n_pend + blk_max_ops_begin(e->bt) > e->begin_ops) /* the next FORWARD carries them */
+        return bt_errf(err, errsz, BT_EFULL, "too many block operations waiting to be sent");
+    const int n0 = e->n_pend;
+    int n_ops = 0;
+    int rc = blk_seq_begin(e->bt, seq, prompt, n, n_total, lookup, e->pend + n0, &n_ops, n_cached);
+    if (rc == BT_EFULL) return bt_errf(err, errsz, rc, "no KV blocks free now");
+    if (rc < 0)
+        return bt_errf(err, errsz, rc,
+                       "sequence %d: %d positions need more KV blocks than the "
+                       "%u of the cache (--kv-blocks), or it is running",
+                       seq, n_total, e->sizes.n_blocks);
+    e->n_pend += n_ops;
+    e->pend_from[seq] = n0;
+    e->pend_to[seq] = e->n_pend;
+    if ((rc = stage_kv_apply(e->st, e->pend + n0, n_ops, err, errsz)) < 0) set_broken(e, err);
+    return rc;
+}
+
 static void pipe_release(void *self, int32_t seq)
 {
     struct eng_pipe *e = self;
-    /* Only stage 0's cells: the other stages forget the sequence when its next use arrives with
-     * PROTO_SEQ_RESET (a separate RESET message could overtake that FORWARD on its way). */
-    if (e->st) stage_seq_release(e->st, seq);
+    if (!e->bt || seq < 0 || seq >= e->n_seq) return;
+    /* begun and given up before any FORWARD, nothing decided since: its operations, the last
+     * ones waiting, are dropped (the ranks never needed them; its next beginning resets its
+     * table; a block it copied into is free and is written before it is read) */
+    if (e->pend_from[seq] >= 0 && e->pend_to[seq] == e->n_pend) e->n_pend = e->pend_from[seq];
+    e->pend_from[seq] = -1;
+    blk_seq_end(e->bt, seq);
+    stage_seq_release(e->st, seq);
+}
+
+static void pipe_cache_stats(void *self, struct blk_stats *out)
+{
+    struct eng_pipe *e = self;
+    if (e->bt)
+        blk_get_stats(e->bt, out);
+    else
+        memset(out, 0, sizeof(*out));
 }
 
 /* Heartbeats (and a STATS_REQUEST) to every rank when due, busy or idle. A rank that has not
@@ -968,6 +1058,11 @@ static void pipe_destroy(void *self)
     free(e->ptok);
     free(e->pseq);
     free(e->pbias);
+    free(e->pend);
+    free(e->pwire);
+    free(e->pend_from);
+    free(e->pend_to);
+    blk_free(e->bt);
     stage_free(e->st);
     proto_buf_free(&e->out);
     proto_msg_free(&e->msg);
@@ -986,11 +1081,13 @@ static const struct eng_ops pipe_ops = {
     .load = pipe_load,
     .submit = pipe_submit,
     .collect = pipe_collect,
+    .seq_begin = pipe_seq_begin,
     .release = pipe_release,
     .ranks = pipe_ranks,
     .destroy = pipe_destroy,
     .fault = pipe_fault,
     .exit_code = pipe_exit_code,
+    .cache_stats = pipe_cache_stats,
 };
 
 bool eng_pipe_wanted(void)

@@ -276,6 +276,7 @@ static int sse_take(struct conn *c, struct req_take *t)
         if (rc == 0 && r->include_usage) {
             o.prompt_tokens = t->n_prompt;
             o.completion_tokens = t->n_gen;
+            o.cached_tokens = t->n_cached;
             o.usage_null = false;
             rc = api_stream_chunk(&o, API_CHUNK_USAGE, &json);
             if (rc == 0) rc = sse_event(c, json);
@@ -354,6 +355,7 @@ static enum MHD_Result gen_poll(struct conn *c)
         o.finish = t.finish;
         o.prompt_tokens = t.n_prompt;
         o.completion_tokens = t.n_gen;
+        o.cached_tokens = t.n_cached;
         int rc = api_gen_response(&o, &json);
         req_take_free(&t);
         if (rc < 0) return MHD_NO;
@@ -525,6 +527,7 @@ static enum MHD_Result gen_start(struct conn *c)
     r->include_usage = g.stream && g.include_usage;
     r->max_tokens = max_tokens;
     r->n_logprobs = g.n_logprobs;
+    r->cache_prompt = g.cache_prompt;
     for (int i = 0; i < g.n_stop; i++) {
         r->stop[i] = g.stop[i];
         g.stop[i] = NULL;
@@ -624,7 +627,8 @@ static enum MHD_Result do_metrics(struct conn *c)
                                 .slots_total = st.slots_total,
                                 .n_ranks = st.n_ranks,
                                 .ranks = er,
-                                .loading = st.state == SCHED_LOADING};
+                                .loading = st.state == SCHED_LOADING,
+                                .cache = &st.cache};
     /* count this scrape before rendering so it shows up in itself */
     metrics_request(c->h->m, MR_METRICS, 200);
     int rc = metrics_render(c->h->m, &g, &text);

@@ -166,6 +166,29 @@ int metrics_render(struct metrics *m, const struct metrics_gauges *g, char **out
               "full.\n# TYPE baton_requests_rejected_total counter\n"
               "baton_requests_rejected_total %llu\n",
               (unsigned long long)atomic_load(&m->rejected_full));
+    if (g->cache) {
+        const struct blk_stats *c = g->cache;
+        sb_printf(&b,
+                  "# HELP baton_prefix_cache_lookups_total Requests whose prompt was looked up in "
+                  "the prefix cache.\n# TYPE baton_prefix_cache_lookups_total counter\n"
+                  "baton_prefix_cache_lookups_total %llu\n"
+                  "# HELP baton_prefix_cache_hit_tokens_total Prompt tokens taken from the prefix "
+                  "cache instead of computed.\n# TYPE baton_prefix_cache_hit_tokens_total counter\n"
+                  "baton_prefix_cache_hit_tokens_total %llu\n"
+                  "# HELP baton_kv_evictions_total Cached KV blocks given to new contents.\n"
+                  "# TYPE baton_kv_evictions_total counter\nbaton_kv_evictions_total %llu\n",
+                  (unsigned long long)c->lookups, (unsigned long long)c->hit_tokens,
+                  (unsigned long long)c->evictions);
+        sb_printf(&b,
+                  "# HELP baton_kv_blocks KV cache blocks by state: used (by running requests), "
+                  "cached (kept for the prefix cache, evictable), free.\n"
+                  "# TYPE baton_kv_blocks gauge\nbaton_kv_blocks{state=\"used\"} %d\n"
+                  "baton_kv_blocks{state=\"cached\"} %d\nbaton_kv_blocks{state=\"free\"} %d\n"
+                  "# HELP baton_kv_blocks_reserved KV blocks promised to running requests, not "
+                  "yet filled.\n# TYPE baton_kv_blocks_reserved gauge\n"
+                  "baton_kv_blocks_reserved %d\n",
+                  c->used, c->cached, c->free, c->reserved);
+    }
     sb_printf(&b, "# HELP baton_faults_total Faults of the pipeline (each ends the job for a "
                   "restart), by kind.\n# TYPE baton_faults_total counter\n");
     for (int i = 0; i < METRICS_N_FAULTS; i++)

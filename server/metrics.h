@@ -52,7 +52,8 @@ struct metrics_gauges {
     int slots_busy, slots_total;
     int n_ranks;
     const struct eng_rank *ranks;
-    int loading; /* 1 while loading */
+    int loading;                   /* 1 while loading */
+    const struct blk_stats *cache; /* the KV blocks and the prefix cache; NULL: none */
 };
 
 void metrics_init(struct metrics *m);

@@ -91,6 +91,12 @@ static int generate(struct engine *eng, const struct tok *t, const int32_t *toks
     char *piece = malloc((size_t)cap);
     if (!piece) return BT_ENOMEM;
     const double t0 = bt_now_s();
+    int n_cached = 0;
+    if ((rc = eng->ops->seq_begin(eng->self, 0, toks, n_prompt, n_prompt + n_predict, false,
+                                  &n_cached, err, sizeof(err))) < 0) {
+        bt_error("%s", err);
+        goto out;
+    }
     for (int i = 0; i < n_prompt; i += chunk) {
         int k = n_prompt - i < chunk ? n_prompt - i : chunk;
         struct eng_item it = {.seq = 0,

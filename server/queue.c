@@ -77,6 +77,14 @@ struct req *queue_pop(struct queue *q)
     return r;
 }
 
+struct req *queue_peek(struct queue *q)
+{
+    pthread_mutex_lock(&q->mu);
+    struct req *r = q->len > 0 ? q->items[q->head] : NULL;
+    pthread_mutex_unlock(&q->mu);
+    return r;
+}
+
 int queue_len(struct queue *q)
 {
     pthread_mutex_lock(&q->mu);

@@ -31,6 +31,9 @@ void queue_destroy(struct queue *q); /* drops the references still queued */
 int queue_push(struct queue *q, struct req *r);
 /* Oldest request or NULL if empty; the caller owns the reference. */
 struct req *queue_pop(struct queue *q);
+/* The oldest request, left in the queue (NULL if empty): borrowed, valid until the caller pops
+ * it, so only for the one consumer (the scheduler thread, which alone takes requests out). */
+struct req *queue_peek(struct queue *q);
 int queue_len(struct queue *q);
 /* Wait until the queue is non-empty, queue_kick or close was called, or bt_now_ns() reaches
  * deadline_ns (0: no deadline). */

@@ -18,6 +18,7 @@ int req_new(struct req **out)
     atomic_init(&r->refs, 1);
     atomic_init(&r->cancel, false);
     r->n_logprobs = -1;
+    r->cache_prompt = true;
     r->state = REQ_QUEUED;
     *out = r;
     return BT_OK;
@@ -95,6 +96,7 @@ int req_take(struct req *r, struct req_take *t, void (*suspend)(void *), void *a
     memcpy(t->err_code, r->err_code, sizeof(t->err_code));
     memcpy(t->err_msg, r->err_msg, sizeof(t->err_msg));
     t->n_prompt = r->n_prompt;
+    t->n_cached = r->n_cached;
     t->n_gen = r->n_gen;
     pthread_mutex_unlock(&r->mu);
     return suspended;
@@ -109,10 +111,11 @@ void req_take_free(struct req_take *t)
     t->lp = NULL;
 }
 
-void req_set_running(struct req *r)
+void req_set_running(struct req *r, int n_cached)
 {
     pthread_mutex_lock(&r->mu);
     if (r->state == REQ_QUEUED) r->state = REQ_RUNNING;
+    r->n_cached = n_cached;
     pthread_mutex_unlock(&r->mu);
 }
 

@@ -29,8 +29,9 @@ struct req {
     /* set before sched_submit, then read-only */
     int kind; /* enum api_kind */
     bool stream, include_usage;
-    int max_tokens; /* >= 1 */
-    int n_logprobs; /* -1: none */
+    int max_tokens;    /* >= 1 */
+    int n_logprobs;    /* -1: none */
+    bool cache_prompt; /* look the prompt up in the prefix cache (llama-server's field) */
     char *stop[API_MAX_STOP];
     int n_stop;
     struct smp_params sp; /* sp.bias points to bias */
@@ -58,6 +59,7 @@ struct req {
     int err_status;     /* HTTP status once done with an error, else 0 */
     char err_type[32], err_code[32], err_msg[256];
     int n_gen;           /* completion tokens */
+    int n_cached;        /* prompt tokens taken from the prefix cache */
     uint64_t t_first_ns; /* first token, 0 before */
     void (*wake)(void *arg);
     void *wake_arg;
@@ -83,7 +85,7 @@ struct req_take {
     const char *finish;
     int err_status;
     char err_type[32], err_code[32], err_msg[256];
-    int n_prompt, n_gen;
+    int n_prompt, n_gen, n_cached;
 };
 /* Take what is new. If nothing is (no text, no entries, not done) and suspend is non-NULL, call
  * suspend(arg) under the lock and arm the wake-up; returns 1 then, else 0. */
@@ -91,7 +93,8 @@ int req_take(struct req *r, struct req_take *t, void (*suspend)(void *), void *a
 void req_take_free(struct req_take *t);
 
 /* Scheduler side. */
-void req_set_running(struct req *r);
+/* Admitted into a slot; n_cached prompt tokens came from the prefix cache. */
+void req_set_running(struct req *r, int n_cached);
 int req_push(struct req *r, const char *text, size_t n, const struct api_lp *lp, int n_lp);
 void req_finish(struct req *r, const char *finish, int n_gen);
 void req_fail(struct req *r, int http_status, const char *type, const char *code, const char *msg);

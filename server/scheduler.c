@@ -27,7 +27,8 @@ struct slot {
     struct req *r; /* NULL: free */
     bool prefill;  /* still reading the prompt */
     bool inflight; /* part of a submitted batch */
-    int n_fed;     /* prompt tokens fed */
+    bool fresh;    /* no batch submitted yet: its first one resets the sampler */
+    int n_fed;     /* prompt tokens fed (from the prefix cache, or computed) */
     int n_past;    /* positions in the cache */
     int32_t next;  /* sampled token to feed next */
     int n_gen;     /* tokens generated (end-of-generation not counted) */
@@ -83,6 +84,7 @@ struct sched {
     char message[512];
     struct eng_fault fault; /* valid in SCHED_FAULTED */
     int exit_code;          /* valid in SCHED_FAILED: the engine's ops->exit_code */
+    struct blk_stats cache; /* the engine's KV block table (refresh_ranks) */
     atomic_int busy;
     _Atomic uint64_t loop_ns; /* when the serving loop last went round (0: not serving yet) */
     double startup_s;         /* process start to READY; written before the state turns READY */
@@ -98,15 +100,21 @@ static void set_state(struct sched *s, int state)
     pthread_mutex_unlock(&s->st_mu);
 }
 
+/* The ranks' status and the KV block table's counters, for /health and /metrics. */
 static void refresh_ranks(struct sched *s)
 {
     struct eng_rank tmp[MAX_RANKS];
+    struct blk_stats cache = {0};
     int n = s->eng.ops->ranks ? s->eng.ops->ranks(s->eng.self, tmp, MAX_RANKS) : 0;
-    if (n <= 0) return;
+    if (s->eng.ops->cache_stats && atomic_load(&s->state) != SCHED_LOADING)
+        s->eng.ops->cache_stats(s->eng.self, &cache);
     if (n > MAX_RANKS) n = MAX_RANKS;
     pthread_mutex_lock(&s->st_mu);
-    memcpy(s->ranks, tmp, sizeof(tmp[0]) * (size_t)n);
-    s->n_ranks = n;
+    if (n > 0) {
+        memcpy(s->ranks, tmp, sizeof(tmp[0]) * (size_t)n);
+        s->n_ranks = n;
+    }
+    s->cache = cache;
     pthread_mutex_unlock(&s->st_mu);
 }
 
@@ -254,7 +262,7 @@ static int sched_load(struct sched *s, char *err, size_t errsz)
 static void slot_clear(struct slot *sl)
 {
     sl->r = NULL;
-    sl->prefill = sl->inflight = sl->sampled = false;
+    sl->prefill = sl->inflight = sl->sampled = sl->fresh = false;
     sl->n_fed = sl->n_past = sl->n_gen = 0;
     sl->pend_len = 0;
     sl->n_plp = 0;
@@ -424,21 +432,44 @@ static void expire_queue(struct sched *s)
     }
 }
 
+/* Begin the queue's oldest request in slot sl: its KV blocks (the prefix cache's hit mapped, the
+ * rest reserved). false when it has to wait for blocks (it stays first in the queue). */
+static bool begin_oldest(struct sched *s, struct slot *sl)
+{
+    char err[256];
+    int n_cached = 0;
+    struct req *r = queue_peek(&s->q);
+    if (!r) return false;
+    int64_t total = (int64_t)r->n_prompt + (r->max_tokens > 0 ? r->max_tokens : 1);
+    if (total > s->info.n_ctx) total = s->info.n_ctx;
+    int rc = s->eng.ops->seq_begin
+                 ? s->eng.ops->seq_begin(s->eng.self, sl->id, r->prompt, r->n_prompt, (int)total,
+                                         r->cache_prompt, &n_cached, err, sizeof(err))
+                 : BT_OK;
+    if (rc == BT_EFULL) return false; /* blocks come free as running requests end */
+    r = queue_pop(&s->q);             /* the same one: only this thread takes requests out */
+    if (rc < 0) {
+        bt_warn("request %s: %s", r->id, err);
+        fail_queued(s, r, 503, "kv_cache_full",
+                    "The request needs more KV cache than the server has.");
+        return true;
+    }
+    slot_clear(sl);
+    sl->r = r; /* the queue's reference becomes the slot's */
+    sl->prefill = true;
+    sl->fresh = true;
+    sl->n_fed = sl->n_past = n_cached;
+    sl->order = ++s->order;
+    tok_stream_init(&sl->ts, s->tok);
+    req_set_running(r, n_cached);
+    atomic_fetch_add(&s->busy, 1);
+    return true;
+}
+
 static void admit(struct sched *s)
 {
-    for (int i = 0; i < s->n_slots; i++) {
-        struct slot *sl = &s->slots[i];
-        if (sl->r) continue;
-        struct req *r = queue_pop(&s->q);
-        if (!r) return;
-        slot_clear(sl);
-        sl->r = r; /* the queue's reference becomes the slot's */
-        sl->prefill = true;
-        sl->order = ++s->order;
-        tok_stream_init(&sl->ts, s->tok);
-        req_set_running(r);
-        atomic_fetch_add(&s->busy, 1);
-    }
+    for (int i = 0; i < s->n_slots; i++)
+        if (!s->slots[i].r && !begin_oldest(s, &s->slots[i])) return;
 }
 
 static void sweep(struct sched *s)
@@ -501,7 +532,7 @@ static int submit_batch(struct sched *s)
                                         .pos = best->n_past,
                                         .n_tokens = k,
                                         .tokens = r->prompt + best->n_fed,
-                                        .reset = best->n_fed == 0,
+                                        .reset = best->fresh,
                                         .sample = best->n_fed + k == r->n_prompt,
                                         .sp = &r->sp};
         f->slot[n++] = best->id;
@@ -519,7 +550,10 @@ static int submit_batch(struct sched *s)
         return -1;
     }
     f->n = n;
-    for (int i = 0; i < n; i++) s->slots[f->slot[i]].inflight = true;
+    for (int i = 0; i < n; i++) {
+        s->slots[f->slot[i]].inflight = true;
+        s->slots[f->slot[i]].fresh = false;
+    }
     s->fl_len++;
     return n;
 }
@@ -760,6 +794,7 @@ void sched_stats(struct sched *s, struct sched_stats *st, struct eng_rank *ranks
     st->n_ranks = ranks && s->n_ranks > cap ? cap : ranks ? s->n_ranks : 0;
     if (st->n_ranks) memcpy(ranks, s->ranks, sizeof(ranks[0]) * (size_t)st->n_ranks);
     snprintf(st->message, sizeof(st->message), "%s", s->message);
+    st->cache = s->cache;
     st->fault_rank = -1;
     if (st->state == SCHED_FAULTED) {
         st->fault_rank = s->fault.rank;

@@ -78,6 +78,7 @@ struct sched_stats {
     int fault_rank;    /* SCHED_FAULTED: the failed rank, -1 unknown */
     char fault_host[64];
     const char *fault_kind; /* SCHED_FAULTED: struct eng_fault's kind */
+    struct blk_stats cache; /* the KV blocks and the prefix cache (blocks.h) */
 };
 
 struct sched;

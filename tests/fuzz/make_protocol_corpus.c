@@ -47,7 +47,8 @@ int main(int argc, char **argv)
     hs.layer_begin = 0;
     hs.layer_end = 4;
     hs.n_layers = 8;
-    hs.sizes = (struct proto_sizes){.n_seq = 4, .n_ctx = 256, .max_batch = 260, .kv_type = 1};
+    hs.sizes = (struct proto_sizes){
+        .n_seq = 4, .n_ctx = 256, .max_batch = 260, .kv_type = 1, .n_blocks = 64};
     hs.pid = 4242; /* fixed, so that the seeds do not change from run to run */
     snprintf(hs.hostname, sizeof(hs.hostname), "host1");
     snprintf(hs.build_id, sizeof(hs.build_id), "baton-seed");
@@ -91,7 +92,13 @@ int main(int argc, char **argv)
                                              .bias = bias}}};
     float rows[3 * 4];
     for (int i = 0; i < 12; i++) rows[i] = (float)i * 0.25f - 1.0f;
-    struct proto_forward fw = {.n_tokens = 3,
+    static const struct proto_kv_op kvops[3] = {
+        {.kind = PROTO_KV_RESET, .seq = 0, .n = 16},
+        {.kind = PROTO_KV_MAP, .seq = 0, .index = 0, .block = 5},
+        {.kind = PROTO_KV_COPY, .block = 6, .src = 5, .n = 4}};
+    struct proto_forward fw = {.n_ops = 3,
+                               .ops = kvops,
+                               .n_tokens = 3,
                                .n_seqs = 2,
                                .n_embd = 4,
                                .n_rows = 3,

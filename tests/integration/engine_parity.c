@@ -90,8 +90,14 @@ static void generate(struct engine *e, struct run *out)
     struct eng_result res[N_SEQ];
     memset(out, 0, sizeof(*out));
     for (int s = 0; s < N_SEQ; s++) {
+        char err[256];
+        int n_cached = -1;
         params(s, &sp[s]);
         for (int i = 0; i < N_PROMPT; i++) prompt[s][i] = 1 + (i * 7 + s * 13) % 200;
+        CHECK_INT(e->ops->seq_begin(e->self, s, prompt[s], N_PROMPT, N_PROMPT + N_GEN, false,
+                                    &n_cached, err, sizeof(err)),
+                  0);
+        CHECK_INT(n_cached, 0);
     }
     for (int pos = 0; pos < N_PROMPT; pos += CHUNK / N_SEQ) {
         int k = N_PROMPT - pos < CHUNK / N_SEQ ? N_PROMPT - pos : CHUNK / N_SEQ;

@@ -4,6 +4,7 @@
  * parameters on the wire: what the last stage gets back is what the local engine samples with. */
 #include "log.h"
 #include "pipeline.h"
+#include "kv.h"
 #include "quant.h"
 #include "sampler.h"
 #include "t.h"
@@ -14,33 +15,40 @@ static void test_sizes(void)
     struct proto_sizes a, b;
     CHECK_INT(pipeline_max_batch(4, 256), 260);
     CHECK_INT(pipeline_max_batch(256, 1 << 16), PROTO_MAX_TOKENS);
-    pipeline_sizes(4, 0, 2048, 256, BT_F16, &a);
+    pipeline_sizes(4, 0, 2048, 256, BT_F16, 0, &a);
     CHECK_INT(a.n_seq, 4);
     CHECK_INT(a.n_ctx, 2048); /* 0: the training context */
     CHECK_INT(a.max_batch, 260);
     CHECK_INT(a.kv_type, BT_F16);
-    pipeline_sizes(4, 512, 2048, 256, BT_F16, &b);
+    CHECK_INT(a.n_blocks, 4 * 2048 / KV_BLOCK); /* 0: every slot's whole context */
+    pipeline_sizes(4, 512, 2048, 256, BT_F16, 0, &b);
     CHECK_INT(b.n_ctx, 512);
     CHECK_INT(pipeline_sizes_agree(&a, &a, 1, "h1", err, sizeof(err)), BT_OK);
     CHECK_INT(pipeline_sizes_agree(&a, &b, 2, "h2", err, sizeof(err)), BT_EINVAL);
     CHECK(strstr(err, "rank 2 on host h2") && strstr(err, "--ctx-size") && strstr(err, "512") &&
           strstr(err, "2048"));
-    pipeline_sizes(2, 0, 2048, 256, BT_F16, &b);
+    pipeline_sizes(2, 0, 2048, 256, BT_F16, 0, &b);
     CHECK_INT(pipeline_sizes_agree(&a, &b, 1, "h1", err, sizeof(err)), BT_EINVAL);
     CHECK(strstr(err, "rank 1 on host h1") && strstr(err, "--parallel"));
-    pipeline_sizes(4, 0, 2048, 64, BT_F16, &b);
+    pipeline_sizes(4, 0, 2048, 64, BT_F16, 0, &b);
     CHECK_INT(pipeline_sizes_agree(&a, &b, 1, "h1", err, sizeof(err)), BT_EINVAL);
     CHECK(strstr(err, "--prefill-chunk") != NULL);
-    pipeline_sizes(4, 0, 2048, 256, BT_F32, &b);
+    pipeline_sizes(4, 0, 2048, 256, BT_F32, 0, &b);
     CHECK_INT(pipeline_sizes_agree(&a, &b, 3, "h3", err, sizeof(err)), BT_EINVAL);
     CHECK(strstr(err, "rank 3") && strstr(err, "--cache-type") && strstr(err, "f32"));
+    pipeline_sizes(4, 0, 2048, 256, BT_F16, 100, &b);
+    CHECK_INT(b.n_blocks, 100);
+    CHECK_INT(pipeline_sizes_agree(&a, &b, 2, "h2", err, sizeof(err)), BT_EINVAL);
+    CHECK(strstr(err, "rank 2") && strstr(err, "--kv-blocks") && strstr(err, "100"));
 
     size_t cap = 0;
     CHECK_INT(pipeline_msg_cap(&a, 64, &cap, err, sizeof(err)), BT_OK);
-    CHECK_INT(cap, proto_max_msg(&a, 64));
+    CHECK_INT(cap, proto_max_msg(&a, 64, pipeline_max_kv_ops(&a)));
+    /* every sequence beginning with a whole table, and a batch growing into new blocks */
+    CHECK(pipeline_max_kv_ops(&a) >= 4 * (2048 / KV_BLOCK + 3) + 260 / KV_BLOCK);
     /* four new sequences with PROTO_MAX_BIAS entries each and a full batch of rows fit */
     CHECK(cap >= PROTO_HDR_SIZE + 260 * 64 * 4 + 4 * PROTO_MAX_BIAS * 8);
-    pipeline_sizes(256, 0, 4096, 16000, BT_F16, &b);
+    pipeline_sizes(256, 0, 4096, 16000, BT_F16, 0, &b);
     CHECK_INT(pipeline_msg_cap(&b, 8192, &cap, err, sizeof(err)), BT_EINVAL);
     CHECK(strstr(err, "--prefill-chunk") != NULL);
 

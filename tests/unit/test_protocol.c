@@ -248,7 +248,8 @@ static void test_handshake(void)
     h.layer_begin = 8;
     h.layer_end = 16;
     h.n_layers = 22;
-    h.sizes = (struct proto_sizes){.n_seq = 4, .n_ctx = 2048, .max_batch = 260, .kv_type = 1};
+    h.sizes = (struct proto_sizes){
+        .n_seq = 4, .n_ctx = 2048, .max_batch = 260, .kv_type = 1, .n_blocks = 512};
     snprintf(h.backend, sizeof(h.backend), "cpu avx2 2 threads");
     CHECK_INT(proto_encode_handshake(&b, &route, &h, err, sizeof(err)), 0);
     CHECK_INT(dec(b.data, b.len, &m), 0);
@@ -267,7 +268,8 @@ static void test_handshake(void)
     check_reencode(&b, &m);
 
     /* payload offsets: 0 version, 4 state, 8 progress, 12 pid, 16 id, 24 size, 32 begin,
-     * 36 end, 40 n_layers, 44 n_seq, 48 n_ctx, 52 max_batch, 56 kv type, 60 build id length */
+     * 36 end, 40 n_layers, 44 n_seq, 48 n_ctx, 52 max_batch, 56 kv type, 60 n_blocks, 64 build id
+     * length */
     BAD32(&b, 4, 3, "unknown state");
     BAD32(&b, 8, 0x7fc00000u, "load progress"); /* NaN */
     BAD32(&b, 8, 0x3fc00000u, "load progress"); /* 1.5 */
@@ -278,12 +280,13 @@ static void test_handshake(void)
     BAD32(&b, 48, PROTO_MAX_POS + 1, "sizes");
     BAD32(&b, 52, PROTO_MAX_TOKENS + 1, "sizes");
     BAD32(&b, 56, 256, "sizes");
+    BAD32(&b, 60, PROTO_MAX_BLOCKS + 1, "KV blocks");
     size_t bl = strlen(h.build_id);
-    uint32_t w = get32(b.data + PROTO_HDR_SIZE + 60);
-    BAD32(&b, 60, (w & 0xffff0000u) | (PROTO_BUILD_ID_MAX + 1), "build id");
-    BAD32(&b, 60, (w & 0xffff0000u) | 0xffff, "build id");
+    uint32_t w = get32(b.data + PROTO_HDR_SIZE + 64);
+    BAD32(&b, 64, (w & 0xffff0000u) | (PROTO_BUILD_ID_MAX + 1), "build id");
+    BAD32(&b, 64, (w & 0xffff0000u) | 0xffff, "build id");
     /* backend length runs past the payload */
-    size_t boff = 60 + 2 + bl;
+    size_t boff = 64 + 2 + bl;
     uint32_t w2 = get32(b.data + PROTO_HDR_SIZE + boff);
     BAD32(&b, boff, (w2 & 0xffff0000u) | PROTO_BACKEND_MAX, "backend");
     /* a control byte in the backend string */
@@ -451,6 +454,11 @@ static void make_forward(struct proto_forward *f, struct proto_token *tok, struc
     seq[1].sampling.n_bias = 2;
     seq[1].sampling.bias = bias;
     for (uint32_t i = 0; i < 2 * n_embd; i++) rows[i] = (float)i * 0.5f - 3.25f;
+    static const struct proto_kv_op ops[2] = {
+        {.kind = PROTO_KV_RESET, .seq = 4, .n = 3},
+        {.kind = PROTO_KV_COPY, .block = 9, .src = 2, .n = 5}};
+    f->n_ops = 2;
+    f->ops = ops;
     f->n_tokens = 5;
     f->n_seqs = 2;
     f->n_embd = n_embd;
@@ -471,13 +479,15 @@ static void test_forward(void)
     struct proto_forward f;
     make_forward(&f, tok, seq, rows, NE);
     CHECK_INT(proto_encode_forward(&b, &route, &f, err, sizeof(err)), 0);
-    CHECK_INT(b.len, PROTO_HDR_SIZE + 16 + 5 * 16 + 2 * 56 + 2 * 8 + 2 * NE * 4);
+    CHECK_INT(b.len, PROTO_HDR_SIZE + 20 + 5 * 16 + 2 * 24 + 2 * 56 + 2 * 8 + 2 * NE * 4);
     CHECK_INT(dec(b.data, b.len, &m), 0);
     struct proto_forward *d = &m.forward;
     CHECK_INT(d->n_tokens, 5);
     CHECK_INT(d->n_seqs, 2);
     CHECK_INT(d->n_embd, NE);
     CHECK_INT(d->n_rows, 2);
+    CHECK_INT(d->n_ops, 2);
+    CHECK(!memcmp(d->ops, f.ops, 2 * sizeof(*d->ops)));
     for (int i = 0; i < 5; i++) {
         CHECK_INT(d->tokens[i].seq_id, tok[i].seq_id);
         CHECK_INT(d->tokens[i].pos, tok[i].pos);
@@ -514,16 +524,17 @@ static void test_forward(void)
         free(c);
     }
 
-    /* payload offsets: 0 n_tokens, 4 n_seqs, 8 n_embd, 12 n_rows; token i at 16 + 16 i
-     * (seq, pos, token, flags); seq 0 at 96, seq 1 at 152 (id, flags, temperature, top_k, top_p,
-     * min_p, repeat_penalty, repeat_last_n, presence, frequency, seed(8), n_logprobs, n_bias),
-     * seq 1's two bias entries (token, bias) at 208 and 216 */
+    /* payload offsets: 0 n_tokens, 4 n_seqs, 8 n_embd, 12 n_rows, 16 n_ops; token i at 20 + 16 i
+     * (seq, pos, token, flags); KV operations at 100 and 124 (kind, seq, index, block, src, n);
+     * seq 0 at 148, seq 1 at 204 (id, flags, temperature, top_k, top_p, min_p, repeat_penalty,
+     * repeat_last_n, presence, frequency, seed(8), n_logprobs, n_bias), seq 1's two bias entries
+     * (token, bias) at 260 and 268 */
     BAD32(&b, 0, 0, "n_tokens");
     BAD32(&b, 0, 0xffffffffu, "n_tokens");
     BAD32(&b, 0, PROTO_MAX_TOKENS + 1, "n_tokens");
-    BAD32(&b, 0, 7, "need");       /* counts past the payload */
-    BAD32(&b, 0, 6, "logit bias"); /* the bias bytes read as tokens */
-    BAD32(&b, 0, 4, "logit bias");
+    BAD32(&b, 0, 7, "need");         /* counts past the payload */
+    BAD32(&b, 0, 6, "KV operation"); /* the operations read as tokens */
+    BAD32(&b, 0, 4, "KV operation");
     BAD32(&b, 4, 0, "n_seqs");
     BAD32(&b, 4, 0xffffffffu, "n_seqs");
     BAD32(&b, 4, 6, "n_seqs"); /* more sequences than tokens */
@@ -532,32 +543,37 @@ static void test_forward(void)
     BAD32(&b, 12, 6, "n_rows");
     BAD32(&b, 12, 0xffffffffu, "n_rows");
     BAD32(&b, 12, 0, "n_rows 0 with n_embd");
-    BAD32(&b, 16 + 0, 5, "not in the sequence table");
-    BAD32(&b, 16 + 4, PROTO_MAX_POS, "position");
-    BAD32(&b, 16 + 8, (uint32_t)-1, "without an activation row");
-    BAD32(&b, 16 + 8, (uint32_t)-7, "without an activation row");
-    BAD32(&b, 16 + 12, 4, "unknown flags");
-    BAD32(&b, 16 + 12, PROTO_TOK_ROW, "flagged with a row");
-    BAD32(&b, 96 + 0, 11, "listed twice");
-    BAD32(&b, 96 + 0, 12, "not in the sequence table"); /* seq 4 no longer listed */
-    BAD32(&b, 96 + 0, PROTO_SEQ_NONE, "reserved seq id");
-    BAD32(&b, 96 + 4, 4, "unknown flags");
-    BAD32(&b, 96 + 8, 0x7fc00000u, "temperature"); /* NaN */
-    BAD32(&b, 96 + 8, 0xbf800000u, "temperature"); /* -1 */
-    BAD32(&b, 96 + 12, (uint32_t)-1, "top_k");
-    BAD32(&b, 96 + 16, 0x40000000u, "top_p"); /* 2 */
-    BAD32(&b, 96 + 20, 0x7f800000u, "min_p"); /* inf */
-    BAD32(&b, 96 + 24, 0, "repeat_penalty");
-    BAD32(&b, 96 + 28, PROTO_MAX_POS + 1, "repeat_last_n");
-    BAD32(&b, 96 + 32, 0x7fc00000u, "presence_penalty");
-    BAD32(&b, 96 + 36, 0xc3480000u, "frequency_penalty"); /* -200 */
-    BAD32(&b, 96 + 48, PROTO_MAX_LOGPROBS + 1, "n_logprobs");
-    BAD32(&b, 96 + 52, 0xffffffffu, "logit bias entries");
-    BAD32(&b, 152 + 52, 3, "logit bias entries"); /* more than the bytes left */
-    BAD32(&b, 152 + 52, 1, "used");               /* fewer: bytes left over */
-    BAD32(&b, 208, (uint32_t)-5, "token id");
-    BAD32(&b, 212, 0x7fc00000u, "logit bias 0: value"); /* NaN */
-    BAD32(&b, 220, 0x7f800000u, "logit bias 1: value"); /* +inf */
+    BAD32(&b, 16, PROTO_MAX_KV_OPS + 1, "KV operations");
+    BAD32(&b, 100, 4, "KV operation 0: kind 4");
+    BAD32(&b, 100 + 20, PROTO_MAX_POS + 1, "KV operation 0");
+    BAD32(&b, 124 + 12, (uint32_t)-2, "KV operation 1");
+    BAD32(&b, 124 + 4, 3, "KV operation 1"); /* a COPY names no sequence */
+    BAD32(&b, 20, 5, "not in the sequence table");
+    BAD32(&b, 24, PROTO_MAX_POS, "position");
+    BAD32(&b, 28, (uint32_t)-1, "without an activation row");
+    BAD32(&b, 28, (uint32_t)-7, "without an activation row");
+    BAD32(&b, 32, 4, "unknown flags");
+    BAD32(&b, 32, PROTO_TOK_ROW, "flagged with a row");
+    BAD32(&b, 148, 11, "listed twice");
+    BAD32(&b, 148, 12, "not in the sequence table"); /* seq 4 no longer listed */
+    BAD32(&b, 148, PROTO_SEQ_NONE, "reserved seq id");
+    BAD32(&b, 152, 4, "unknown flags");
+    BAD32(&b, 156, 0x7fc00000u, "temperature"); /* NaN */
+    BAD32(&b, 156, 0xbf800000u, "temperature"); /* -1 */
+    BAD32(&b, 160, (uint32_t)-1, "top_k");
+    BAD32(&b, 164, 0x40000000u, "top_p"); /* 2 */
+    BAD32(&b, 168, 0x7f800000u, "min_p"); /* inf */
+    BAD32(&b, 172, 0, "repeat_penalty");
+    BAD32(&b, 176, PROTO_MAX_POS + 1, "repeat_last_n");
+    BAD32(&b, 180, 0x7fc00000u, "presence_penalty");
+    BAD32(&b, 184, 0xc3480000u, "frequency_penalty"); /* -200 */
+    BAD32(&b, 196, PROTO_MAX_LOGPROBS + 1, "n_logprobs");
+    BAD32(&b, 200, 0xffffffffu, "logit bias entries");
+    BAD32(&b, 256, 3, "logit bias entries"); /* more than the bytes left */
+    BAD32(&b, 256, 1, "used");               /* fewer: bytes left over */
+    BAD32(&b, 260, (uint32_t)-5, "token id");
+    BAD32(&b, 264, 0x7fc00000u, "logit bias 0: value"); /* NaN */
+    BAD32(&b, 272, 0x7f800000u, "logit bias 1: value"); /* +inf */
     /* huge counts whose product would overflow 32 bits: the size check catches them */
     {
         uint8_t *c = malloc(b.len);
@@ -741,8 +757,14 @@ static void test_mutations(void)
 /* proto_max_size is exact: the largest message of each kind, built here, has that size. */
 static void test_max_size(void)
 {
-    const struct proto_sizes z = {.n_seq = 4, .n_ctx = 512, .max_batch = 40, .kv_type = 1};
+    const struct proto_sizes z = {
+        .n_seq = 4, .n_ctx = 512, .max_batch = 40, .kv_type = 1, .n_blocks = 128};
     const uint32_t n_embd = 24;
+    enum { MAXOPS = 37 };
+    struct proto_kv_op ops[MAXOPS];
+    for (int i = 0; i < MAXOPS; i++)
+        ops[i] =
+            (struct proto_kv_op){.kind = PROTO_KV_MAP, .seq = 1, .index = (uint32_t)i, .block = i};
     struct proto_buf b = {0};
     struct proto_token *tok = calloc(z.max_batch, sizeof(*tok));
     struct proto_seq *seqs = calloc(z.n_seq, sizeof(*seqs));
@@ -763,13 +785,15 @@ static void test_max_size(void)
                                .n_seqs = z.n_seq,
                                .n_embd = n_embd,
                                .n_rows = z.max_batch,
+                               .n_ops = MAXOPS,
+                               .ops = ops,
                                .tokens = tok,
                                .seqs = seqs,
                                .rows = rows};
     CHECK_INT(proto_encode_forward(&b, &route, &fw, err, sizeof(err)), 0);
-    CHECK_INT(b.len, proto_max_size(PROTO_OP_FORWARD, &z, n_embd));
+    CHECK_INT(b.len, proto_max_size(PROTO_OP_FORWARD, &z, n_embd, MAXOPS));
     /* the bias entries count: the cap of version 2 left them out */
-    CHECK(proto_max_size(PROTO_OP_FORWARD, &z, n_embd) >
+    CHECK(proto_max_size(PROTO_OP_FORWARD, &z, n_embd, MAXOPS) >
           PROTO_HDR_SIZE + (size_t)z.n_seq * PROTO_MAX_BIAS * 8);
 
     struct proto_sampled items[4];
@@ -779,12 +803,12 @@ static void test_max_size(void)
             .seq_id = i, .token = 1, .logprob = -1, .n_top = PROTO_MAX_LOGPROBS, .top = top};
     struct proto_tokens t = {.n = z.n_seq, .items = items};
     CHECK_INT(proto_encode_tokens(&b, &route, &t, err, sizeof(err)), 0);
-    CHECK_INT(b.len, proto_max_size(PROTO_OP_TOKENS, &z, n_embd));
+    CHECK_INT(b.len, proto_max_size(PROTO_OP_TOKENS, &z, n_embd, MAXOPS));
 
     struct proto_error e = {.seq_id = 1, .code = BT_EINVAL};
     memset(e.message, 'x', PROTO_ERRMSG_MAX);
     CHECK_INT(proto_encode_error(&b, &route, &e, err, sizeof(err)), 0);
-    CHECK_INT(b.len, proto_max_size(PROTO_OP_ERROR, &z, n_embd));
+    CHECK_INT(b.len, proto_max_size(PROTO_OP_ERROR, &z, n_embd, MAXOPS));
 
     struct proto_handshake h;
     proto_handshake_local(&h);
@@ -793,20 +817,21 @@ static void test_max_size(void)
     memset(h.hostname, 'h', PROTO_HOST_MAX);
     h.build_id[PROTO_BUILD_ID_MAX] = h.backend[PROTO_BACKEND_MAX] = h.hostname[PROTO_HOST_MAX] = 0;
     CHECK_INT(proto_encode_handshake(&b, &route, &h, err, sizeof(err)), 0);
-    CHECK_INT(b.len, proto_max_size(PROTO_OP_HANDSHAKE, &z, n_embd));
+    CHECK_INT(b.len, proto_max_size(PROTO_OP_HANDSHAKE, &z, n_embd, MAXOPS));
 
     struct proto_heartbeat hb = {.nonce = 1, .state = PROTO_STATE_READY, .progress = 1};
     CHECK_INT(proto_encode_heartbeat(&b, &route, PROTO_OP_HEARTBEAT, &hb, err, sizeof(err)), 0);
-    CHECK_INT(b.len, proto_max_size(PROTO_OP_HEARTBEAT, &z, n_embd));
+    CHECK_INT(b.len, proto_max_size(PROTO_OP_HEARTBEAT, &z, n_embd, MAXOPS));
     struct proto_stats st = {0};
     CHECK_INT(proto_encode_stats(&b, &route, &st, err, sizeof(err)), 0);
-    CHECK_INT(b.len, proto_max_size(PROTO_OP_STATS, &z, n_embd));
+    CHECK_INT(b.len, proto_max_size(PROTO_OP_STATS, &z, n_embd, MAXOPS));
     struct proto_shutdown sd = {PROTO_SHUTDOWN_NORMAL};
     CHECK_INT(proto_encode_shutdown(&b, &route, &sd, err, sizeof(err)), 0);
-    CHECK_INT(b.len, proto_max_size(PROTO_OP_SHUTDOWN, &z, n_embd));
-    CHECK_INT(proto_max_size(0, &z, n_embd), 0);
-    CHECK_INT(proto_max_size(PROTO_OP_COUNT, &z, n_embd), 0);
-    CHECK_INT(proto_max_msg(&z, n_embd), proto_max_size(PROTO_OP_FORWARD, &z, n_embd));
+    CHECK_INT(b.len, proto_max_size(PROTO_OP_SHUTDOWN, &z, n_embd, MAXOPS));
+    CHECK_INT(proto_max_size(0, &z, n_embd, MAXOPS), 0);
+    CHECK_INT(proto_max_size(PROTO_OP_COUNT, &z, n_embd, MAXOPS), 0);
+    CHECK_INT(proto_max_msg(&z, n_embd, MAXOPS),
+              proto_max_size(PROTO_OP_FORWARD, &z, n_embd, MAXOPS));
     free(tok);
     free(seqs);
     free(bias);
