@@ -663,9 +663,11 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* c outlives the job: the command line points into it (--hosts, --hostfile) */
     if (!serve) {
+        rc = supervise(cmd.v, status_pipe[0], &o, true);
         cfg_free(&c);
-        return supervise(cmd.v, status_pipe[0], &o, true);
+        return rc;
     }
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
@@ -675,6 +677,7 @@ int main(int argc, char **argv)
                                               : ((struct sockaddr_in *)&ss)->sin_port);
     bt_info("supervisor: serving on %s:%d with %d rank%s", c.server.host, port, o.ranks,
             o.ranks > 1 ? "s" : "");
+    rc = supervise(cmd.v, status_pipe[0], &o, false);
     cfg_free(&c);
-    return supervise(cmd.v, status_pipe[0], &o, false);
+    return rc;
 }
