@@ -11,11 +11,12 @@
  *
  * `serve` is also the supervisor (DESIGN §5.4): it opens the listening socket itself and hands it
  * to rank 0 (--listen-fd), so connections wait in the backlog while a job restarts; rank 0 and
- * its wrapper report over a pipe (wrap.h); supervise() below decides when the job is killed
- * (procs.h) and restarted, and what its exit code means. `run` is supervised the same way
- * without restarts. Each rank is started through `baton --wrap` (wrap.h).
+ * its wrapper report over a pipe (wrap.h); the state machine of supervise.h decides when the
+ * job is killed (procs.h) and restarted, and what its exit code means. `run` is supervised the
+ * same way without restarts. Each rank is started through `baton --wrap` (wrap.h).
  *
- * Single-threaded; only main() exits. */
+ * This file: the options, the listening socket, the signals and the loop that feeds the state
+ * machine its events. Single-threaded; only main() exits. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -250,187 +251,77 @@ static int setup_pipes(int *report_rd, char *err, size_t errsz)
 /* ---- the supervisor loop ----------------------------------------------------------------------
  */
 
-struct job {
-    pid_t pid;        /* mpiexec */
-    pid_t rank0;      /* rank 0's pid, from its wrapper (0: not known yet) */
-    int rank0_code;   /* rank 0's exit code, -1 until reported */
-    int rank0_result; /* what rank 0 said it will exit with, before its MPI teardown; -1 */
-    double alive;     /* when rank 0 last said "alive" (0: not yet) */
-    bool up;          /* rank 0 said MPI is up on every host */
-    int mpiexec_code; /* -1 while running */
-    double started;
-};
-
-static int job_start(struct job *j, char **cmd, char *err, size_t errsz)
+/* Carry out what the state machine asked for (supervise.h: TERM, KILL, START). */
+static void act(struct sup *s, int acts, char **cmd)
 {
-    memset(j, 0, sizeof(*j));
-    j->rank0_code = j->rank0_result = j->mpiexec_code = -1;
-    j->started = bt_now_s();
-    return proc_spawn(cmd, &j->pid, err, errsz);
-}
-
-/* Read "pid N" / "exit N" lines from rank 0's wrapper. */
-static void read_reports(int fd, struct job *j, char *buf, size_t *len, size_t cap)
-{
-    ssize_t n = read(fd, buf + *len, cap - 1 - *len);
-    if (n <= 0) return;
-    *len += (size_t)n;
-    buf[*len] = '\0';
-    char *line = buf, *nl;
-    while ((nl = strchr(line, '\n'))) {
-        *nl = '\0';
-        long v;
-        if (sscanf(line, "pid %ld", &v) == 1)
-            j->rank0 = (pid_t)v;
-        else if (sscanf(line, "exit %ld", &v) == 1)
-            j->rank0_code = (int)v;
-        else if (sscanf(line, "result %ld", &v) == 1)
-            j->rank0_result = (int)v;
-        else if (!strcmp(line, "alive"))
-            j->alive = bt_now_s();
-        else if (sscanf(line, "up %ld", &v) == 1)
-            j->up = true;
-        line = nl + 1;
+    if ((acts & SUP_ACT_TERM) && s->job.rank0 > 0) kill(s->job.rank0, SIGTERM);
+    if (acts & SUP_ACT_KILL) proc_kill_tree(s->job.pid);
+    if (acts & SUP_ACT_START) {
+        char err[256];
+        pid_t pid;
+        if (proc_spawn(cmd, &pid, err, sizeof(err)) < 0)
+            sup_on_start_failed(s, err);
+        else
+            sup_on_started(s, pid, bt_now_s());
     }
-    *len = strlen(line);
-    memmove(buf, line, *len + 1);
 }
 
-static bool reap(struct job *j)
+/* Everything in the report pipe now (it is nonblocking). */
+static void read_reports(struct sup *s, int fd, char **cmd)
+{
+    char buf[256];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof(buf))) > 0)
+        act(s, sup_on_report(s, buf, (size_t)n, bt_now_s()), cmd);
+}
+
+static void read_signals(struct sup *s, char **cmd)
+{
+    unsigned char sigs[32];
+    ssize_t n = read(sig_pipe[0], sigs, sizeof(sigs));
+    for (ssize_t i = 0; i < n; i++) act(s, sup_on_signal(s, sigs[i], bt_now_s()), cmd);
+}
+
+/* mpiexec ended? Then the rest of its reports, then the verdict. */
+static void check_reaped(struct sup *s, int report_rd, char **cmd)
 {
     char err[128];
-    int code;
-    if (proc_reap(j->pid, &code, err, sizeof(err)) != 1) return false;
-    j->mpiexec_code = code;
-    return true;
+    int code, r = proc_reap(s->job.pid, &code, err, sizeof(err));
+    if (r == 0) return;
+    if (r < 0) { /* not our child any more: it is gone, its status unknown */
+        bt_error("supervisor: %s", err);
+        code = BT_EXIT_FAIL;
+    }
+    read_reports(s, report_rd, cmd);
+    act(s, sup_on_reaped(s, code, bt_now_s()), cmd);
 }
 
-/* Run the job and, for baton serve, restart it after faults. once (baton run): no restart, the
- * result is rank 0's own exit code (reported by its wrapper) where known, since the job's MPI
- * teardown can fail after rank 0 finished (transport_mpi.c, finalize_bounded). */
-static int supervise(char **cmd, int status_rd, const struct sup_config *o)
+/* Wait for a signal, a report or the next deadline (at most POLL_MS). */
+static void wait_event(const struct sup *s, int report_rd)
 {
-    const bool once = o->once;
-    const double backoff_min = 0.25, backoff_max = 8.0, healthy_after = 30.0;
-    double backoff = backoff_min;
-    int restarts = 0;
-    bool stopping = false;
-    double stop_deadline = 0;
-    char rbuf[256];
-    size_t rlen = 0;
-
-    for (;;) {
-        struct job j;
-        char err[256];
-        if (job_start(&j, cmd, err, sizeof(err)) != BT_OK) {
-            bt_error("supervisor: fork: %s", err);
-            return 1;
-        }
-        if (!once)
-            bt_info("supervisor: job started (mpiexec pid %d)%s", (int)j.pid,
-                    restarts ? " after a fault" : "");
-        bool killed = false;
-        while (j.mpiexec_code < 0) {
-            struct pollfd pf[2] = {{sig_pipe[0], POLLIN, 0}, {status_rd, POLLIN, 0}};
-            poll(pf, 2, 200);
-            if (pf[0].revents & POLLIN) {
-                unsigned char sigs[32];
-                ssize_t n = read(sig_pipe[0], sigs, sizeof(sigs));
-                for (ssize_t i = 0; i < n; i++) {
-                    if ((sigs[i] == SIGTERM || sigs[i] == SIGINT) && !stopping && once) {
-                        stopping = true; /* baton run: interrupted, end the job now */
-                        proc_kill_tree(j.pid), killed = true;
-                    } else if ((sigs[i] == SIGTERM || sigs[i] == SIGINT) && !stopping) {
-                        stopping = true;
-                        stop_deadline = bt_now_s() + o->drain_timeout + 5;
-                        bt_info("supervisor: stopping: rank 0 drains for up to %.0f s",
-                                o->drain_timeout);
-                        if (j.rank0 > 0 && j.up)
-                            kill(j.rank0, SIGTERM);
-                        else /* still starting: nothing to drain (rank 0 takes signals later) */
-                            proc_kill_tree(j.pid), killed = true;
-                    }
-                }
-            }
-            if (pf[1].revents & POLLIN) read_reports(status_rd, &j, rbuf, &rlen, sizeof(rbuf));
-            reap(&j);
-            if (j.mpiexec_code >= 0) break;
-            /* rank 0 gone: the other ranks may wait forever (no auto-cleanup), end them. A clean
-             * exit has sent them SHUTDOWN: give them a moment first. */
-            if (j.rank0_code >= 0 && !killed) {
-                double grace = j.rank0_code == 0 ? 5.0 : 0.0, t0 = bt_now_s();
-                while (bt_now_s() - t0 < grace && !reap(&j)) poll(NULL, 0, 20);
-                if (j.mpiexec_code < 0) proc_kill_tree(j.pid);
-                killed = true;
-            }
-            /* rank 0 stopped or stuck (it says "alive" twice a second while its scheduler goes
-             * round): nobody else notices, its clients would wait; end the job */
-            if (!once && !stopping && !killed && j.alive > 0 &&
-                bt_now_s() - j.alive > o->rank0_silence) {
-                bt_warn("supervisor: rank 0 (pid %d) gave no sign of life for %.1f s (stopped or "
-                        "hung): ending the job",
-                        (int)j.rank0, bt_now_s() - j.alive);
-                proc_kill_tree(j.pid);
-                killed = true;
-            }
-            /* the job never came up: hydra waits forever for a host it could not reach (its
-             * proxy there could not connect back, e.g. while a link is down) */
-            if (!once && !j.up && !killed && bt_now_s() - j.started > o->launch_timeout) {
-                bt_warn("supervisor: the job did not come up within --launch-timeout %.3g s (MPI "
-                        "not up on every host: one unreachable?); killing it",
-                        o->launch_timeout);
-                proc_kill_tree(j.pid);
-                killed = true;
-            }
-            if (stopping && bt_now_s() > stop_deadline && !killed) {
-                bt_warn("supervisor: rank 0 did not finish in time; killing the job");
-                proc_kill_tree(j.pid);
-                killed = true;
-            }
-        }
-        if (killed) proc_kill_tree(j.pid); /* stragglers re-parented away from mpiexec */
-        int code = j.rank0_code >= 0 ? j.rank0_code : j.mpiexec_code;
-        double lived = bt_now_s() - j.started;
-        if (once) {
-            read_reports(status_rd, &j, rbuf, &rlen, sizeof(rbuf));
-            code = j.rank0_code >= 0     ? j.rank0_code
-                   : j.rank0_result >= 0 ? j.rank0_result
-                                         : j.mpiexec_code;
-            if (code == 0 && j.mpiexec_code != 0)
-                bt_warn("mpiexec exited %d after rank 0 finished normally", j.mpiexec_code);
-            return stopping ? 130 : code;
-        }
-        if (stopping) {
-            bt_info("supervisor: stopped (rank 0 exit code %d)", code);
-            return 0;
-        }
-        if (code == 0) {
-            bt_info("supervisor: the job ended normally");
-            return 0;
-        }
-        if (code == BT_EXIT_CONFIG || code == BT_EXIT_MISMATCH || code == 127) {
-            bt_error("supervisor: the job failed with a configuration error (exit code %d): not "
-                     "restarting; see the error above",
-                     code);
-            return code;
-        }
-        if (lived >= healthy_after) backoff = backoff_min;
-        restarts++;
-        bt_warn("supervisor: the job ended with code %d after %.1f s; restart #%d in %.2f s", code,
-                lived, restarts, backoff);
-        double until = bt_now_s() + backoff;
-        while (bt_now_s() < until && !stopping) {
-            struct pollfd pf = {sig_pipe[0], POLLIN, 0};
-            if (poll(&pf, 1, 50) > 0) {
-                unsigned char sigs[32];
-                ssize_t n = read(sig_pipe[0], sigs, sizeof(sigs));
-                for (ssize_t i = 0; i < n; i++)
-                    if (sigs[i] == SIGTERM || sigs[i] == SIGINT) stopping = true;
-            }
-        }
-        if (stopping) return 0;
-        backoff = backoff * 2 > backoff_max ? backoff_max : backoff * 2;
+    struct pollfd pf[2] = {{sig_pipe[0], POLLIN, 0}, {report_rd, POLLIN, 0}};
+    double left = sup_deadline(s) - bt_now_s();
+    int ms = left >= POLL_MS / 1000.0 ? POLL_MS : left <= 0 ? 0 : (int)ceil(left * 1000.0);
+    if (poll(pf, 2, ms) < 0 && errno != EINTR) {
+        bt_warn("supervisor: poll: %s", strerror(errno));
+        poll(NULL, 0, POLL_MS);
     }
+}
+
+/* Run the job until the state machine is DONE; its exit code. */
+static int supervise(char **cmd, int report_rd, const struct sup_config *sc)
+{
+    struct sup s;
+    sup_init(&s, sc);
+    act(&s, sup_on_tick(&s, bt_now_s()), cmd);
+    while (s.state != SUP_DONE) {
+        wait_event(&s, report_rd);
+        read_signals(&s, cmd);
+        read_reports(&s, report_rd, cmd);
+        if (sup_has_job(&s)) check_reaped(&s, report_rd, cmd);
+        act(&s, sup_on_tick(&s, bt_now_s()), cmd);
+    }
+    return s.exit_code;
 }
 
 /* ---- main -------------------------------------------------------------------------------------
