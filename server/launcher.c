@@ -1,74 +1,47 @@
 /* baton: the launcher. `baton run` and `baton serve` build an MPMD mpiexec (MPICH hydra) command
- * line with rank 0 = baton-server and ranks 1..R-1 = baton-rankd, and run it.
+ * line with rank 0 = baton-server and ranks 1..R-1 = baton-rankd (mpicmd.h), and run it.
  *
  *   baton run   -m MODEL -p PROMPT -n N --ranks R [...]   one prompt through an R-rank pipeline
  *   baton serve -m MODEL --ranks R [--host A] [--port P]  the HTTP service
  *   common: --hosts h1,h2,... | --hostfile F, --split 8,7,7, --dry-run (print the command line)
  *
  * Options the launcher does not know are passed to every rank unchanged, so baton-server and
- * baton-rankd own their configuration (server/config.h); `serve` checks them first with the same
- * table, so a bad option is reported once and nothing is started.
+ * baton-rankd own their configuration (config/config.h); the launcher checks them first with the
+ * same table, so a bad option is reported once and nothing is started.
  *
  * `serve` is also the supervisor (DESIGN §5.4): it opens the listening socket itself and hands it
- * to rank 0 (--listen-fd), so connections wait in the backlog while a job restarts; rank 0's
- * wrapper reports rank 0's pid and exit status over a pipe (BATON_SUPERVISOR_FD); when rank 0
- * ends, the supervisor kills what is left of the job (its process group and every descendant, by
- * pid) and relaunches it with backoff, except after a configuration error (exit codes in
- * exitcodes.h), which it prints and returns. SIGTERM/SIGINT: rank 0 gets SIGTERM, drains and
- * shuts the ranks down; the supervisor exits 0. Each rank is started through `baton --wrap`, a
- * parent that ignores SIGUSR1 and exits with its child's status: hydra kills every rank of a host
- * when one of them dies by a signal (notes/mpich-faults.md §3b), which a plain exit status does not
- * trigger.
+ * to rank 0 (--listen-fd), so connections wait in the backlog while a job restarts; rank 0 and
+ * its wrapper report over a pipe (wrap.h); the state machine of supervise.h decides when the
+ * job is killed (procs.h) and restarted, and what its exit code means. `run` is supervised the
+ * same way without restarts. Each rank is started through `baton --wrap` (wrap.h).
  *
- * Single-threaded; only main() exits. */
+ * This file: the options, the listening socket, the signals and the loop that feeds the state
+ * machine its events. Single-threaded; only main() exits. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <math.h>
 #include <netdb.h>
 #include <poll.h>
-#include <limits.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <dirent.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "config.h"
 #include "exitcodes.h"
 #include "log.h"
+#include "mpicmd.h"
+#include "procs.h"
+#include "supervise.h"
+#include "wrap.h"
 
-#define MAX_ARGS 512
-
-struct argv_buf {
-    char *v[MAX_ARGS + 1];
-    int n;
-};
-
-static int argv_push(struct argv_buf *a, const char *s)
-{
-    if (a->n >= MAX_ARGS) return BT_EFULL;
-    a->v[a->n++] = (char *)s;
-    a->v[a->n] = NULL;
-    return BT_OK;
-}
-
-struct launch_opts {
-    const char *mode;     /* "run" | "serve" */
-    int ranks;            /* total ranks, >= 1 */
-    const char *hosts;    /* comma-separated, or NULL */
-    const char *hostfile; /* or NULL */
-    bool dry_run;
-    double rank0_silence;  /* serve: rank 0 silent this long (s) is stopped or hung */
-    double drain_timeout;  /* serve: seconds rank 0 may take to finish after SIGTERM (the option
-                            * table's --drain-timeout, which every rank also gets) */
-    double launch_timeout; /* serve: seconds the job may take to come up (--launch-timeout) */
-    struct argv_buf pass;  /* options for every rank */
-};
+#define POLL_MS 200 /* the loop wakes at least this often (mpiexec's end is found by polling) */
 
 static void usage(FILE *f)
 {
@@ -84,210 +57,113 @@ static void usage(FILE *f)
         1u << CFG_G_LAUNCH);
 }
 
-/* Directory of this executable, so the rank binaries are found beside it. */
-static int self_dir(char *out, size_t cap)
-{
-    ssize_t n = readlink("/proc/self/exe", out, cap - 1);
-    if (n <= 0) return BT_EIO;
-    out[n] = '\0';
-    char *slash = strrchr(out, '/');
-    if (!slash) return BT_EIO;
-    *slash = '\0';
-    return BT_OK;
-}
+/* ---- options ----------------------------------------------------------------------------------
+ */
 
-static bool is_exec(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
-}
-
-/* Path of a sibling binary, or the bare name (found through PATH) if there is none beside us. */
-static const char *sibling(const char *dir, const char *name)
-{
-    static char bufs[4][PATH_MAX];
-    static int k;
-    char *p = bufs[k++ & 3];
-    snprintf(p, PATH_MAX, "%s/%s", dir, name);
-    return is_exec(p) ? p : name;
-}
-
-/* `baton --wrap [--report] -- PROG ARGS`: run PROG with SIGUSR1 ignored in this parent; forward
- * SIGTERM and SIGINT; exit with the child's status (128 + signal if it was killed). With --report
- * (rank 0), write "pid N" and then "exit CODE" to the supervisor's pipe (BATON_SUPERVISOR_FD),
- * even when the child dies by a signal. The pipe never reaches the child. */
-static pid_t wrap_child;
-
-static void wrap_forward(int sig)
-{
-    if (wrap_child > 0) kill(wrap_child, sig);
-}
-
-static int supervisor_fd(void)
-{
-    const char *e = getenv("BATON_SUPERVISOR_FD");
-    if (!e || !*e) return -1;
-    char *end;
-    long fd = strtol(e, &end, 10);
-    if (*end || fd < 3 || fd > 65535 || fcntl((int)fd, F_GETFD) < 0) return -1;
-    return (int)fd;
-}
-
-static void report_line(int fd, const char *what, long v)
-{
-    char line[64];
-    int n = snprintf(line, sizeof(line), "%s %ld\n", what, v);
-    if (fd >= 0 && n > 0) {
-        ssize_t w = write(fd, line, (size_t)n);
-        (void)w;
-    }
-}
-
-static int wrap_main(int argc, char **argv, bool report)
-{
-    if (argc < 1) {
-        fputs("baton --wrap: missing program\n", stderr);
-        return 2;
-    }
-    int sfd = supervisor_fd();
-    if (sfd >= 0) {
-        fcntl(sfd, F_SETFD, FD_CLOEXEC);
-        if (!report) close(sfd), sfd = -1;
-    }
-    unsetenv("BATON_SUPERVISOR_FD");
-    signal(SIGUSR1, SIG_IGN);
-    wrap_child = fork();
-    if (wrap_child < 0) {
-        perror("baton --wrap: fork");
-        report_line(sfd, "exit", 1);
-        return 1;
-    }
-    if (wrap_child == 0) {
-        signal(SIGUSR1, SIG_DFL);
-        if (sfd >= 0) { /* the program may report its result itself (oneshot.c) */
-            char num[16];
-            snprintf(num, sizeof(num), "%d", sfd);
-            fcntl(sfd, F_SETFD, 0);
-            setenv("BATON_REPORT_FD", num, 1);
-        }
-        execvp(argv[0], argv);
-        fprintf(stderr, "baton --wrap: cannot run %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
-    report_line(sfd, "pid", (long)wrap_child);
-    struct sigaction sa = {0};
-    sa.sa_handler = wrap_forward;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    int st, code = 1;
-    while (waitpid(wrap_child, &st, 0) < 0) {
-        if (errno != EINTR) {
-            st = -1;
-            break;
-        }
-    }
-    if (st != -1 && WIFEXITED(st))
-        code = WEXITSTATUS(st);
-    else if (st != -1 && WIFSIGNALED(st))
-        code = 128 + WTERMSIG(st);
-    report_line(sfd, "exit", code);
-    return code;
-}
-
-/* argv[1] is the mode; the rest are options of the one table (config.h), checked here. The
- * launch group is the launcher's own; everything else is passed to every rank unchanged. */
-static int parse_args(int argc, char **argv, struct launch_opts *o, struct cfg *c, char *err,
-                      size_t errsz)
+/* argv[1] is the mode; the rest are options of the one table (config.h), checked here into c
+ * (which the caller frees with cfg_free, also after a failure). The launch group is the
+ * launcher's own; everything else goes to pass, for every rank (borrowed from argv). */
+static int parse_args(int argc, char **argv, bool *serve, struct mpicmd_argv *pass, struct cfg *c,
+                      char *err, size_t errsz)
 {
     extern char **environ;
-    struct argv_buf a = {.n = 0};
-    memset(o, 0, sizeof(*o));
+    struct mpicmd_argv a = {.n = 0};
     memset(c, 0, sizeof(*c));
+    pass->n = 0;
     if (argc < 2) return bt_errf(err, errsz, BT_EINVAL, "missing mode: run or serve");
-    o->mode = argv[1];
-    if (strcmp(o->mode, "run") != 0 && strcmp(o->mode, "serve") != 0)
-        return bt_errf(err, errsz, BT_EINVAL, "unknown mode '%s' (expected run or serve)", o->mode);
-    argv_push(&a, "baton");
+    if (strcmp(argv[1], "run") != 0 && strcmp(argv[1], "serve") != 0)
+        return bt_errf(err, errsz, BT_EINVAL, "unknown mode '%s' (expected run or serve)", argv[1]);
+    *serve = !strcmp(argv[1], "serve");
+    mpicmd_push(&a, "baton");
     for (int i = 2; i < argc; i++)
-        if (argv_push(&a, argv[i]) != BT_OK)
+        if (mpicmd_push(&a, argv[i]) != BT_OK)
             return bt_errf(err, errsz, BT_EINVAL, "too many arguments");
     int rc = cfg_load(c, a.n, a.v, environ, err, errsz);
     if (rc < 0) return rc;
     for (int i = 2, n; i < argc; i += n) {
         const struct cfg_opt *opt = cfg_flag_at(argc, argv, i, &n);
         for (int k = 0; k < n && !(opt && opt->group == CFG_G_LAUNCH); k++)
-            argv_push(&o->pass, argv[i + k]);
+            if (mpicmd_push(pass, argv[i + k]) != BT_OK)
+                return bt_errf(err, errsz, BT_EINVAL, "too many arguments");
     }
-    o->ranks = (int)c->launch.ranks;
-    o->hosts = c->launch.hosts;
-    o->hostfile = c->launch.hostfile;
-    o->dry_run = c->launch.dry_run;
-    o->drain_timeout = (double)c->server.drain_timeout_ms / 1000.0;
-    o->launch_timeout = (double)c->launch.launch_timeout_ms / 1000.0;
-    /* the ranks' own rule for a silent rank 0 (interval x misses x 2), at least 3 s */
-    o->rank0_silence =
-        (double)c->stage.heartbeat_interval_ms * 1e-3 * (double)c->stage.heartbeat_misses * 2;
-    if (o->rank0_silence < 3) o->rank0_silence = 3;
-    if (o->hosts && o->hostfile)
+    if (c->launch.hosts && c->launch.hostfile)
         return bt_errf(err, errsz, BT_EINVAL, "--hosts and --hostfile are exclusive");
     return BT_OK;
 }
 
-/* One MPMD section: "-n COUNT baton --wrap [--report] -- BIN [extra...] PASS..." */
-static int push_section(struct argv_buf *cmd, const char *count, const char *self, bool report,
-                        const char *bin, const char *const *extra, const struct argv_buf *pass)
+/* The supervisor's times from the option table. */
+static struct sup_config sup_config_of(const struct cfg *c, bool serve)
 {
-    int rc = 0;
-    rc |= argv_push(cmd, "-n");
-    rc |= argv_push(cmd, count);
-    rc |= argv_push(cmd, self);
-    rc |= argv_push(cmd, "--wrap");
-    if (report) rc |= argv_push(cmd, "--report");
-    rc |= argv_push(cmd, "--");
-    rc |= argv_push(cmd, bin);
-    for (int i = 0; extra && extra[i]; i++) rc |= argv_push(cmd, extra[i]);
-    for (int i = 0; i < pass->n; i++) rc |= argv_push(cmd, pass->v[i]);
-    return rc ? BT_EFULL : BT_OK;
+    struct sup_config sc = {
+        .once = !serve,
+        .drain_timeout = (double)c->server.drain_timeout_ms / 1000.0,
+        .launch_timeout = (double)c->launch.launch_timeout_ms / 1000.0,
+        /* the ranks' own rule for a silent rank 0 (interval x misses x 2), at least 3 s */
+        .rank0_silence =
+            (double)c->stage.heartbeat_interval_ms * 1e-3 * (double)c->stage.heartbeat_misses * 2,
+    };
+    if (sc.rank0_silence < 3) sc.rank0_silence = 3;
+    return sc;
 }
 
-static void print_cmd(const struct argv_buf *cmd)
+/* ---- the command line -------------------------------------------------------------------------
+ */
+
+struct programs {
+    char self[PATH_MAX + 16]; /* this program */
+    char server[PATH_MAX + 16];
+    char rankd[PATH_MAX + 16];
+};
+
+/* Path of a sibling binary in dir, or the bare name (found through PATH) if there is none. */
+static void sibling(char *out, size_t cap, const char *dir, const char *name)
 {
-    for (int i = 0; i < cmd->n; i++) {
-        const char *s = cmd->v[i];
-        bool plain = *s != '\0';
-        for (const char *p = s; *p; p++)
-            if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%",
-                        *p))
-                plain = false;
-        if (i) putchar(' ');
-        if (plain) {
-            fputs(s, stdout);
-        } else {
-            putchar('\'');
-            for (const char *p = s; *p; p++) {
-                if (*p == '\'')
-                    fputs("'\\''", stdout);
-                else
-                    putchar(*p);
-            }
-            putchar('\'');
-        }
-    }
-    putchar('\n');
+    struct stat st;
+    int n = snprintf(out, cap, "%s/%s", dir, name);
+    if (n < 0 || (size_t)n >= cap || stat(out, &st) != 0 || !S_ISREG(st.st_mode) ||
+        access(out, X_OK) != 0)
+        snprintf(out, cap, "%s", name);
 }
 
-/* ---- supervisor ------------------------------------------------------------------------------ */
-
-static int sig_pipe[2] = {-1, -1}; /* SIGTERM/SIGINT/SIGCHLD -> the poll loop */
-
-static void on_signal(int sig)
+/* This executable and the rank binaries beside it. */
+static int find_programs(struct programs *p, char *err, size_t errsz)
 {
-    unsigned char b = (unsigned char)sig;
-    int saved = errno;
-    ssize_t w = write(sig_pipe[1], &b, 1);
-    (void)w;
-    errno = saved;
+    char dir[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", dir, sizeof(dir));
+    if (n <= 0 || (size_t)n >= sizeof(dir))
+        return bt_errf(err, errsz, BT_EIO, "cannot find my own executable in /proc/self/exe");
+    dir[n] = '\0';
+    char *slash = strrchr(dir, '/');
+    if (!slash) return bt_errf(err, errsz, BT_EIO, "/proc/self/exe is not a path: %s", dir);
+    *slash = '\0';
+    snprintf(p->self, sizeof(p->self), "%s/baton", dir);
+    sibling(p->server, sizeof(p->server), dir, "baton-server");
+    sibling(p->rankd, sizeof(p->rankd), dir, "baton-rankd");
+    return BT_OK;
 }
+
+static int build_cmd(struct mpicmd *cmd, const struct programs *p, const struct cfg *c, bool serve,
+                     const struct mpicmd_argv *pass, char *err, size_t errsz)
+{
+    const char *mpiexec = getenv("BATON_MPIEXEC");
+    struct mpicmd_spec spec = {
+        .mpiexec = mpiexec && *mpiexec ? mpiexec : "mpiexec",
+        .serve = serve,
+        .hosts = c->launch.hosts,
+        .hostfile = c->launch.hostfile,
+        .ranks = (int)c->launch.ranks,
+        .self = p->self,
+        .server = p->server,
+        .rankd = p->rankd,
+        .pass = pass,
+    };
+    if (mpicmd_build(cmd, &spec) != BT_OK)
+        return bt_errf(err, errsz, BT_EFULL, "command line too long");
+    return BT_OK;
+}
+
+/* ---- the listening socket ---------------------------------------------------------------------
+ */
 
 /* A TCP socket listening on host:port, inheritable (no CLOEXEC) so rank 0 gets it. */
 static int open_listener(const char *host, int port, int *out, char *err, size_t errsz)
@@ -302,17 +178,12 @@ static int open_listener(const char *host, int port, int *out, char *err, size_t
     if (gai != 0)
         return bt_errf(err, errsz, BT_EINVAL, "cannot resolve --host '%s': %s", host,
                        gai_strerror(gai));
-    int fd = socket(res->ai_family, res->ai_socktype, res->ai_protocol);
-    if (fd < 0) {
-        freeaddrinfo(res);
-        return bt_errf(err, errsz, BT_EIO, "socket: %s", strerror(errno));
-    }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 512) < 0) {
+    int fd = socket(res->ai_family, res->ai_socktype, res->ai_protocol), one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 512) < 0) {
         int e = errno;
         freeaddrinfo(res);
-        close(fd);
+        if (fd >= 0) close(fd);
         return bt_errf(err, errsz, BT_EIO, "cannot listen on %s:%d: %s", host, port, strerror(e));
     }
     freeaddrinfo(res);
@@ -320,361 +191,213 @@ static int open_listener(const char *host, int port, int *out, char *err, size_t
     return BT_OK;
 }
 
-/* SIGKILL every descendant of root (found through /proc) and root's process group. */
-static void kill_tree(pid_t root)
+/* The socket's port (port 0 asks for any free one). */
+static int bound_port(int fd, int fallback)
 {
-    pid_t killed[4096];
-    int nk = 0;
-    killed[nk++] = root;
-    for (int pass = 0; pass < 8; pass++) { /* repeat: children forked while we walk */
-        int before = nk;
-        DIR *d = opendir("/proc");
-        if (!d) break;
-        struct dirent *de;
-        while ((de = readdir(d)) && nk < 4096) {
-            char path[64], buf[512];
-            char *end;
-            long pid = strtol(de->d_name, &end, 10);
-            if (*end || pid <= 1) continue;
-            snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-            FILE *f = fopen(path, "r");
-            if (!f) continue;
-            size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-            fclose(f);
-            buf[n] = '\0';
-            char *rp = strrchr(buf, ')'); /* comm may hold spaces: fields start after ')' */
-            long ppid;
-            char state;
-            if (!rp || sscanf(rp + 1, " %c %ld", &state, &ppid) != 2) continue;
-            bool child = false, seen = false;
-            for (int i = 0; i < nk; i++) {
-                if (killed[i] == ppid) child = true;
-                if (killed[i] == pid) seen = true;
-            }
-            if (child && !seen) {
-                killed[nk++] = (pid_t)pid;
-                kill((pid_t)pid, SIGSTOP); /* freeze it so it forks no more */
-            }
-        }
-        closedir(d);
-        if (nk == before) break;
-    }
-    kill(-root, SIGKILL);
-    for (int i = 0; i < nk; i++) kill(killed[i], SIGKILL);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) return fallback;
+    return ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                          : ((struct sockaddr_in *)&ss)->sin_port);
 }
 
-struct job {
-    pid_t pid;        /* mpiexec */
-    pid_t rank0;      /* rank 0's pid, from its wrapper (0: not known yet) */
-    int rank0_code;   /* rank 0's exit code, -1 until reported */
-    int rank0_result; /* what rank 0 said it will exit with, before its MPI teardown; -1 */
-    double alive;     /* when rank 0 last said "alive" (0: not yet) */
-    bool up;          /* rank 0 said MPI is up on every host */
-    int mpiexec_code; /* -1 while running */
-    double started;
-};
+/* ---- pipes and signals ------------------------------------------------------------------------
+ */
 
-static int job_start(struct job *j, char **cmd)
+static int sig_pipe[2] = {-1, -1}; /* SIGTERM/SIGINT -> the loop (self-pipe) */
+
+static void on_signal(int sig)
 {
-    memset(j, 0, sizeof(*j));
-    j->rank0_code = j->rank0_result = j->mpiexec_code = -1;
-    j->started = bt_now_s();
-    j->pid = fork();
-    if (j->pid < 0) return BT_EIO;
-    if (j->pid == 0) {
-        setpgid(0, 0);
-        signal(SIGPIPE, SIG_DFL);
-        execvp(cmd[0], cmd);
-        fprintf(stderr, "baton: cannot run %s: %s (is MPICH installed?)\n", cmd[0],
-                strerror(errno));
-        _exit(127);
-    }
-    setpgid(j->pid, j->pid);
+    unsigned char b = (unsigned char)sig;
+    int saved = errno;
+    ssize_t w = write(sig_pipe[1], &b, 1);
+    (void)w; /* a full pipe already holds a signal */
+    errno = saved;
+}
+
+static int set_flags(int fd, int fd_flags, int fl_flags)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFD, fd_flags) < 0 || fcntl(fd, F_SETFL, fl | fl_flags) < 0)
+        return BT_EIO;
     return BT_OK;
 }
 
-/* Read "pid N" / "exit N" lines from rank 0's wrapper. */
-static void read_reports(int fd, struct job *j, char *buf, size_t *len, size_t cap)
+/* The report pipe (its write end in BATON_SUPERVISOR_FD, inherited by the job; wrap.h), the
+ * self-pipe, and SIGTERM/SIGINT into it. *report_rd: the read end, nonblocking. */
+static int setup_pipes(int *report_rd, char *err, size_t errsz)
 {
-    ssize_t n = read(fd, buf + *len, cap - 1 - *len);
-    if (n <= 0) return;
-    *len += (size_t)n;
-    buf[*len] = '\0';
-    char *line = buf, *nl;
-    while ((nl = strchr(line, '\n'))) {
-        *nl = '\0';
-        long v;
-        if (sscanf(line, "pid %ld", &v) == 1)
-            j->rank0 = (pid_t)v;
-        else if (sscanf(line, "exit %ld", &v) == 1)
-            j->rank0_code = (int)v;
-        else if (sscanf(line, "result %ld", &v) == 1)
-            j->rank0_result = (int)v;
-        else if (!strcmp(line, "alive"))
-            j->alive = bt_now_s();
-        else if (sscanf(line, "up %ld", &v) == 1)
-            j->up = true;
-        line = nl + 1;
-    }
-    *len = strlen(line);
-    memmove(buf, line, *len + 1);
+    int rep[2];
+    char num[16];
+    if (pipe(rep) < 0 || pipe(sig_pipe) < 0)
+        return bt_errf(err, errsz, BT_EIO, "pipe: %s", strerror(errno));
+    if (set_flags(rep[0], FD_CLOEXEC, O_NONBLOCK) < 0 ||
+        set_flags(sig_pipe[0], FD_CLOEXEC, O_NONBLOCK) < 0 ||
+        set_flags(sig_pipe[1], FD_CLOEXEC, O_NONBLOCK) < 0)
+        return bt_errf(err, errsz, BT_EIO, "fcntl: %s", strerror(errno));
+    snprintf(num, sizeof(num), "%d", rep[1]);
+    if (setenv("BATON_SUPERVISOR_FD", num, 1) < 0)
+        return bt_errf(err, errsz, BT_EIO, "setenv: %s", strerror(errno));
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0 ||
+        signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+        return bt_errf(err, errsz, BT_EIO, "sigaction: %s", strerror(errno));
+    *report_rd = rep[0];
+    return BT_OK;
 }
 
-static bool reap(struct job *j)
+/* ---- the supervisor loop ----------------------------------------------------------------------
+ */
+
+/* Carry out what the state machine asked for (supervise.h: TERM, KILL, START). */
+static void act(struct sup *s, int acts, char **cmd)
 {
-    int st;
-    pid_t r = waitpid(j->pid, &st, WNOHANG);
-    if (r != j->pid) return false;
-    j->mpiexec_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-    return true;
+    if ((acts & SUP_ACT_TERM) && s->job.rank0 > 0) kill(s->job.rank0, SIGTERM);
+    if (acts & SUP_ACT_KILL) proc_kill_tree(s->job.pid);
+    if (acts & SUP_ACT_START) {
+        char err[256];
+        pid_t pid;
+        if (proc_spawn(cmd, &pid, err, sizeof(err)) < 0)
+            sup_on_start_failed(s, err);
+        else
+            sup_on_started(s, pid, bt_now_s());
+    }
 }
 
-/* Run the job and, for baton serve, restart it after faults. once (baton run): no restart, the
- * result is rank 0's own exit code (reported by its wrapper) where known, since the job's MPI
- * teardown can fail after rank 0 finished (transport_mpi.c, finalize_bounded). */
-static int supervise(char **cmd, int status_rd, const struct launch_opts *o, bool once)
+/* Everything in the report pipe now (it is nonblocking). */
+static void read_reports(struct sup *s, int fd, char **cmd)
 {
-    const double backoff_min = 0.25, backoff_max = 8.0, healthy_after = 30.0;
-    double backoff = backoff_min;
-    int restarts = 0;
-    bool stopping = false;
-    double stop_deadline = 0;
-    char rbuf[256];
-    size_t rlen = 0;
+    char buf[256];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof(buf))) > 0)
+        act(s, sup_on_report(s, buf, (size_t)n, bt_now_s()), cmd);
+}
 
-    for (;;) {
-        struct job j;
-        if (job_start(&j, cmd) != BT_OK) {
-            bt_error("supervisor: fork: %s", strerror(errno));
-            return 1;
-        }
-        if (!once)
-            bt_info("supervisor: job started (mpiexec pid %d)%s", (int)j.pid,
-                    restarts ? " after a fault" : "");
-        bool killed = false;
-        while (j.mpiexec_code < 0) {
-            struct pollfd pf[2] = {{sig_pipe[0], POLLIN, 0}, {status_rd, POLLIN, 0}};
-            poll(pf, 2, 200);
-            if (pf[0].revents & POLLIN) {
-                unsigned char sigs[32];
-                ssize_t n = read(sig_pipe[0], sigs, sizeof(sigs));
-                for (ssize_t i = 0; i < n; i++) {
-                    if ((sigs[i] == SIGTERM || sigs[i] == SIGINT) && !stopping && once) {
-                        stopping = true; /* baton run: interrupted, end the job now */
-                        kill_tree(j.pid), killed = true;
-                    } else if ((sigs[i] == SIGTERM || sigs[i] == SIGINT) && !stopping) {
-                        stopping = true;
-                        stop_deadline = bt_now_s() + o->drain_timeout + 5;
-                        bt_info("supervisor: stopping: rank 0 drains for up to %.0f s",
-                                o->drain_timeout);
-                        if (j.rank0 > 0 && j.up)
-                            kill(j.rank0, SIGTERM);
-                        else /* still starting: nothing to drain (rank 0 takes signals later) */
-                            kill_tree(j.pid), killed = true;
-                    }
-                }
-            }
-            if (pf[1].revents & POLLIN) read_reports(status_rd, &j, rbuf, &rlen, sizeof(rbuf));
-            reap(&j);
-            if (j.mpiexec_code >= 0) break;
-            /* rank 0 gone: the other ranks may wait forever (no auto-cleanup), end them. A clean
-             * exit has sent them SHUTDOWN: give them a moment first. */
-            if (j.rank0_code >= 0 && !killed) {
-                double grace = j.rank0_code == 0 ? 5.0 : 0.0, t0 = bt_now_s();
-                while (bt_now_s() - t0 < grace && !reap(&j)) poll(NULL, 0, 20);
-                if (j.mpiexec_code < 0) kill_tree(j.pid);
-                killed = true;
-            }
-            /* rank 0 stopped or stuck (it says "alive" twice a second while its scheduler goes
-             * round): nobody else notices, its clients would wait; end the job */
-            if (!once && !stopping && !killed && j.alive > 0 &&
-                bt_now_s() - j.alive > o->rank0_silence) {
-                bt_warn("supervisor: rank 0 (pid %d) gave no sign of life for %.1f s (stopped or "
-                        "hung): ending the job",
-                        (int)j.rank0, bt_now_s() - j.alive);
-                kill_tree(j.pid);
-                killed = true;
-            }
-            /* the job never came up: hydra waits forever for a host it could not reach (its
-             * proxy there could not connect back, e.g. while a link is down) */
-            if (!once && !j.up && !killed && bt_now_s() - j.started > o->launch_timeout) {
-                bt_warn("supervisor: the job did not come up within --launch-timeout %.3g s (MPI "
-                        "not up on every host: one unreachable?); killing it",
-                        o->launch_timeout);
-                kill_tree(j.pid);
-                killed = true;
-            }
-            if (stopping && bt_now_s() > stop_deadline && !killed) {
-                bt_warn("supervisor: rank 0 did not finish in time; killing the job");
-                kill_tree(j.pid);
-                killed = true;
-            }
-        }
-        if (killed) kill_tree(j.pid); /* stragglers re-parented away from mpiexec */
-        int code = j.rank0_code >= 0 ? j.rank0_code : j.mpiexec_code;
-        double lived = bt_now_s() - j.started;
-        if (once) {
-            read_reports(status_rd, &j, rbuf, &rlen, sizeof(rbuf));
-            code = j.rank0_code >= 0     ? j.rank0_code
-                   : j.rank0_result >= 0 ? j.rank0_result
-                                         : j.mpiexec_code;
-            if (code == 0 && j.mpiexec_code != 0)
-                bt_warn("mpiexec exited %d after rank 0 finished normally", j.mpiexec_code);
-            return stopping ? 130 : code;
-        }
-        if (stopping) {
-            bt_info("supervisor: stopped (rank 0 exit code %d)", code);
-            return 0;
-        }
-        if (code == 0) {
-            bt_info("supervisor: the job ended normally");
-            return 0;
-        }
-        if (code == BT_EXIT_CONFIG || code == BT_EXIT_MISMATCH || code == 127) {
-            bt_error("supervisor: the job failed with a configuration error (exit code %d): not "
-                     "restarting; see the error above",
-                     code);
-            return code;
-        }
-        if (lived >= healthy_after) backoff = backoff_min;
-        restarts++;
-        bt_warn("supervisor: the job ended with code %d after %.1f s; restart #%d in %.2f s", code,
-                lived, restarts, backoff);
-        double until = bt_now_s() + backoff;
-        while (bt_now_s() < until && !stopping) {
-            struct pollfd pf = {sig_pipe[0], POLLIN, 0};
-            if (poll(&pf, 1, 50) > 0) {
-                unsigned char sigs[32];
-                ssize_t n = read(sig_pipe[0], sigs, sizeof(sigs));
-                for (ssize_t i = 0; i < n; i++)
-                    if (sigs[i] == SIGTERM || sigs[i] == SIGINT) stopping = true;
-            }
-        }
-        if (stopping) return 0;
-        backoff = backoff * 2 > backoff_max ? backoff_max : backoff * 2;
+static void read_signals(struct sup *s, char **cmd)
+{
+    unsigned char sigs[32];
+    ssize_t n = read(sig_pipe[0], sigs, sizeof(sigs));
+    for (ssize_t i = 0; i < n; i++) act(s, sup_on_signal(s, sigs[i], bt_now_s()), cmd);
+}
+
+/* mpiexec ended? Then the rest of its reports, then the verdict. */
+static void check_reaped(struct sup *s, int report_rd, char **cmd)
+{
+    char err[128];
+    int code, r = proc_reap(s->job.pid, &code, err, sizeof(err));
+    if (r == 0) return;
+    if (r < 0) { /* not our child any more: it is gone, its status unknown */
+        bt_error("supervisor: %s", err);
+        code = BT_EXIT_FAIL;
     }
+    read_reports(s, report_rd, cmd);
+    act(s, sup_on_reaped(s, code, bt_now_s()), cmd);
+}
+
+/* Wait for a signal, a report or the next deadline (at most POLL_MS). */
+static void wait_event(const struct sup *s, int report_rd)
+{
+    struct pollfd pf[2] = {{sig_pipe[0], POLLIN, 0}, {report_rd, POLLIN, 0}};
+    double left = sup_deadline(s) - bt_now_s();
+    int ms = left >= POLL_MS / 1000.0 ? POLL_MS : left <= 0 ? 0 : (int)ceil(left * 1000.0);
+    if (poll(pf, 2, ms) < 0 && errno != EINTR) {
+        bt_warn("supervisor: poll: %s", strerror(errno));
+        poll(NULL, 0, POLL_MS);
+    }
+}
+
+/* Run the job until the state machine is DONE; its exit code. */
+static int supervise(char **cmd, int report_rd, const struct sup_config *sc)
+{
+    struct sup s;
+    sup_init(&s, sc);
+    act(&s, sup_on_tick(&s, bt_now_s()), cmd);
+    while (s.state != SUP_DONE) {
+        wait_event(&s, report_rd);
+        read_signals(&s, cmd);
+        read_reports(&s, report_rd, cmd);
+        if (sup_has_job(&s)) check_reaped(&s, report_rd, cmd);
+        act(&s, sup_on_tick(&s, bt_now_s()), cmd);
+    }
+    return s.exit_code;
+}
+
+/* ---- main -------------------------------------------------------------------------------------
+ */
+
+/* Open the socket (or take the one we were given) and supervise the job until the end. */
+static int serve(struct mpicmd *cmd, int report_rd, const struct cfg *c, int listen_fd)
+{
+    mpicmd_set_listen_fd(cmd, listen_fd);
+    bt_info("supervisor: serving on %s:%d with %d rank%s", c->server.host,
+            bound_port(listen_fd, (int)c->server.port), (int)c->launch.ranks,
+            c->launch.ranks > 1 ? "s" : "");
+    struct sup_config sc = sup_config_of(c, true);
+    return supervise(cmd->argv.v, report_rd, &sc);
+}
+
+static int launch(const struct cfg *c, bool is_serve, const struct mpicmd_argv *pass)
+{
+    static struct mpicmd cmd; /* large; points into itself */
+    struct programs progs;
+    char err[512];
+    int listen_fd = -1, report_rd = -1;
+    if (find_programs(&progs, err, sizeof(err)) < 0) {
+        fprintf(stderr, "baton: %s\n", err);
+        return BT_EXIT_FAIL;
+    }
+    if (build_cmd(&cmd, &progs, c, is_serve, pass, err, sizeof(err)) < 0) {
+        fprintf(stderr, "baton: %s\n", err);
+        return BT_EXIT_CONFIG;
+    }
+    if (c->launch.dry_run) {
+        mpicmd_print(&cmd, stdout);
+        return BT_EXIT_OK;
+    }
+    if (is_serve && c->server.listen_fd >= 0) {
+        listen_fd = (int)c->server.listen_fd; /* we were handed one ourselves */
+    } else if (is_serve && open_listener(c->server.host, (int)c->server.port, &listen_fd, err,
+                                         sizeof(err)) < 0) {
+        fprintf(stderr, "baton: %s\n", err);
+        return BT_EXIT_CONFIG;
+    }
+    if (setup_pipes(&report_rd, err, sizeof(err)) < 0) {
+        fprintf(stderr, "baton: %s\n", err);
+        return BT_EXIT_FAIL;
+    }
+    if (is_serve) return serve(&cmd, report_rd, c, listen_fd);
+    struct sup_config sc = sup_config_of(c, false);
+    return supervise(cmd.argv.v, report_rd, &sc);
 }
 
 int main(int argc, char **argv)
 {
-    char err[512], dir[PATH_MAX], self[PATH_MAX + 16];
-    char nrest[16], fdarg[16];
-    struct launch_opts o;
-    struct argv_buf cmd = {.n = 0};
-
-    if (argc >= 2 && !strcmp(argv[1], "--wrap")) {
-        int k = 2;
-        bool report = false;
-        if (k < argc && !strcmp(argv[k], "--report")) report = true, k++;
-        if (k < argc && !strcmp(argv[k], "--")) k++;
-        return wrap_main(argc - k, argv + k, report);
-    }
+    if (argc >= 2 && !strcmp(argv[1], "--wrap")) return wrap_main(argc - 2, argv + 2);
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
         usage(stdout);
         return 0;
     }
     bt_log_set_tag("launcher");
+    static struct mpicmd_argv pass;
     struct cfg c;
-    int listen_fd = -1, status_pipe[2] = {-1, -1};
-    if (parse_args(argc, argv, &o, &c, err, sizeof(err)) != BT_OK) {
+    char err[512];
+    bool is_serve = false;
+    int rc;
+    if (parse_args(argc, argv, &is_serve, &pass, &c, err, sizeof(err)) < 0) {
         fprintf(stderr, "baton: %s\n", err);
         usage(stderr);
-        cfg_free(&c);
-        return BT_EXIT_CONFIG;
-    }
-    if (c.help) {
+        rc = BT_EXIT_CONFIG;
+    } else if (c.help) {
         usage(stdout);
-        cfg_free(&c);
-        return 0;
-    }
-    bool serve = !strcmp(o.mode, "serve");
-    if (serve && (!c.stage.model || !*c.stage.model)) {
+        rc = 0;
+    } else if (is_serve && (!c.stage.model || !*c.stage.model)) {
         fputs("baton: serve needs a model (-m FILE.gguf or BATON_MODEL)\n", stderr);
-        cfg_free(&c);
-        return BT_EXIT_CONFIG;
+        rc = BT_EXIT_CONFIG;
+    } else {
+        rc = launch(&c, is_serve, &pass); /* c outlives the job: the command line points into it */
     }
-    if (self_dir(dir, sizeof(dir)) != BT_OK) {
-        fputs("baton: cannot find my own executable in /proc/self/exe\n", stderr);
-        cfg_free(&c);
-        return 1;
-    }
-    snprintf(self, sizeof(self), "%s/baton", dir);
-    const char *mpiexec = getenv("BATON_MPIEXEC");
-    if (!mpiexec || !*mpiexec) mpiexec = "mpiexec";
-
-    int rc = argv_push(&cmd, mpiexec);
-    /* serve: survivors live on after a rank dies, so rank 0 can answer every request and the
-     * supervisor restarts the job; run: hydra's cleanup ends everything on a failure. */
-    if (serve) rc |= argv_push(&cmd, "-disable-auto-cleanup");
-    if (o.hosts) {
-        rc |= argv_push(&cmd, "-hosts");
-        rc |= argv_push(&cmd, o.hosts);
-    }
-    if (o.hostfile) {
-        rc |= argv_push(&cmd, "-f");
-        rc |= argv_push(&cmd, o.hostfile);
-    }
-    const char *run_extra[] = {"--oneshot", NULL};
-    const char *serve_extra[] = {"--listen-fd", fdarg, NULL};
-    snprintf(fdarg, sizeof(fdarg), "%s", "FD");
-    rc |= push_section(&cmd, "1", self, true, sibling(dir, "baton-server"),
-                       serve ? serve_extra : run_extra, &o.pass);
-    if (o.ranks > 1) {
-        snprintf(nrest, sizeof(nrest), "%d", o.ranks - 1);
-        rc |= argv_push(&cmd, ":");
-        rc |= push_section(&cmd, nrest, self, false, sibling(dir, "baton-rankd"), NULL, &o.pass);
-    }
-    if (rc) {
-        fputs("baton: command line too long\n", stderr);
-        cfg_free(&c);
-        return BT_EXIT_CONFIG;
-    }
-    if (o.dry_run) {
-        print_cmd(&cmd);
-        cfg_free(&c);
-        return 0;
-    }
-    if (serve && c.server.listen_fd >= 0) {
-        listen_fd = (int)c.server.listen_fd; /* we were handed one ourselves */
-    } else if (serve && open_listener(c.server.host, (int)c.server.port, &listen_fd, err,
-                                      sizeof(err)) != BT_OK) {
-        fprintf(stderr, "baton: %s\n", err);
-        cfg_free(&c);
-        return BT_EXIT_CONFIG;
-    }
-    snprintf(fdarg, sizeof(fdarg), "%d", listen_fd);
-    if (pipe(status_pipe) < 0 || pipe(sig_pipe) < 0) {
-        perror("baton: pipe");
-        cfg_free(&c);
-        return 1;
-    }
-    fcntl(status_pipe[0], F_SETFD, FD_CLOEXEC);
-    fcntl(status_pipe[0], F_SETFL, O_NONBLOCK);
-    for (int i = 0; i < 2; i++) {
-        fcntl(sig_pipe[i], F_SETFD, FD_CLOEXEC);
-        fcntl(sig_pipe[i], F_SETFL, O_NONBLOCK);
-    }
-    char sfd[16];
-    snprintf(sfd, sizeof(sfd), "%d", status_pipe[1]);
-    setenv("BATON_SUPERVISOR_FD", sfd, 1);
-    struct sigaction sa = {0};
-    sa.sa_handler = on_signal;
-    sa.sa_flags = SA_RESTART;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    if (!serve) {
-        cfg_free(&c);
-        return supervise(cmd.v, status_pipe[0], &o, true);
-    }
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    int port = (int)c.server.port;
-    if (getsockname(listen_fd, (struct sockaddr *)&ss, &sl) == 0)
-        port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                              : ((struct sockaddr_in *)&ss)->sin_port);
-    bt_info("supervisor: serving on %s:%d with %d rank%s", c.server.host, port, o.ranks,
-            o.ranks > 1 ? "s" : "");
     cfg_free(&c);
-    return supervise(cmd.v, status_pipe[0], &o, false);
+    return rc;
 }
