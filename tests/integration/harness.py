@@ -12,7 +12,7 @@ written once. Python stdlib only: the bench scripts import it too
              parse_metrics; streams: open_stream, sse_lines
   jobs       listen_socket (for --listen-fd), free_port; Job (a started process tree and its
              log), Serve (`baton serve --port 0`), Server (baton-server or `baton serve --ranks R`
-             on a socket the test opened); wait_healthy, start_healthy
+             on a socket the test opened); wait_exit, wait_healthy, healthy, start_healthy
   bench      bench_parser: the options the benchmark scripts share
   checks     Checks: "ok: ..." / "FAIL: ..." lines, failures kept (conftest.py's `check` fixture
              fails the test at its end when one failed)
@@ -172,14 +172,19 @@ def kill_tree(p, pids=None):
         pass
 
 
-def term(p, timeout=15):
-    """SIGTERM to p (if it runs); its exit status, or None if it did not exit within timeout s."""
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
+def wait_exit(p, timeout):
+    """p's exit status, or None if it did not exit within timeout s."""
     try:
         return p.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         return None
+
+
+def term(p, timeout=15):
+    """SIGTERM to p (if it runs); its exit status, or None if it did not exit within timeout s."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+    return wait_exit(p, timeout)
 
 
 def stop_tree(p, timeout=30):
@@ -497,17 +502,23 @@ def close_all():
         job.close()
 
 
-def start_healthy(build, args, timeout=120, name="serve"):
-    """`BUILD/baton serve --port 0 ARGS` (a Serve) once it reported its port and GET /health
-    answers 200, within timeout s; else the job is stopped and RuntimeError names its log (kept
+def healthy(job, timeout, what):
+    """job, once GET /health answers 200 (its port from its log first, unless job.port is set)
+    within timeout s; else the job is stopped and RuntimeError names what and its log (kept
     then)."""
-    s = Serve(*args, launcher=os.path.join(build, "baton"), name=name)
     end = time.monotonic() + timeout
-    if s.wait_port(timeout=timeout) and wait_healthy(s.p, s.port, end - time.monotonic()):
-        return s
-    s.keep_log = True
-    s.stop()
-    raise RuntimeError("the server did not become healthy; log: " + s.log_path)
+    if (job.port or job.wait_port(timeout=timeout)) and \
+            wait_healthy(job.p, job.port, end - time.monotonic()):
+        return job
+    job.keep_log = True
+    job.stop()
+    raise RuntimeError(f"{what} did not become healthy; log: " + job.log_path)
+
+
+def start_healthy(build, args, timeout=120, name="serve"):
+    """`BUILD/baton serve --port 0 ARGS` (a Serve), once healthy()."""
+    return healthy(Serve(*args, launcher=os.path.join(build, "baton"), name=name), timeout,
+                   "the server")
 
 
 class Server(Job):

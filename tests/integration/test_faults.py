@@ -16,14 +16,13 @@ import json
 import os
 import re
 import signal
-import subprocess
 import threading
 import time
 
 import pytest
 
 from harness import (MODEL, Serve, alive, completion, open_stream, rank_pids, sse_lines,
-                     wait_for)
+                     wait_exit, wait_for)
 
 HB, STEP_TIMEOUT = 0.2, 2.0
 recoveries = []
@@ -242,10 +241,7 @@ def drain(s, check):
     check(r.status == 200 and '"error"' not in r.body and '"finish_reason":"length"' in r.body and
           r.body.rstrip().endswith("data: [DONE]"),
           f"{label}: the running stream finishes normally (finish_reason length, [DONE])")
-    try:
-        rc = s.p.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        rc = None
+    rc = wait_exit(s.p, 15)
     check(rc == 0, f"{label}: the supervisor exits 0 (rc={rc}, {time.monotonic() - t0:.2f} s)")
     check("draining" in s.text() and "drained" in s.text(), f"{label}: rank 0 logged the drain")
     left = [p for p in old if alive(p)]

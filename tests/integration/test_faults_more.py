@@ -54,7 +54,6 @@ import shutil
 import signal
 import socket
 import struct
-import subprocess
 import threading
 import time
 import traceback
@@ -62,7 +61,7 @@ import traceback
 import pytest
 
 from harness import (HERE, MODEL, PROMPT, Checks, Serve, alive, completion, make_tiny_model,
-                     open_stream, sse_lines, wait_for)
+                     open_stream, sse_lines, wait_exit, wait_for)
 
 LATE_S = 120
 SDK_S, SDK_KILL_AT = 60, 20
@@ -261,10 +260,7 @@ def mismatch_one(check, start, label, other, expect_rc, expect_err):
                    "OTHER_MODEL": other})
     port = s.wait_port()
     check(port is not None, f"{label}: the supervisor reports its port")
-    try:
-        rc = s.p.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        rc = None
+    rc = wait_exit(s.p, 60)
     dt = time.monotonic() - s.t0
     results[f"mismatch exit {expect_rc} after"] = dt
     log = s.text()

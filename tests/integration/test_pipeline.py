@@ -21,14 +21,14 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import threading
 import time
 
 import pytest
 
 from harness import (CLI, LAUNCHER as BATON, LISTENING, MODEL as STORIES, PROMPT, RANK_PROGRAMS,
-                     RANKD, SERVER, Job, comm, completion, cpu_s, make_tiny_model, run)
+                     RANKD, SERVER, Job, comm, completion, cpu_s, make_tiny_model, run,
+                     wait_exit)
 
 MPIEXEC = shutil.which("mpiexec")
 if not MPIEXEC:
@@ -176,10 +176,7 @@ def test_idle(check):
         # SIGTERM to rank 0: it shuts the ranks down; mpiexec exits 0
         server = [p for p in pids if comm(p) == "baton-server"][0]
         os.kill(server, signal.SIGTERM)
-        try:
-            rc = job.p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            rc = None
+        rc = wait_exit(job.p, 20)
         check(rc == 0, f"after SIGTERM to baton-server, mpiexec exits 0 (rc {rc})")
         check(job.text().count("SHUTDOWN from rank 0") == 2, "both ranks got SHUTDOWN")
         check(not any(os.path.exists(f"/proc/{p}") and comm(p) for p in pids),

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from harness import LAUNCHER, MODEL, Serve, alive
+from harness import LAUNCHER, MODEL, Serve, alive, wait_exit
 
 if not os.path.exists(MODEL):
     pytest.skip(f"{MODEL} not found", allow_module_level=True)
@@ -34,10 +34,7 @@ def test_bad_option(check):
 def test_config_error_not_restarted(check):
     s = Serve("-m", "/nonexistent/model.gguf", "--ranks", "1", name="sup")
     try:
-        try:
-            rc = s.p.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            rc = None
+        rc = wait_exit(s.p, 30)
         check(rc not in (None, 0), f"an unreadable model ends baton serve with an error (rc={rc})")
         check(s.text().count("job started") == 1, "the job was not restarted")
         check("not restarting" in s.text(), "the supervisor says why it stopped")

@@ -23,7 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "../../tests/integration"))
 import loadgen  # noqa: E402
-from harness import BUILD, Job, free_port, start_healthy, wait_healthy  # noqa: E402
+from harness import BUILD, Job, free_port, healthy, start_healthy  # noqa: E402
 
 
 def llama_server(binary, model, threads, slots, ctx):
@@ -34,11 +34,7 @@ def llama_server(binary, model, threads, slots, ctx):
                "-c", str(slots * ctx), "--host", "127.0.0.1", "--port", str(port)],
               name="vs-llama-server", stdout_to_log=True)
     srv.port = port
-    if wait_healthy(srv.p, port, 300):
-        return srv
-    srv.keep_log = True
-    srv.stop()
-    raise RuntimeError("llama-server did not become healthy; log: " + srv.log_path)
+    return healthy(srv, 300, "llama-server")
 
 
 def measure(port, a, clients, stream):
