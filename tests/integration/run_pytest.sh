@@ -24,4 +24,7 @@ if [ -z "$py" ]; then
     exit 77
 fi
 export PYTHONDONTWRITEBYTECODE=1
+for var in BATON_BUILD BATON_SHARED BATON_SRC; do # relative to where we were called
+    [ -n "${!var:-}" ] && export "$var=$(realpath "${!var}")"
+done
 cd "$here" && exec timeout -k 10 "$limit" "$py" -m pytest -p no:cacheprovider -v -s -rs "$@"
