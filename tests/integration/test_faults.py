@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Fault injection on `baton serve --ranks 3` (docs/faults.md): kill -9 of rank 1, rank 2 and
 rank 0, and SIGSTOP of rank 1, each in the middle of a streaming and a non-streaming request.
 Asserts what clients see (503 + Retry-After + an OpenAI error naming the rank, an SSE error event
@@ -6,151 +5,61 @@ and [DONE], all within 5 s of the fault or of the step deadline; a closed connec
 when rank 0 itself dies), that /health turns 503 naming the rank and /metrics counts the fault,
 that the service comes back by itself on the same port, and that no process of an old job is
 left. Then SIGSTOP of rank 0 (ranks 1 and 2 leave by themselves) and, last, SIGTERM: a running
-stream drains and finishes normally, a new request gets 503, the supervisor exits 0. Python stdlib only; one `baton serve` for every case; everything bounded in time.
+stream drains and finishes normally, a new request gets 503, the supervisor exits 0. One
+`baton serve` (the module's fixture) for every case, in this order: each case starts from the
+service the one before left; everything bounded in time.
 
-usage: test_faults.py BUILD_DIR   (env BATON_SHARED: ../shared)
+    tests/integration/run_pytest.sh 140 test_faults.py   (env BATON_BUILD, BATON_SHARED)
 """
 import http.client
 import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 
-BUILD = sys.argv[1]
-SHARED = os.environ.get("BATON_SHARED", os.path.join(os.path.dirname(__file__), "../../../shared"))
-MODEL = os.path.join(SHARED, "models/stories260K.gguf")
-BATON = os.path.join(BUILD, "baton")
+import pytest
+
+from harness import (MODEL, Serve, alive, completion, open_stream, rank_pids, sse_lines,
+                     wait_exit, wait_for)
+
 HB, STEP_TIMEOUT = 0.2, 2.0
-failures = 0
 recoveries = []
 
-
-def check(cond, what):
-    global failures
-    if cond:
-        print(f"ok: {what}", flush=True)
-    else:
-        failures += 1
-        print(f"FAIL: {what}", flush=True)
+if not os.path.exists(MODEL):
+    pytest.skip(f"{MODEL} not found", allow_module_level=True)
 
 
-def proc_table():
-    """pid -> (ppid, comm, state) of every process."""
-    out = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    st = f.read()
-                rest = st[st.rindex(")") + 2:].split()
-                out[int(d)] = (int(rest[1]), st[st.index("(") + 1:st.rindex(")")], rest[0])
-            except (OSError, ValueError):
-                pass
-    return out
+@pytest.fixture(scope="module")
+def serve(request):
+    """The one `baton serve --ranks 3` of every case; its log is shown when a case failed, the
+    recovery times at the end."""
+    failed = request.session.testsfailed
+    s = Serve("-m", MODEL, "--ranks", "3", "--heartbeat-interval", str(HB), "--step-timeout",
+              str(STEP_TIMEOUT), "--test-step-delay-ms", "40", "-t", "1", "-c", "512",
+              name="faults")
+    yield s
+    s.close(show_log=request.session.testsfailed > failed)
+    print()
+    for label, dt in recoveries:
+        print(f"recovery: {label}: {'%.2f s' % dt if dt is not None else 'none'} to the first "
+              "success")
 
 
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+def recovery(s, label, t0):
+    """Wait (at most 20 s) for a successful completion: (ok, seconds since t0), kept for the
+    summary."""
+    ok = s.wait_ok(timeout=20)
+    dt = time.monotonic() - t0
+    recoveries.append((label, dt if ok else None))
+    return ok, dt
 
 
-class Serve:
-    def __init__(self, *args):
-        self.log = open(f"/tmp/baton-faults-{os.getpid()}.log", "w+")
-        self.p = subprocess.Popen([BATON, "serve", "--port", "0", *args], stdout=subprocess.DEVNULL,
-                                  stderr=self.log, start_new_session=True)
-        self.port = None
-
-    def text(self):
-        self.log.flush()
-        with open(self.log.name) as f:
-            return f.read()
-
-    def wait_port(self, timeout=30):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end and self.p.poll() is None:
-            m = re.search(r"serving on [^ ]+:(\d+)", self.text())
-            if m:
-                self.port = int(m.group(1))
-                return self.port
-            time.sleep(0.05)
-        return None
-
-    def conn(self, timeout):
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-
-    def get(self, path, timeout=2):
-        """(status, headers, body text); status None when the connection failed."""
-        c = self.conn(timeout)
-        try:
-            c.request("GET", path)
-            r = c.getresponse()
-            return r.status, dict(r.getheaders()), r.read().decode()
-        except (OSError, http.client.HTTPException):
-            return None, {}, ""
-        finally:
-            c.close()
-
-    def complete(self, max_tokens=8, timeout=5):
-        c = self.conn(timeout)
-        try:
-            body = json.dumps({"prompt": "Once upon a time", "max_tokens": max_tokens,
-                               "temperature": 0})
-            c.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
-            r = c.getresponse()
-            return r.status, dict(r.getheaders()), r.read().decode()
-        except (OSError, http.client.HTTPException):
-            return None, {}, ""
-        finally:
-            c.close()
-
-    def wait_ok(self, timeout):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            st, _, body = self.complete(timeout=5)
-            if st == 200 and json.loads(body)["choices"][0]["text"]:
-                return True
-            time.sleep(0.05)
-        return False
-
-    def job(self):
-        """The current job's processes: {pid: comm}, and {rank: pid} of the rank processes."""
-        tab = proc_table()
-        out, todo = {}, [self.p.pid]
-        while todo:
-            p = todo.pop()
-            for c, (pp, comm, _) in tab.items():
-                if pp == p and c not in out:
-                    out[c] = comm
-                    todo.append(c)
-        ranks = {}
-        for pid, comm in out.items():
-            if comm in ("baton-server", "baton-rankd"):
-                try:
-                    with open(f"/proc/{pid}/environ", "rb") as f:
-                        env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
-                    ranks[int(env[b"PMI_RANK"])] = pid
-                except (OSError, KeyError, ValueError):
-                    pass
-        return out, ranks
-
-    def stop(self):
-        for pid in self.job()[0]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        if self.p.poll() is None:
-            os.killpg(self.p.pid, signal.SIGKILL)
-            self.p.wait(timeout=10)
-        self.log.close()
+def job(s):
+    """The current job's processes {pid: comm} and {rank: pid} of its rank processes."""
+    procs = s.descendants()
+    return procs, rank_pids(procs)
 
 
 class Req(threading.Thread):
@@ -165,19 +74,13 @@ class Req(threading.Thread):
         self.error = None
 
     def run(self):
-        c = self.s.conn(60)
+        c = None
         try:
-            body = json.dumps({"prompt": "Once upon a time", "max_tokens": self.max_tokens,
-                               "temperature": 0,
-                               "stream": self.stream})
-            c.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
-            r = c.getresponse()
-            self.status, self.headers = r.status, dict(r.getheaders())
+            c, r = open_stream(self.s.port, "/v1/completions",
+                               completion(self.max_tokens, stream=self.stream), 60)
+            self.status, self.headers = r.status, {k.lower(): v for k, v in r.getheaders()}
             chunks = []
-            while True:
-                line = r.readline()
-                if not line:
-                    break
+            for line in sse_lines(r):
                 chunks.append(line.decode())
                 if self.stream and line.startswith(b"data: {"):
                     self.first.set()
@@ -187,16 +90,17 @@ class Req(threading.Thread):
         finally:
             self.t_end = time.monotonic()
             self.first.set()
-            c.close()
+            if c:
+                c.close()
 
 
 def health_watch(s, stop, seen):
     """Poll /health until stop; keep the first 503 that reports a fault, and /metrics then."""
     while not stop.is_set():
-        st, _, body = s.get("/health", timeout=1)
+        st, _, body = s.try_request("GET", "/health", timeout=1)
         if st == 503 and '"fault"' in body and "health" not in seen:
             seen["health"] = body
-            seen["metrics"] = s.get("/metrics", timeout=1)[2]
+            seen["metrics"] = s.try_request("GET", "/metrics", timeout=1)[2]
         time.sleep(0.02)
 
 
@@ -209,11 +113,11 @@ def running_tokens(s, timeout=20):
     return st, ne, ok
 
 
-def pipeline_fault(s, victim, how, kind):
+def pipeline_fault(s, victim, how, kind, check):
     """kill -9 (how='kill') or SIGSTOP (how='stop') rank `victim` mid-request; check the answers,
     /health, /metrics, recovery and that the old job is gone."""
     label = f"{'kill -9' if how == 'kill' else 'SIGSTOP'} of rank {victim}"
-    old, ranks = s.job()
+    old, ranks = job(s)
     check(set(ranks) == {0, 1, 2}, f"{label}: ranks 0, 1, 2 found ({ranks})")
     if victim not in ranks:
         return
@@ -234,7 +138,7 @@ def pipeline_fault(s, victim, how, kind):
               f"{label}: the {what} request is answered within {bound:.0f} s "
               f"({'%.2f s' % dt if dt is not None else 'still waiting'})")
     check(ne.status == 503, f"{label}: plain request status 503 (got {ne.status}, {ne.error})")
-    check("Retry-After" in ne.headers, f"{label}: plain request has Retry-After")
+    check("retry-after" in ne.headers, f"{label}: plain request has Retry-After")
     try:
         err = json.loads(ne.body)["error"]
     except (ValueError, KeyError, TypeError):
@@ -244,9 +148,7 @@ def pipeline_fault(s, victim, how, kind):
     check(st.status == 200 and re.search(r'data: \{"error":', st.body) is not None and
           f"rank {victim}" in st.body and st.body.rstrip().endswith("data: [DONE]"),
           f"{label}: the stream ends with an SSE error event naming the rank, then [DONE]")
-    ok = s.wait_ok(timeout=20)
-    dt = time.monotonic() - t0
-    recoveries.append((label, dt if ok else None))
+    ok, dt = recovery(s, label, t0)
     check(ok and dt < 20, f"{label}: the service is back on the same port ({dt:.2f} s after the fault)")
     stop.set()
     w.join(5)
@@ -260,13 +162,13 @@ def pipeline_fault(s, victim, how, kind):
     left = [p for p in old if alive(p)]
     check(not left, f"{label}: no process of the old job is left ({len(old)} were running; left: "
                     f"{[(p, old[p]) for p in left]})")
-    st2, _, _ = s.get("/health")
+    st2, _, _ = s.try_request("GET", "/health", timeout=2)
     check(st2 == 200, f"{label}: /health is 200 again")
 
 
-def rank0_kill(s):
+def rank0_kill(s, check):
     label = "kill -9 of rank 0"
-    old, ranks = s.job()
+    old, ranks = job(s)
     st, ne, ok = running_tokens(s)
     check(ok and 0 in ranks, f"{label}: a stream and a plain request are generating")
     t0 = time.monotonic()
@@ -279,67 +181,56 @@ def rank0_kill(s):
         check(dt is not None and dt < 5 and ended,
               f"{label}: the {what} request ends with an error or a closed connection, no hang "
               f"({'%.2f s' % dt if dt is not None else 'still waiting'}: {r.error or r.status})")
-    ok = s.wait_ok(timeout=20)
-    dt = time.monotonic() - t0
-    recoveries.append((label, dt if ok else None))
+    ok, dt = recovery(s, label, t0)
     check(ok, f"{label}: the service is back on the same port ({dt:.2f} s after the kill)")
     left = [p for p in old if alive(p)]
     check(not left, f"{label}: no process of the old job is left ({[(p, old[p]) for p in left]})")
 
 
-def orphans(s):
+def orphans(s, check):
     """SIGSTOP of rank 0 (as if it hung or its host were cut off): ranks 1 and 2 hear nothing
     from it and leave by themselves (exit 75) after heartbeat-interval x misses x 2 = 1.2 s; the
     supervisor hears no "alive" from it for 3 s, ends the job (rank 0 included) and restarts."""
     label = "SIGSTOP of rank 0"
-    old, ranks = s.job()
+    old, ranks = job(s)
     check(set(ranks) == {0, 1, 2}, f"{label}: ranks 0, 1, 2 found")
     if set(ranks) != {0, 1, 2}:
         return
     t0 = time.monotonic()
     os.kill(ranks[0], signal.SIGSTOP)
-    gone = None
-    while time.monotonic() - t0 < 8:
-        if not alive(ranks[1]) and not alive(ranks[2]):
-            gone = time.monotonic() - t0
-            break
-        time.sleep(0.05)
+    gone = wait_for(lambda: None if alive(ranks[1]) or alive(ranks[2]) else time.monotonic() - t0,
+                    t0 + 8 - time.monotonic())
     check(gone is not None and gone < 5,
           f"{label}: ranks 1 and 2 leave by themselves ({'%.2f s' % gone if gone else 'still there'})")
     check("nothing heard from rank 0" in s.text(), f"{label}: the ranks log why they left")
-    ended = None
-    while time.monotonic() - t0 < 15:
-        if not alive(ranks[0]):
-            ended = time.monotonic() - t0
-            break
-        time.sleep(0.05)
+    ended = wait_for(lambda: None if alive(ranks[0]) else time.monotonic() - t0,
+                     t0 + 15 - time.monotonic())
     check(ended is not None and ended < 8,
           f"{label}: the supervisor ends the stopped rank 0 "
           f"({'%.2f s' % ended if ended else 'still there'} after the SIGSTOP)")
     check("gave no sign of life" in s.text(), f"{label}: the supervisor logs why")
-    ok = s.wait_ok(timeout=20)
-    dt = time.monotonic() - t0
-    recoveries.append((label, dt if ok else None))
+    ok, dt = recovery(s, label, t0)
     check(ok, f"{label}: the service is back by itself ({dt:.2f} s after the SIGSTOP)")
     left = [p for p in old if alive(p)]
     check(not left, f"{label}: no process of the old job is left ({[(p, old[p]) for p in left]})")
 
 
-def drain(s):
+def drain(s, check):
     """SIGTERM to `baton serve` while a stream runs: the stream finishes normally (drain), a new
     request meanwhile gets 503, the supervisor exits 0 and leaves no process."""
     label = "SIGTERM (drain)"
-    old, _ = s.job()
+    old, _ = job(s)
     r = Req(s, True, max_tokens=40)
     r.start()
     check(r.first.wait(20) and r.error is None, f"{label}: a stream is generating")
     t0 = time.monotonic()
     s.p.send_signal(signal.SIGTERM)
-    while time.monotonic() - t0 < 5 and r.t_end is None and "draining" not in s.text():
-        time.sleep(0.02)  # until rank 0 says the drain began
+    # until rank 0 says the drain began
+    wait_for(lambda: r.t_end is not None or "draining" in s.text(), t0 + 5 - time.monotonic(),
+             interval=0.02)
     refused = None
     while time.monotonic() - t0 < 5 and r.t_end is None:
-        st, _, body = s.complete(timeout=2)
+        st, _, body = s.try_request("POST", "/v1/completions", completion(), timeout=2)
         if st is not None:
             refused = (st, body)
             break
@@ -350,46 +241,44 @@ def drain(s):
     check(r.status == 200 and '"error"' not in r.body and '"finish_reason":"length"' in r.body and
           r.body.rstrip().endswith("data: [DONE]"),
           f"{label}: the running stream finishes normally (finish_reason length, [DONE])")
-    try:
-        rc = s.p.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        rc = None
+    rc = wait_exit(s.p, 15)
     check(rc == 0, f"{label}: the supervisor exits 0 (rc={rc}, {time.monotonic() - t0:.2f} s)")
     check("draining" in s.text() and "drained" in s.text(), f"{label}: rank 0 logged the drain")
     left = [p for p in old if alive(p)]
     check(not left, f"{label}: no process of the job is left ({[(p, old[p]) for p in left]})")
 
 
-def main():
-    if not os.path.exists(MODEL):
-        print(f"skip: {MODEL} not found")
-        return 77
-    s = Serve("-m", MODEL, "--ranks", "3", "--heartbeat-interval", str(HB), "--step-timeout",
-              str(STEP_TIMEOUT), "--test-step-delay-ms", "40", "-t", "1", "-c", "512")
-    try:
-        check(s.wait_port() is not None, "the supervisor reports its port")
-        check(s.wait_ok(timeout=60), "first completion succeeds")
-        pipeline_fault(s, 1, "kill", "rank_exit")
-        pipeline_fault(s, 2, "kill", "rank_exit")
-        rank0_kill(s)
-        pipeline_fault(s, 1, "stop", "step_timeout")
-        orphans(s)
-        text = s.text()
-        check(text.count("with code 75") >= 3, "the supervisor logged restarts after code 75")
-        drain(s)
-    finally:
-        s.stop()
-        if failures:
-            print("---- baton serve log (tail) ----")
-            print(s.text()[-6000:] if not s.log.closed else open(s.log.name).read()[-6000:])
-        try:
-            os.unlink(s.log.name)
-        except OSError:
-            pass
-    for label, dt in recoveries:
-        print(f"recovery: {label}: {'%.2f s' % dt if dt is not None else 'none'} to the first success")
-    print(f"{failures} failure(s)")
-    return 1 if failures else 0
+# ---- the cases, in order ----------------------------------------------------------------------
+
+def test_first_completion(serve, check):
+    check(serve.wait_port() is not None, "the supervisor reports its port")
+    check(serve.wait_ok(timeout=60), "first completion succeeds")
 
 
-sys.exit(main())
+def test_kill_rank1(serve, check):
+    pipeline_fault(serve, 1, "kill", "rank_exit", check)
+
+
+def test_kill_rank2(serve, check):
+    pipeline_fault(serve, 2, "kill", "rank_exit", check)
+
+
+def test_kill_rank0(serve, check):
+    rank0_kill(serve, check)
+
+
+def test_stop_rank1(serve, check):
+    pipeline_fault(serve, 1, "stop", "step_timeout", check)
+
+
+def test_stop_rank0(serve, check):
+    orphans(serve, check)
+
+
+def test_restarts_logged(serve, check):
+    """After the cases above (three of them end in exit code 75)."""
+    check(serve.text().count("with code 75") >= 3, "the supervisor logged restarts after code 75")
+
+
+def test_drain(serve, check):
+    drain(serve, check)

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """More fault injection on `baton serve --ranks 3` (docs/faults.md, "What is tested"): real
 processes (the supervisor, mpiexec, the ranks), real HTTP on 127.0.0.1, every wait bounded and
 waiting for a condition.
@@ -38,11 +37,11 @@ not with a hang or a bare disconnect. Every successful answer must equal the gre
 before the fault.
 
 'late' runs in the background while the other cases run one after the other: it only waits, and
-no case touches another's processes (each job is found by a tag in its environment). Python
-stdlib, plus the openai client for 'sdk' (run this with tests/integration/venv_python.sh; without
-the client 'sdk' is skipped and the exit status is 77 when everything else passed).
+no case touches another's processes (each job is found by a tag in its environment): the
+module's autouse fixture starts it with the first test, test_late (the last) collects it. The
+openai client for 'sdk' (skipped without it).
 
-usage: test_faults_more.py BUILD_DIR [late|mismatch|disconnect|sdk ...]   (env BATON_SHARED)
+    tests/integration/run_pytest.sh 320 test_faults_more.py   (env BATON_BUILD, BATON_SHARED)
 """
 import collections
 import concurrent.futures
@@ -55,242 +54,116 @@ import shutil
 import signal
 import socket
 import struct
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import traceback
 
-BUILD = os.path.abspath(sys.argv[1])
-SHARED = os.environ.get("BATON_SHARED", os.path.join(os.path.dirname(__file__), "../../../shared"))
-MODEL = os.path.abspath(os.path.join(SHARED, "models/stories260K.gguf"))
-HERE = os.path.dirname(os.path.abspath(__file__))
-BATON = os.path.join(BUILD, "baton")
-MKMODEL = os.path.join(BUILD, "baton-mkmodel")
-PROMPT = "Once upon a time"
+import pytest
+
+from harness import (HERE, MODEL, PROMPT, Checks, Serve, alive, completion, make_tiny_model,
+                     open_stream, sse_lines, wait_exit, wait_for)
+
 LATE_S = 120
 SDK_S, SDK_KILL_AT = 60, 20
 COMMON = ["-m", MODEL, "--ranks", "3", "-t", "1", "-c", "512"]
-
-_lock = threading.Lock()
-failures = 0
-skipped = []
 results = {}  # figures for the summary and cross-case checks
 
-
-def check(cond, what):
-    global failures
-    with _lock:
-        if not cond:
-            failures += 1
-        print(("ok: " if cond else "FAIL: ") + what, flush=True)
-    return cond
+if not os.path.exists(MODEL):
+    pytest.skip(f"{MODEL} not found", allow_module_level=True)
+if not shutil.which("mpiexec"):
+    pytest.skip("no mpiexec", allow_module_level=True)
 
 
-def note(what):
-    with _lock:
-        print(what, flush=True)
+class Jobs:
+    """start(name, args, env=None): a started `baton serve --port 0 ARGS` (harness.Serve), kept
+    for close(): every process killed by pid, the log shown if asked, the case's time noted."""
 
-
-# ---- processes -------------------------------------------------------------------------------
-
-def environ_of(pid):
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            return dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
-    except OSError:
-        return {}
-
-
-def comm_of(pid):
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-class Serve:
-    """`baton serve --port 0 ARGS`; stderr in a file. Every process of it (the supervisor,
-    mpiexec, hydra's proxy, the wrappers, the ranks) carries BATON_TEST_TAG=<unique> in its
-    environment, so they are found (and no leftover is missed) whatever their parent."""
-
-    def __init__(self, name, args, env=None):
-        self.name = name
-        self.tag = f"faults-more-{os.getpid()}-{name}"
-        e = dict(os.environ)
-        e.update(env or {})
-        e["BATON_TEST_TAG"] = self.tag
-        self.log = tempfile.NamedTemporaryFile("w+", prefix=f"baton-fm-{name}-", suffix=".log")
+    def __init__(self):
+        self.started = []
         self.t0 = time.monotonic()
-        self.p = subprocess.Popen([BATON, "serve", "--port", "0", *args], stdout=subprocess.DEVNULL,
-                                  stderr=self.log, start_new_session=True, env=e)
-        self.port = None
 
-    def text(self):
-        self.log.flush()
-        with open(self.log.name, errors="replace") as f:
-            return f.read()
+    def __call__(self, name, args, env=None):
+        s = Serve(*args, env=env, name=f"fm-{name}")
+        self.started.append(s)
+        return s
 
-    def wait_port(self, timeout=30):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end and self.p.poll() is None:
-            m = re.search(r"serving on [^ ]+:(\d+)", self.text())
-            if m:
-                self.port = int(m.group(1))
-                return self.port
-            time.sleep(0.05)
-        return None
+    def close(self, case, show_log):
+        for s in self.started:
+            s.close(show_log)
+        results[f"time {case}"] = time.monotonic() - self.t0
+        print(f"\ncase {case}: {results[f'time {case}']:.1f} s", flush=True)
 
-    def procs(self):
-        """{pid: comm} of every live process of this server."""
-        out = {}
-        for d in os.listdir("/proc"):
-            if d.isdigit() and environ_of(d).get(b"BATON_TEST_TAG") == self.tag.encode():
-                if alive(int(d)):
-                    out[int(d)] = comm_of(d)
-        return out
 
-    def ranks(self):
-        """{rank: pid} of the rank processes (baton-server, baton-rankd)."""
-        out = {}
-        for pid, comm in self.procs().items():
-            if comm in ("baton-server", "baton-rankd"):
-                r = environ_of(pid).get(b"PMI_RANK")
-                if r is not None:
-                    out[int(r)] = pid
-        return out
+@pytest.fixture
+def start(request):
+    """Jobs of one test, closed after it (their logs shown when it failed)."""
+    jobs = Jobs()
+    yield jobs
+    jobs.close(request.node.name, show_log=getattr(request.node, "baton_failed", False))
 
-    def wait_ranks(self, n=3, timeout=30):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            r = self.ranks()
-            if len(r) == n:
-                return r
-            time.sleep(0.05)
-        return self.ranks()
 
-    def conn(self, timeout):
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+class LateCase(threading.Thread):
+    """case_late in the background, with checks of its own."""
 
-    def request(self, method, path, body=None, timeout=5):
-        """(status, headers, text); status None when the connection failed."""
-        c = self.conn(timeout)
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.check = Checks()
+
+    def run(self):
+        jobs = Jobs()
         try:
-            c.request(method, path, json.dumps(body) if body is not None else None,
-                      {"Content-Type": "application/json"} if body is not None else {})
-            r = c.getresponse()
-            return r.status, dict(r.getheaders()), r.read().decode(errors="replace")
-        except (OSError, http.client.HTTPException) as e:
-            return None, {}, repr(e)
+            case_late(self.check, jobs)
+        except Exception:  # a bug in the case or an unexpected answer: a failure, with its trace
+            self.check(False, f"late: raised\n{traceback.format_exc()}")
         finally:
-            c.close()
-
-    def health(self, timeout=5):
-        st, h, body = self.request("GET", "/health", timeout=timeout)
-        try:
-            return st, h, json.loads(body)
-        except ValueError:
-            return st, h, {}
-
-    def metrics(self):
-        st, _, body = self.request("GET", "/metrics")
-        out = {}
-        for line in body.splitlines() if st == 200 else []:
-            m = re.match(r"^([a-z_]+)(\{[^}]*\})? (\S+)$", line)
-            if m:
-                out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
-        return out
-
-    def complete(self, max_tokens=32, timeout=10):
-        """(status, text or error body, headers) of a greedy completion."""
-        st, h, body = self.request("POST", "/v1/completions",
-                                   {"prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0},
-                                   timeout=timeout)
-        if st == 200:
-            return st, json.loads(body)["choices"][0]["text"], h
-        return st, body, h
-
-    def wait_ok(self, timeout):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            st, text, _ = self.complete(timeout=10)
-            if st == 200 and text:
-                return True
-            time.sleep(0.05)
-        return False
-
-    def term(self, timeout=15):
-        """SIGTERM to the supervisor; its exit status (None if it did not exit in time)."""
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-        try:
-            return self.p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def kill(self):
-        for pid in self.procs():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        if self.p.poll() is None:
-            try:
-                os.killpg(self.p.pid, signal.SIGKILL)
-            except OSError:
-                pass
-            self.p.wait(timeout=10)
-
-    def close(self, show_log):
-        self.kill()
-        if show_log:
-            note(f"---- {self.name}: baton serve log (tail) ----\n{self.text()[-5000:]}")
-        self.log.close()
+            jobs.close("late", show_log=bool(self.check.failures))
 
 
-def no_leftovers(s, label, timeout=10):
-    end = time.monotonic() + timeout
-    left = s.procs()
-    while left and time.monotonic() < end:
-        time.sleep(0.1)
-        left = s.procs()
+@pytest.fixture(scope="module", autouse=True)
+def late(request):
+    """'late' only waits: it runs in the background from the module's first test on, beside the
+    others; test_late (the last) collects it. The figures are printed at the end."""
+    bg = None
+    if any(item.name == "test_late" for item in request.session.items):
+        bg = LateCase()
+        bg.start()
+    yield bg
+    if bg:
+        bg.join(LATE_S + 180)
+    print()
+    for k, v in results.items():
+        if k not in ("late greedy", "disconnect greedy"):
+            print(f"figure: {k}: {'%.2f' % v if isinstance(v, float) else v}")
+
+
+def complete(s, max_tokens=32, timeout=10):
+    """(status, text or error body, headers) of a greedy completion."""
+    st, h, body = s.try_request("POST", "/v1/completions", completion(max_tokens),
+                                timeout=timeout)
+    if st == 200:
+        return st, json.loads(body)["choices"][0]["text"], h
+    return st, body, h
+
+
+def up(s):
+    """The supervisor reported its port and a greedy completion succeeded within 60 s."""
+    return s.wait_port() is not None and s.wait_ok(60, max_tokens=32, request_timeout=10)
+
+
+def no_leftovers(check, s, label, timeout=10):
+    gone = wait_for(lambda: not s.tagged(), timeout, interval=0.1)
+    left = {} if gone else s.tagged()
     check(not left, f"{label}: no process of the job is left ({left})")
-
-
-def run_case(name, fn):
-    global failures
-    before = failures
-    t0 = time.monotonic()
-    s = None
-    try:
-        s = fn()
-    except Exception:  # a bug in the case or an unexpected answer: a failure, with its trace
-        check(False, f"{name}: raised\n{traceback.format_exc()}")
-    finally:
-        if isinstance(s, Serve):
-            s.close(show_log=failures > before)
-    results[f"time {name}"] = time.monotonic() - t0
-    note(f"case {name}: {time.monotonic() - t0:.1f} s")
 
 
 # ---- late: a rank that starts 2 minutes late -------------------------------------------------
 
-def case_late():
+def case_late(check, start):
     L = f"late rank (rank 1 starts {LATE_S} s late)"
-    s = Serve("late", [*COMMON, "--test-load-delay-ms", str(LATE_S * 1000),
+    s = start("late", [*COMMON, "--test-load-delay-ms", str(LATE_S * 1000),
                        "--test-load-delay-rank", "1"])
     if not check(s.wait_port() is not None, f"{L}: the supervisor reports its port"):
-        return s
+        return
     pids = s.wait_ranks()
     check(set(pids) == {0, 1, 2}, f"{L}: ranks 0, 1, 2 started ({pids})")
     polls = bad = mid = mid_bad = 0
@@ -308,7 +181,7 @@ def case_late():
             t_ready = now
             break
         polls += 1
-        ok = st == 503 and j.get("status") == "loading" and h.get("Retry-After") == "1"
+        ok = st == 503 and j.get("status") == "loading" and h.get("retry-after") == "1"
         if not ok:
             bad += 1
             first_bad = first_bad or (round(el, 1), st, j)
@@ -328,13 +201,13 @@ def case_late():
                 loading_metric = s.metrics().get("baton_loading")
         if now >= next_post:
             t1 = time.monotonic()
-            st2, body, h2 = s.complete(timeout=5)
+            st2, body, h2 = complete(s, timeout=5)
             code = None
             try:
                 code = json.loads(body)["error"]["code"]
             except (ValueError, KeyError, TypeError):
                 pass
-            posts.append((st2, code, h2.get("Retry-After"), time.monotonic() - t1))
+            posts.append((st2, code, h2.get("retry-after"), time.monotonic() - t1))
             next_post = now + 10
         time.sleep(0.5)
     dt_ready = (t_ready - s.t0) if t_ready else None
@@ -352,7 +225,7 @@ def case_late():
           f"{L}: /health is 200 when rank 1 has loaded "
           f"({'%.1f s' % dt_ready if dt_ready else 'never'} after the start)")
     results["late ready after"] = dt_ready
-    st, text, _ = s.complete(timeout=30)
+    st, text, _ = complete(s, timeout=30)
     check(st == 200 and text, f"{L}: then a completion is served ({st}, {text[:60]!r})")
     results["late greedy"] = text if st == 200 else None
     # every rank ready and answering heartbeats, none shown offline (ranks 0 and 2 were not
@@ -376,27 +249,23 @@ def case_late():
           f"{L}: rank 1 logged the test hook")
     rc = s.term()
     check(rc == 0, f"{L}: SIGTERM: the supervisor exits 0 (rc={rc})")
-    no_leftovers(s, L)
-    return s
+    no_leftovers(check, s, L)
 
 
 # ---- mismatch: one rank given a different model file -------------------------------------------
 
-def mismatch_one(label, other, expect_rc, expect_err):
-    s = Serve(f"mismatch{expect_rc}", COMMON,
+def mismatch_one(check, start, label, other, expect_rc, expect_err):
+    s = start(f"mismatch{expect_rc}", COMMON,
               env={"BATON_MPIEXEC": os.path.join(HERE, "other_model.sh"), "OTHER_RANK": "2",
                    "OTHER_MODEL": other})
     port = s.wait_port()
     check(port is not None, f"{label}: the supervisor reports its port")
-    try:
-        rc = s.p.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        rc = None
+    rc = wait_exit(s.p, 60)
     dt = time.monotonic() - s.t0
     results[f"mismatch exit {expect_rc} after"] = dt
     log = s.text()
     errors = [l for l in log.splitlines() if "[rank 0] error" in l and "rank 2 on host" in l]
-    note("\n".join(errors))
+    check.note("\n".join(errors))
     check(rc == expect_rc and dt < 20,
           f"{label}: the supervisor exits {expect_rc} within seconds (rc={rc}, {dt:.1f} s)")
     check(errors and all(re.search(r"rank 2 on host \S+: " + expect_err, l) for l in errors),
@@ -413,27 +282,19 @@ def mismatch_one(label, other, expect_rc, expect_err):
     except OSError:
         closed = True
     check(closed, f"{label}: the port is closed (nothing waits for a restart that will not come)")
-    no_leftovers(s, label)
-    s.close(show_log=False)
+    no_leftovers(check, s, label)
 
 
-def case_mismatch():
-    tmp = tempfile.mkdtemp(prefix="baton-fm-")
-    try:
-        tiny = os.path.join(tmp, "tiny6-q8_0.gguf")
-        p = subprocess.run([MKMODEL, "-q", "-o", tiny, "--preset", "tiny", "--n-layer", "6",
-                            "--type", "q8_0", "--seed", "7"], capture_output=True, timeout=60)
-        if not check(p.returncode == 0, "baton-mkmodel: a tiny model (6 layers, q8_0)" +
-                     (f": {p.stderr[-300:]!r}" if p.returncode else "")):
-            return None
-        mismatch_one("different model on rank 2", tiny, 3,
-                     r"model identity 0x[0-9a-f]+ \(\d+ bytes\) differs from rank 0's "
-                     r"0x[0-9a-f]+ \(\d+ bytes\) \(different model file\?\)")
-        mismatch_one("missing model file on rank 2", os.path.join(tmp, "nonexistent.gguf"), 2,
-                     r".*nonexistent\.gguf")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return None
+def test_mismatch(check, start, scratch):
+    tiny, rc, err = make_tiny_model(scratch, timeout=60)
+    if not check(rc == 0, "baton-mkmodel: a tiny model (6 layers, q8_0)" +
+                 (f": {err[-300:]!r}" if rc else "")):
+        return
+    mismatch_one(check, start, "different model on rank 2", tiny, 3,
+                 r"model identity 0x[0-9a-f]+ \(\d+ bytes\) differs from rank 0's "
+                 r"0x[0-9a-f]+ \(\d+ bytes\) \(different model file\?\)")
+    mismatch_one(check, start, "missing model file on rank 2",
+                 os.path.join(scratch, "nonexistent.gguf"), 2, r".*nonexistent\.gguf")
 
 
 # ---- disconnect: 100 clients that leave mid-stream ----------------------------------------------
@@ -447,18 +308,16 @@ def stream_request(s, i, k, chat, rst):
         body["messages"] = [{"role": "user", "content": PROMPT}]
     else:
         body["prompt"] = PROMPT
-    c = s.conn(30)
+    c = None
     got, st = 0, None
     try:
-        c.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
-        r = c.getresponse()
+        c, r = open_stream(s.port, path, body, 30)
         st = r.status
-        while got < k:
-            line = r.readline()
-            if not line:
-                break
+        for line in sse_lines(r):
             if line.startswith(b"data: {") and b'"role"' not in line and b'"error"' not in line:
                 got += 1
+            if got >= k:
+                break
         if rst:  # an abortive close: the server's next write fails with ECONNRESET
             c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         r.close()
@@ -466,15 +325,16 @@ def stream_request(s, i, k, chat, rst):
     except (OSError, http.client.HTTPException) as e:
         return st, got, repr(e)
     finally:
-        c.close()
+        if c:
+            c.close()
 
 
-def case_disconnect():
+def test_disconnect(check, start):
     L = "100 disconnects"
-    s = Serve("disconnect", [*COMMON, "--parallel", "4", "--test-step-delay-ms", "20"])
-    if not check(s.wait_port() is not None and s.wait_ok(60), f"{L}: the service is up"):
-        return s
-    st, ref, _ = s.complete()
+    s = start("disconnect", [*COMMON, "--parallel", "4", "--test-step-delay-ms", "20"])
+    if not check(up(s), f"{L}: the service is up"):
+        return
+    st, ref, _ = complete(s)
     check(st == 200 and ref, f"{L}: a greedy answer first ({ref!r})")
     results["disconnect greedy"] = ref
     pids = s.wait_ranks()
@@ -511,18 +371,12 @@ def case_disconnect():
     barrier = threading.Barrier(4)
 
     def one(k):
-        c = s.conn(30)
+        c = None
         try:
             barrier.wait(10)
-            c.request("POST", "/v1/completions",
-                      json.dumps({"prompt": PROMPT, "max_tokens": 32, "temperature": 0,
-                                  "stream": True}), {"Content-Type": "application/json"})
-            r = c.getresponse()
+            c, r = open_stream(s.port, "/v1/completions", completion(32, stream=True), 30)
             text, fin, done = "", None, False
-            while True:
-                line = r.readline()
-                if not line:
-                    break
+            for line in sse_lines(r):
                 if line.startswith(b"data: [DONE]"):
                     done = True
                 elif line.startswith(b"data: {"):
@@ -536,7 +390,8 @@ def case_disconnect():
         except (OSError, http.client.HTTPException, ValueError, threading.BrokenBarrierError) as e:
             texts[k] = (None, repr(e), None, False)
         finally:
-            c.close()
+            if c:
+                c.close()
 
     ths = [threading.Thread(target=one, args=(k,)) for k in range(4)]
     for t in ths:
@@ -549,7 +404,7 @@ def case_disconnect():
                     f"{[round(e - t0, 2) if e else None for e in ends]})")
     check(all(t == (200, ref, "length", True) for t in texts),
           f"{L}: each ends normally with the greedy text ({[t[:2] for t in texts if t != (200, ref, 'length', True)]})")
-    st, text, _ = s.complete()
+    st, text, _ = complete(s)
     check(st == 200 and text == ref, f"{L}: a later greedy answer equals the first one ({text!r})")
     check(s.ranks() == pids and all(alive(p) for p in pids.values()),
           f"{L}: every rank alive, the same processes ({pids} -> {s.ranks()})")
@@ -561,23 +416,17 @@ def case_disconnect():
           f"{L}: no fault, no restart in the log")
     rc = s.term()
     check(rc == 0, f"{L}: SIGTERM: the supervisor exits 0 (rc={rc})")
-    no_leftovers(s, L)
-    return s
+    no_leftovers(check, s, L)
 
 
 # ---- sdk: the official client through a kill -9 ------------------------------------------------
 
-def case_sdk():
+def test_sdk(check, start):
     L = "openai SDK + kill -9"
-    try:
-        import openai
-    except ImportError:
-        skipped.append("sdk")
-        note(f"SKIP: {L}: no openai client in this python (run with venv_python.sh)")
-        return None
-    s = Serve("sdk", [*COMMON, "--test-step-delay-ms", "20"])
-    if not check(s.wait_port() is not None and s.wait_ok(60), f"{L}: the service is up"):
-        return s
+    openai = pytest.importorskip("openai")
+    s = start("sdk", [*COMMON, "--test-step-delay-ms", "20"])
+    if not check(up(s), f"{L}: the service is up"):
+        return
     base = f"http://127.0.0.1:{s.port}/v1"
     old = s.wait_ranks()
     # retries the SDK makes (its own log line) and the statuses it sees, per thread
@@ -619,6 +468,7 @@ def case_sdk():
     ref = {c: ask(client(), c, False, [0]) for c in (False, True)}
     check(all(ref.values()), f"{L}: greedy references ({ref})")
     log_calls = []  # (kind, t_start, t_end, retries, outcome, detail)
+    lock = threading.Lock()
     t_start = time.monotonic()
     t_end = t_start + SDK_S
     kinds = [(False, False), (True, False), (False, True), (True, True)]  # (chat, stream)
@@ -635,7 +485,7 @@ def case_sdk():
                 out = ("cut" if stream and got[0] else "failed", f"{type(e).__name__}: {e}")
             except Exception as e:  # anything else the client raises is a failure too
                 out = ("failed", f"{type(e).__name__}: {e}")
-            with _lock:
+            with lock:
                 log_calls.append(((chat, stream), t1, time.monotonic(), me["retries"] - r0, *out))
 
     ths = [threading.Thread(target=loop, args=k, daemon=True) for k in kinds]
@@ -697,48 +547,16 @@ def case_sdk():
           f"{L}: the supervisor restarted the job once ({old} -> {new})")
     rc = s.term()
     check(rc == 0, f"{L}: SIGTERM: the supervisor exits 0 (rc={rc})")
-    no_leftovers(s, L)
-    return s
+    no_leftovers(check, s, L)
 
 
-CASES = {"late": case_late, "mismatch": case_mismatch, "disconnect": case_disconnect,
-         "sdk": case_sdk}
+# ---- late: collected last ----------------------------------------------------------------------
 
-
-def main():
-    if not os.path.exists(MODEL):
-        print(f"SKIP: {MODEL} not found")
-        return 77
-    if not shutil.which("mpiexec"):
-        print("SKIP: no mpiexec")
-        return 77
-    names = sys.argv[2:] or list(CASES)
-    unknown = [n for n in names if n not in CASES]
-    if unknown:
-        print(f"unknown case(s) {unknown}; known: {list(CASES)}")
-        return 2
-    t0 = time.monotonic()
-    late = None
-    if "late" in names:
-        late = threading.Thread(target=run_case, args=("late", case_late), daemon=True)
-        late.start()
-    for n in names:
-        if n != "late":
-            run_case(n, CASES[n])
-    if late:
-        late.join(LATE_S + 180)
-        check(not late.is_alive(), "late: the case finished")
+def test_late(late, check):
+    """The 'late' case, started in the background by the `late` fixture."""
+    late.join(LATE_S + 180)
+    check(not late.is_alive(), "late: the case finished")
+    check.failures.extend(late.check.failures)
     if results.get("late greedy") and results.get("disconnect greedy"):
         check(results["late greedy"] == results["disconnect greedy"],
               "late: the completion after the late start equals the greedy answer of another job")
-    for k, v in results.items():
-        if k not in ("late greedy", "disconnect greedy"):
-            print(f"figure: {k}: {'%.2f' % v if isinstance(v, float) else v}")
-    print(f"{failures} failure(s) in {time.monotonic() - t0:.1f} s"
-          + (f"; skipped: {skipped}" if skipped else ""))
-    if failures:
-        return 1
-    return 77 if skipped else 0
-
-
-sys.exit(main())

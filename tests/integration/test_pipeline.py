@@ -1,8 +1,7 @@
-#!/usr/bin/env python3
 """Pipeline-parallel ranks end to end: baton-server (rank 0) + baton-rankd (ranks 1..R-1) under a
-real mpiexec. Python stdlib only; every process runs under a deadline and is killed by pid.
+real mpiexec. Every process runs under a deadline and is killed by pid. meson runs each case as
+its own test (pipeline_CASE: run_pytest.sh ... test_pipeline.py::test_CASE):
 
-usage: test_pipeline.py CASE BATON BATON_SERVER BATON_RANKD BATON_CLI BATON_MKMODEL
   greedy    `baton run --ranks R`, R = 1..4, greedy output identical to baton-cli's, on
             stories260K and on a synthetic 6-layer q8_0 model (and an uneven --split)
   by_hand   `mpiexec -n 1 baton-server --oneshot ... : -n 2 baton-rankd ...` gives the same
@@ -15,110 +14,36 @@ usage: test_pipeline.py CASE BATON BATON_SERVER BATON_RANKD BATON_CLI BATON_MKMO
             every rank is alive and ready afterwards
   error     a FORWARD naming a sequence id out of range (test hook BATON_TEST_FORWARD_BAD_SEQ on
             rank 0): that request gets an error reply naming the rank, the ranks keep serving
-Exit 77 (skipped) without mpiexec.
+Skipped without mpiexec.
 """
 import json
 import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 
-CASE, BATON, SERVER, RANKD, CLI, MKMODEL = sys.argv[1:7]
-SHARED = os.environ.get("BATON_SHARED", os.path.join(os.path.dirname(__file__), "../../../shared"))
-STORIES = os.path.abspath(os.path.join(SHARED, "models/stories260K.gguf"))
-PROMPT = "Once upon a time"
+import pytest
+
+from harness import (CLI, LAUNCHER as BATON, LISTENING, MODEL as STORIES, PROMPT, RANK_PROGRAMS,
+                     RANKD, SERVER, Job, comm, completion, cpu_s, make_tiny_model, run,
+                     wait_exit)
+
 MPIEXEC = shutil.which("mpiexec")
-failures = 0
+if not MPIEXEC:
+    pytest.skip("mpiexec not found", allow_module_level=True)
 
 
-def check(cond, what):
-    global failures
-    print(("ok: " if cond else "FAIL: ") + what, flush=True)
-    if not cond:
-        failures += 1
-
-
-def descendants(pid):
-    """pid and every process below it (from /proc's parent links)."""
-    kids = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                st = f.read()
-        except OSError:
-            continue
-        ppid = int(st[st.rindex(")") + 2:].split()[1])
-        kids.setdefault(ppid, []).append(int(d))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(kids.get(p, []))
-    return out
-
-
-def comm(pid):
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-def cpu_s(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        st = f.read()
-    fields = st[st.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def kill_tree(p):
-    """SIGKILL a started job and everything below it, by pid."""
-    for pid in reversed(descendants(p.pid)):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    try:
-        p.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-def run(cmd, timeout=120, env=None):
-    """Run to completion under a deadline; (status, stdout bytes, stderr text, seconds)."""
-    t0 = time.monotonic()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         start_new_session=True, env=env)
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        kill_tree(p)
-        out, err = p.communicate()
-        return 124, out, err.decode(errors="replace"), time.monotonic() - t0
-    return p.returncode, out, err.decode(errors="replace"), time.monotonic() - t0
-
-
-def cli(model, n, ctx):
+def cli(model, n, ctx, check):
     rc, out, err, _ = run([CLI, "-m", model, "-p", PROMPT, "-n", str(n), "-c", str(ctx), "--temp",
                            "0", "-t", "1"])
     check(rc == 0, f"baton-cli on {os.path.basename(model)} (rc {rc})")
     return out
 
 
-def tiny_model(tmp):
-    path = os.path.join(tmp, "tiny6-q8_0.gguf")
-    rc, _, err, _ = run([MKMODEL, "-q", "-o", path, "--preset", "tiny", "--n-layer", "6", "--type",
-                         "q8_0", "--seed", "7"])
+def tiny_model(tmp, check):
+    path, rc, err = make_tiny_model(tmp, timeout=120)
     if rc != 0:
         print(err)
     check(rc == 0, "baton-mkmodel tiny --n-layer 6 q8_0")
@@ -127,11 +52,11 @@ def tiny_model(tmp):
 
 # ---------------------------------------------------------------------------------------------
 
-def case_greedy(tmp):
-    tiny = tiny_model(tmp)
+def test_greedy(scratch, check):
+    tiny = tiny_model(scratch, check)
     for model, n, ctx in ((STORIES, 100, 512), (tiny, 100, 256)):
         name = os.path.basename(model)
-        want = cli(model, n, ctx)
+        want = cli(model, n, ctx, check)
         check(len(want) > 50, f"{name}: baton-cli wrote a continuation ({len(want)} bytes)")
         for ranks in (1, 2, 3, 4):
             rc, out, err, dt = run([BATON, "run", "-m", model, "-p", PROMPT, "-n", str(n), "-c",
@@ -147,11 +72,11 @@ def case_greedy(tmp):
     rc, out, err, _ = run([BATON, "run", "-m", tiny, "-p", PROMPT, "-n", "100", "-c", "256", "--temp",
                            "0", "-t", "1", "--ranks", "3", "--split", "1,1,4"])
     check(rc == 0 and "(1,1,4)" in err, "--split 1,1,4 is used")
-    check(out == cli(tiny, 100, 256), "--split 1,1,4 output identical to baton-cli's")
+    check(out == cli(tiny, 100, 256, check), "--split 1,1,4 output identical to baton-cli's")
 
 
-def case_by_hand(tmp):
-    want = cli(STORIES, 100, 512)
+def test_by_hand(check):
+    want = cli(STORIES, 100, 512, check)
     args = ["-m", STORIES, "-p", PROMPT, "-n", "100", "-c", "512", "--temp", "0", "-t", "1"]
     rc, out, err, _ = run([MPIEXEC, "-n", "1", SERVER, "--oneshot", *args, ":", "-n", "2", RANKD,
                            *args])
@@ -162,7 +87,7 @@ def case_by_hand(tmp):
     check(err.count("SHUTDOWN from rank 0") == 2, "both ranks got SHUTDOWN")
 
 
-def mismatch(tmp, what, rank2_args, rank2_env, expect):
+def mismatch(check, what, rank2_args, rank2_env, expect):
     base = ["-m", STORIES, "-p", PROMPT, "-n", "5", "--temp", "0", "-t", "1"]
     env_args = [a for k, v in rank2_env.items() for a in ("-env", k, v)]
     cmd = [MPIEXEC, "-disable-auto-cleanup", "-n", "1", SERVER, "--oneshot", *base, ":", "-n", "1",
@@ -177,14 +102,14 @@ def mismatch(tmp, what, rank2_args, rank2_env, expect):
     check(out == b"", f"{what}: nothing on stdout")
 
 
-def case_mismatch(tmp):
-    tiny = tiny_model(tmp)
-    mismatch(tmp, "different model file", ["-m", tiny], {},
+def test_mismatch(scratch, check):
+    tiny = tiny_model(scratch, check)
+    mismatch(check, "different model file", ["-m", tiny], {},
              r"model identity 0x[0-9a-f]+ \(\d+ bytes\) differs from rank 0's 0x[0-9a-f]+ .*"
              r"\(different model file\?\)")
-    mismatch(tmp, "faked build id", ["-m", STORIES], {"BATON_TEST_BUILD_ID": "other-build"},
+    mismatch(check, "faked build id", ["-m", STORIES], {"BATON_TEST_BUILD_ID": "other-build"},
              r"build id 'other-build' differs from rank 0's")
-    mismatch(tmp, "different --split", ["-m", STORIES, "--split", "1,1,3"], {},
+    mismatch(check, "different --split", ["-m", STORIES, "--split", "1,1,3"], {},
              r"holds layers \[2, 5\), rank 0 expects \[\d, \d\) \(different --split\?\)")
     # a bad option everywhere: every rank leaves (no MPI_Init hang), the job's status is 2
     rc, _, err, dt = run([BATON, "run", "-m", STORIES, "-p", PROMPT, "--ranks", "3", "--ctx-size",
@@ -201,86 +126,39 @@ def case_mismatch(tmp):
 
 # ---------------------------------------------------------------------------------------------
 
-class Job:
-    """A job serving HTTP on a free port; stderr collected in a file; killed by pid at the end."""
 
-    def __init__(self, cmd, env=None):
-        self.log = tempfile.NamedTemporaryFile("w+", prefix="baton-pipe-", suffix=".log")
-        self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log,
-                                  start_new_session=True, env=env)
-        self.port = None
-
-    def text(self):
-        self.log.flush()
-        with open(self.log.name, errors="replace") as f:
-            return f.read()
-
-    def wait_for(self, pattern, timeout=60):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end and self.p.poll() is None:
-            m = re.search(pattern, self.text())
-            if m:
-                return m
-            time.sleep(0.05)
-        return None
-
-    def ranks(self):
-        """pids of baton-server / baton-rankd below this job."""
-        return [p for p in descendants(self.p.pid) if comm(p) in ("baton-server", "baton-rankd")]
-
-    def request(self, path, body=None, timeout=30):
-        url = f"http://127.0.0.1:{self.port}{path}"
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                return r.status, json.loads(r.read() or b"{}")
-        except urllib.error.HTTPError as e:
-            body = e.read()
-            try:
-                return e.code, json.loads(body or b"{}")
-            except ValueError:
-                return e.code, {"raw": body.decode(errors="replace")}
-        except (urllib.error.URLError, OSError) as e:
-            return 0, {"error": str(e)}
-
-    def wait_ready(self, n_ranks, timeout=60):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end and self.p.poll() is None:
-            st, h = self.request("/health", timeout=2)
-            if st == 200 and len(h.get("ranks", [])) == n_ranks and \
-                    all(r.get("state") == "ready" for r in h["ranks"]):
-                return h
-            time.sleep(0.1)
-        return None
-
-    def stop(self):
-        kill_tree(self.p)
-        self.log.close()
-
+# ---------------------------------------------------------------------------------------------
 
 def complete(job, max_tokens=8, prompt=PROMPT):
-    return job.request("/v1/completions", {"prompt": prompt, "max_tokens": max_tokens,
-                                           "temperature": 0})
+    return job.get_json("/v1/completions", completion(max_tokens, prompt))
+
+
+def rank_procs(job):
+    """pids of baton-server / baton-rankd below this job."""
+    return [p for p, name in job.descendants().items() if name in RANK_PROGRAMS]
+
+
+def listening(job, check, what, pattern=LISTENING):
+    """True once the job's log gives its port (job.port); else a failed check and the log."""
+    if check(job.wait_port(pattern, timeout=60) is not None, what):
+        return True
+    print(job.text()[-3000:])
+    return False
 
 
 def by_hand_job(env=None):
     common = ["-m", STORIES, "-c", "256", "-t", "1", "--port", "0"]
     return Job([MPIEXEC, "-disable-auto-cleanup", "-n", "1", BATON, "--wrap", "--", SERVER, *common,
-                ":", "-n", "2", BATON, "--wrap", "--", RANKD, *common], env=env)
+                ":", "-n", "2", BATON, "--wrap", "--", RANKD, *common], env=env, name="pipe")
 
 
-def case_idle(tmp):
+def test_idle(check):
     job = by_hand_job()
     try:
-        m = job.wait_for(r"listening on http://127\.0\.0\.1:(\d+)")
-        check(m is not None, "baton-server listens")
-        if not m:
-            print(job.text()[-3000:])
+        if not listening(job, check, "baton-server listens"):
             return
-        job.port = int(m.group(1))
         check(job.wait_ready(3) is not None, "/health: 3 ranks ready")
-        pids = job.ranks()
+        pids = rank_procs(job)
         names = sorted(comm(p) for p in pids)
         check(names == ["baton-rankd", "baton-rankd", "baton-server"], f"rank processes {names}")
         time.sleep(2)  # the ranks sit idle after init
@@ -294,34 +172,28 @@ def case_idle(tmp):
         st, r = complete(job, max_tokens=30)
         text = r.get("choices", [{}])[0].get("text", "") if st == 200 else ""
         check(st == 200 and len(text) > 20, f"first request after idling: {st} {text[:40]!r}")
-        check(text == cli(STORIES, 30, 256).decode(), "its text is baton-cli's")
+        check(text == cli(STORIES, 30, 256, check).decode(), "its text is baton-cli's")
         # SIGTERM to rank 0: it shuts the ranks down; mpiexec exits 0
         server = [p for p in pids if comm(p) == "baton-server"][0]
         os.kill(server, signal.SIGTERM)
-        try:
-            rc = job.p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            rc = None
+        rc = wait_exit(job.p, 20)
         check(rc == 0, f"after SIGTERM to baton-server, mpiexec exits 0 (rc {rc})")
         check(job.text().count("SHUTDOWN from rank 0") == 2, "both ranks got SHUTDOWN")
         check(not any(os.path.exists(f"/proc/{p}") and comm(p) for p in pids),
               "no rank process left")
     finally:
-        job.stop()
+        job.close()
 
 
-def case_many(tmp):
+def test_many(check):
     job = Job([BATON, "serve", "--ranks", "3", "-m", STORIES, "-c", "256", "-t", "1", "--port",
-               "0", "--parallel", "4"])
+               "0", "--parallel", "4"], name="pipe")
     try:
-        m = job.wait_for(r"(?:serving|listening) on (?:http://)?127\.0\.0\.1:(\d+)")
-        check(m is not None, "baton serve --ranks 3 listens")
-        if not m:
-            print(job.text()[-3000:])
+        if not listening(job, check, "baton serve --ranks 3 listens",
+                         r"(?:serving|listening) on (?:http://)?127\.0\.0\.1:(\d+)"):
             return
-        job.port = int(m.group(1))
         check(job.wait_ready(3) is not None, "/health: 3 ranks ready")
-        pids = job.ranks()
+        pids = rank_procs(job)
         results, lock = [], threading.Lock()
 
         def client(k):
@@ -350,33 +222,28 @@ def case_many(tmp):
         check(job.wait_ready(3, timeout=10) is not None, "/health: every rank still ready")
         # logit_bias reaches the last stage's sampler: +100 on one token makes greedy repeat it,
         # and a ban (-100) of the token greedy picks first changes the answer
-        st, d = job.request("/detokenize", {"tokens": [300] * 4})
-        st2, r = job.request("/v1/completions", {"prompt": PROMPT, "max_tokens": 4,
+        st, d = job.get_json("/detokenize", {"tokens": [300] * 4})
+        st2, r = job.get_json("/v1/completions", {"prompt": PROMPT, "max_tokens": 4,
                                                  "temperature": 0, "logit_bias": {"300": 100}})
         check(st == 200 and st2 == 200 and r["choices"][0]["text"].strip() == d["content"].strip(),
               f"logit_bias +100 over 3 ranks: token 300 four times ({st2} {str(r)[:160]})")
         st, plain = complete(job, max_tokens=1)
-        st2, tk = job.request("/tokenize", {"content": plain["choices"][0]["text"]})
+        st2, tk = job.get_json("/tokenize", {"content": plain["choices"][0]["text"]})
         first = tk.get("tokens", [None])[-1]
-        st3, banned = job.request("/v1/completions", {"prompt": PROMPT, "max_tokens": 1,
+        st3, banned = job.get_json("/v1/completions", {"prompt": PROMPT, "max_tokens": 1,
                                                       "temperature": 0,
                                                       "logit_bias": {str(first): -100}})
         check(st3 == 200 and banned["choices"][0]["text"] != plain["choices"][0]["text"],
               f"logit_bias -100 bans greedy's first token {first} over 3 ranks")
     finally:
-        job.stop()
+        job.close()
 
 
-def case_error(tmp):
-    env = dict(os.environ, BATON_TEST_FORWARD_BAD_SEQ="2")
-    job = by_hand_job(env=env)
+def test_error(check):
+    job = by_hand_job(env={"BATON_TEST_FORWARD_BAD_SEQ": "2"})
     try:
-        m = job.wait_for(r"listening on http://127\.0\.0\.1:(\d+)")
-        check(m is not None, "baton-server listens")
-        if not m:
-            print(job.text()[-3000:])
+        if not listening(job, check, "baton-server listens"):
             return
-        job.port = int(m.group(1))
         check(job.wait_ready(3) is not None, "/health: 3 ranks ready")
         st, r = complete(job, max_tokens=1)  # FORWARD 1: fine
         check(st == 200, f"request 1 succeeds ({st})")
@@ -389,25 +256,6 @@ def case_error(tmp):
             st, r = complete(job, max_tokens=10)
             check(st == 200 and r["choices"][0]["text"], f"request {3 + i} after the error: {st}")
         check(job.wait_ready(3, timeout=10) is not None, "/health: every rank still ready")
-        check(len(job.ranks()) == 3, "every rank process still alive")
+        check(len(rank_procs(job)) == 3, "every rank process still alive")
     finally:
-        job.stop()
-
-
-def main():
-    if not MPIEXEC:
-        print("SKIP: mpiexec not found")
-        return 77
-    cases = {"greedy": case_greedy, "by_hand": case_by_hand, "mismatch": case_mismatch,
-             "idle": case_idle, "many": case_many, "error": case_error}
-    tmp = tempfile.mkdtemp(prefix="baton-pipe-")
-    try:
-        cases[CASE](tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{CASE}: {failures} failure(s)")
-    return 1 if failures else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        job.close()

@@ -3,19 +3,17 @@
 /health, /metrics, /tokenize, /detokenize, a client leaving mid-stream, a full queue, the request
 timeout and the loading state."""
 import json
-import os
 import shutil
 import socket
 import subprocess
 import threading
 import time
 
-import openai
 import pytest
 
-from conftest import API_KEY, MODEL, SERVER, Server
+from harness import API_KEY, MODEL, PROMPT, SERVER, Server
 
-PROMPT = "Once upon a time"
+openai = pytest.importorskip("openai")
 
 
 def client(srv):
@@ -185,7 +183,7 @@ def test_health(srv):
     st, h, r = srv.json("GET", "/health", key=None)  # exempt from the API key
     assert st == 200 and r["status"] == "ok"
     ranks = r["ranks"]
-    assert [rk["rank"] for rk in ranks] == list(range(srv.ranks))
+    assert [rk["rank"] for rk in ranks] == list(range(srv.n_ranks))
     # the stages cover the model's 5 layers in order, each at least one
     assert ranks[0]["layers"][0] == 0 and ranks[-1]["layers"][1] == 5
     for a, b in zip(ranks, ranks[1:]):
@@ -216,7 +214,7 @@ def test_metrics(srv):
     for name in ("baton_queue_depth", "baton_slots_busy", "baton_slots",
                  "baton_time_to_first_token_seconds_count"):
         assert name in after
-    for k in range(srv.ranks):
+    for k in range(srv.n_ranks):
         # a later rank's step time comes with its next STATS answer: wait for it (bounded)
         srv.wait_metric(f'baton_rank_step_seconds{{rank="{k}"}}', lambda v: v >= 0, timeout=15)
         srv.wait_metric(f'baton_rank_heartbeat_age_seconds{{rank="{k}"}}', lambda v: v >= 0,

@@ -15,14 +15,15 @@ import http.client
 import ipaddress
 import json
 import os
-import re
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "../../tests/integration"))
+from harness import BUILD, start_healthy  # noqa: E402
 
 
 def loopback(host):
@@ -129,64 +130,12 @@ def run_load(host, port, clients, requests, duration, max_tokens, stream, prompt
     }
 
 
-class Server:
-    """`BUILD/baton serve --port 0 ARGS`, stopped with SIGTERM (then SIGKILL of its tree)."""
-
-    def __init__(self, build, args):
-        self.log = open(f"/tmp/baton-loadgen-{os.getpid()}.log", "w+")
-        self.p = subprocess.Popen([os.path.join(build, "baton"), "serve", "--port", "0", *args],
-                                  stdout=subprocess.DEVNULL, stderr=self.log,
-                                  start_new_session=True)
-        self.port = None
-        end = time.monotonic() + 120
-        while time.monotonic() < end and self.p.poll() is None and self.port is None:
-            with open(self.log.name) as f:
-                m = re.search(r"serving on [^ ]+:(\d+)", f.read())
-            if m:
-                self.port = int(m.group(1))
-            time.sleep(0.05)
-        if self.port and wait_healthy(self.p, self.port, end):
-            return
-        self.stop()
-        raise RuntimeError("the server did not become healthy; log: " + self.log.name)
-
-    def stop(self):
-        stop_tree(self.p)
-
-
-def wait_healthy(proc, port, end):
-    """True once GET /health on 127.0.0.1:port answers 200, before monotonic time end and while
-    proc runs."""
-    while time.monotonic() < end and proc.poll() is None:
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            c.request("GET", "/health")
-            if c.getresponse().status == 200:
-                return True
-        except OSError:
-            pass
-        time.sleep(0.1)
-    return False
-
-
-def stop_tree(proc):
-    """SIGTERM, then after 30 s SIGKILL of proc's process group (started with
-    start_new_session)."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8080)
     ap.add_argument("--serve", help="start `baton serve --port 0 SERVE` from --build and use it")
-    ap.add_argument("--build", default=os.path.join(os.path.dirname(__file__), "../../build"))
+    ap.add_argument("--build", default=BUILD)
     ap.add_argument("--clients", default="4", help="comma-separated list, e.g. 1,4,16")
     ap.add_argument("--requests", type=int, default=100, help="per measurement (bound)")
     ap.add_argument("--duration", type=float, default=120, help="seconds per measurement (bound)")
@@ -200,7 +149,7 @@ def main():
     a = ap.parse_args()
     if not loopback(a.host):
         sys.exit(f"loadgen: {a.host} is not a loopback address; this tool only loads local servers")
-    srv = Server(a.build, a.serve.split()) if a.serve else None
+    srv = start_healthy(a.build, a.serve.split(), name="loadgen") if a.serve else None
     port = srv.port if srv else a.port
     modes = {"stream": [True], "plain": [False], "both": [False, True]}[a.mode]
     rows = []

@@ -9,7 +9,6 @@ machine noise; the figure is the median ratio pipeline / threads over the pairs.
 
 Each measurement is `tools/bench/loadgen.py --serve ...` (server started, /health waited for,
 C clients sending non-streamed greedy completions of --max-tokens tokens, server stopped)."""
-import argparse
 import json
 import os
 import statistics
@@ -17,6 +16,8 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "../../tests/integration"))
+from harness import bench_parser  # noqa: E402
 
 
 def measure(a, ranks, threads):
@@ -34,15 +35,9 @@ def measure(a, ranks, threads):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("-m", "--model", required=True)
-    p.add_argument("--ranks", type=int, default=2)
-    p.add_argument("--clients", type=int, default=8)
-    p.add_argument("--requests", type=int, default=32)
-    p.add_argument("--max-tokens", type=int, default=32)
+    p = bench_parser(__doc__, ranks=2, clients=8, requests=32, max_tokens=32)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--ctx", type=int, default=512)
-    p.add_argument("--build", default=os.path.join(HERE, "../../build"))
     a = p.parse_args()
     ratios = []
     print(f"model {os.path.basename(a.model)}, {a.clients} concurrent sequences, "

@@ -16,37 +16,25 @@ baton runs as `BUILD/baton serve --port 0 -m MODEL -t T --parallel S -c CTX --qu
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "../../tests/integration"))
 import loadgen  # noqa: E402
+from harness import BUILD, Job, free_port, healthy, start_healthy  # noqa: E402
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LlamaServer:
-    def __init__(self, binary, model, threads, slots, ctx):
-        self.port = free_port()
-        self.log = open(f"/tmp/vs-llama-server-{os.getpid()}.log", "w")
-        self.p = subprocess.Popen(
-            [binary, "-m", model, "-t", str(threads), "-tb", str(threads), "-np", str(slots),
-             "-c", str(slots * ctx), "--host", "127.0.0.1", "--port", str(self.port)],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        if loadgen.wait_healthy(self.p, self.port, time.monotonic() + 300):
-            return
-        self.stop()
-        raise RuntimeError("llama-server did not become healthy; log: " + self.log.name)
-
-    def stop(self):
-        loadgen.stop_tree(self.p)
+def llama_server(binary, model, threads, slots, ctx):
+    """llama-server on 127.0.0.1 (a harness Job, its output in its log) once /health answers 200
+    (within 300 s); else it is stopped and RuntimeError names the log (kept then)."""
+    port = free_port()
+    srv = Job([binary, "-m", model, "-t", str(threads), "-tb", str(threads), "-np", str(slots),
+               "-c", str(slots * ctx), "--host", "127.0.0.1", "--port", str(port)],
+              name="vs-llama-server", stdout_to_log=True)
+    srv.port = port
+    return healthy(srv, 300, "llama-server")
 
 
 def measure(port, a, clients, stream):
@@ -58,9 +46,9 @@ def one_engine(name, a, model):
     if name == "baton":
         args = [*a.baton.split()[1:], "-m", model, "-t", str(a.threads), "--parallel",
                 str(a.slots), "-c", str(a.ctx), "--queue", "256"]
-        srv = loadgen.Server(a.build, args)
+        srv = start_healthy(a.build, args, name="vs-baton")
     else:
-        srv = LlamaServer(a.llama_server, model, a.threads, a.slots, a.ctx)
+        srv = llama_server(a.llama_server, model, a.threads, a.slots, a.ctx)
     rows = {}
     try:
         for n in a.clients:
@@ -78,7 +66,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("models", nargs="+")
     p.add_argument("--llama-server", required=True)
-    p.add_argument("--build", default=os.path.join(os.path.dirname(__file__), "../../build"))
+    p.add_argument("--build", default=BUILD)
     p.add_argument("--baton", default="serve --ranks 1", help="baton subcommand and options")
     p.add_argument("--clients", default="1,4,16")
     p.add_argument("--rounds", type=int, default=2)

@@ -42,23 +42,10 @@ model="$shared/models/stories260K.gguf"
 prompt="Once upon a time"
 hosts=10.77.0.1,10.77.0.2,10.77.0.3
 
-skip() {
-    echo "SKIP: $*"
-    exit 77
-}
-fail() {
-    echo "FAIL: $*"
-    exit 1
-}
-
-[ "$(id -u)" -eq 0 ] || skip "needs root (ip netns)"
-command -v ip >/dev/null || skip "iproute2 (ip) is not installed"
-command -v mpiexec >/dev/null || skip "mpiexec (mpich) is not installed"
-command -v curl >/dev/null || skip "curl is not installed"
-command -v python3 >/dev/null || skip "python3 is not installed"
+# shellcheck source=common.sh
+. "$here/common.sh"
+need_netns curl "curl is not installed" python3 "python3 is not installed"
 [ -f "$model" ] || skip "no model at $model"
-ip netns add "baton-probe-$$" 2>/dev/null || skip "ip netns is not available here"
-ip netns delete "baton-probe-$$"
 
 tmp=$(mktemp -d /tmp/baton-multihost.XXXXXX)
 serve_pid=

@@ -17,22 +17,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 deploy=$(cd "$here/../../../deploy" && pwd)
 netns="$here/netns.sh"
 
-skip() {
-    echo "SKIP: $*"
-    exit 77
-}
-fail() {
-    echo "FAIL: $*"
-    exit 1
-}
-
-[ "$(id -u)" -eq 0 ] || skip "needs root (ip netns)"
-command -v ip >/dev/null || skip "iproute2 (ip) is not installed"
-command -v mpiexec >/dev/null || skip "mpiexec (mpich) is not installed"
-command -v socat >/dev/null || skip "socat is not installed (Debian package socat)"
-command -v nft >/dev/null || skip "nft is not installed (Debian package nftables)"
-ip netns add "baton-probe-$$" 2>/dev/null || skip "ip netns is not available here"
-ip netns delete "baton-probe-$$"
+# shellcheck source=common.sh
+. "$here/common.sh"
+need_netns socat "socat is not installed (Debian package socat)" \
+    nft "nft is not installed (Debian package nftables)"
 
 tmp=$(mktemp -d /tmp/baton-netns-test.XXXXXX)
 bg_pids=()

@@ -1,5 +1,4 @@
-#!/usr/bin/env python3
-"""deploy_check.py: the deployment files agree with each other and with the tree (suite 'deploy').
+"""The deployment files agree with each other and with the tree (suite 'deploy').
 
 - docker-compose.yml is valid for Compose (`docker compose config -q`, else Debian's
   `docker-compose config -q`); skipped (77) when neither is installed.
@@ -20,9 +19,11 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 
-SRC = os.environ.get("BATON_SRC") or os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
+import pytest
+
+from harness import SRC
+
 COMPOSE = os.path.join(SRC, "docker-compose.yml")
 DOCKERFILE = os.path.join(SRC, "Dockerfile")
 
@@ -65,8 +66,7 @@ def yaml_to_obj(text):
                             "import json,sys,yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"],
                            input=text, capture_output=True, text=True, timeout=20)
         if r.returncode != 0:
-            print("SKIP: no YAML parser (python3-yaml) to read `config`'s output")
-            sys.exit(77)
+            pytest.skip("no YAML parser (python3-yaml) to read `config`'s output")
         return json.loads(r.stdout)
 
 
@@ -117,8 +117,7 @@ def deploy_roles(script):
 def main():
     cmd = compose_cmd()
     if cmd is None:
-        print("SKIP: no compose validator (docker compose plugin or Debian's docker-compose)")
-        return 77
+        pytest.skip("no compose validator (docker compose plugin or Debian's docker-compose)")
     for path in (COMPOSE, DOCKERFILE, os.path.join(SRC, ".dockerignore")):
         if not check(os.path.isfile(path), f"{path} is missing"):
             return 1
@@ -273,5 +272,5 @@ def report():
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def test_deploy_files():
+    assert main() == 0, "\n".join(failures)

@@ -1,6 +1,5 @@
-#!/usr/bin/env python3
-"""chat_page_test.py BATON_SERVER: the chat page (server/static/index.html, served at GET /)
-in headless Chromium against a real baton-server on stories260K (suite 'chat').
+"""The chat page (server/static/index.html, served at GET /) in headless Chromium against a real
+baton-server on stories260K (suite 'chat').
 
 The server runs with --api-key, on a socket this test opened on 127.0.0.1 (--listen-fd).
 Chromium is driven over the DevTools protocol on a pipe (--remote-debugging-pipe) and every
@@ -13,61 +12,38 @@ other address is sent to a dead local proxy, so no traffic leaves 127.0.0.1. Che
 4. a second message carries the conversation (system-less: user, assistant, user);
 5. the key was stored in localStorage.
 
-The screenshot goes to $BATON_BUILD/meson-logs/chat_page.png. Skips (77) without chromium,
-without the model, or while baton-server lacks GET /.
-Run alone: meson test -C BUILD chat_page --print-errorlogs   (or: python3 this.py BUILD/baton-server)
+The screenshot goes to $BATON_BUILD/meson-logs/chat_page.png. Skips without chromium, without
+the model, or while baton-server lacks GET /.
+Run alone: meson test -C BUILD chat_page --print-errorlogs
+   (or: BATON_BUILD=BUILD tests/integration/run_pytest.sh 110 test_chat_page.py)
 """
 import base64
 import fcntl
-import http.client
 import json
 import os
 import select
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SHARED = os.environ.get("BATON_SHARED") or os.path.join(HERE, "../../../shared")
-BUILD = os.environ.get("BATON_BUILD") or os.getcwd()
-MODEL = os.path.join(SHARED, "models", "stories260K.gguf")
+import pytest
+
+from harness import BUILD, MODEL, SERVER, Server, wait_for
+
 KEY = "chat-page-key"
 DEADLINE = time.monotonic() + 100  # the whole test
 
 
-def skip(msg):
-    print("SKIP:", msg)
-    sys.exit(77)
-
-
-class Fail(Exception):
+class Fail(AssertionError):
     pass
 
 
-def wait_for(what, fn, timeout):
+def wait_until(what, fn, timeout):
     """Poll fn() until it returns a true value; return it, or raise Fail after timeout s."""
-    end = min(time.monotonic() + timeout, DEADLINE)
-    last = None
-    while time.monotonic() < end:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise Fail(f"timed out waiting for {what} (last: {last!r})")
-
-
-def http_get(port, path, headers=None):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        c.request("GET", path, headers=headers or {})
-        r = c.getresponse()
-        return r.status, r.getheader("Content-Type") or "", r.read()
-    finally:
-        c.close()
+    last = wait_for(fn, min(timeout, DEADLINE - time.monotonic()), interval=0.1)
+    if not last:
+        raise Fail(f"timed out waiting for {what} (last: {last!r})")
+    return last
 
 
 class CDP:
@@ -121,68 +97,40 @@ class Page:
             f.write(base64.b64decode(r["data"]))
 
 
-def main():
-    if len(sys.argv) != 2:
-        print("usage: chat_page_test.py BATON_SERVER")
-        return 2
-    server = sys.argv[1]
+def test_chat_page(scratch):
     chromium = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
                      if shutil.which(n)), None)
     if not chromium:
-        skip("chromium is not installed (Debian package chromium)")
-    if not (os.path.isfile(server) and os.access(server, os.X_OK)):
-        skip(f"baton-server is not built ({server})")
+        pytest.skip("chromium is not installed (Debian package chromium)")
+    if not (os.path.isfile(SERVER) and os.access(SERVER, os.X_OK)):
+        pytest.skip(f"baton-server is not built ({SERVER})")
     if not os.path.isfile(MODEL):
-        skip(f"no model at {MODEL}")
-
-    tmp = tempfile.mkdtemp(prefix="baton-chat-page-")
+        pytest.skip(f"no model at {MODEL}")
+    # ---- baton-server on a socket we own ----
+    # stories260K's GGUF says 128 positions: give room for two turns of up to 64 tokens
+    srv = Server(["-c", "512", "--api-key", KEY], wait_ready=False)
     procs = []
     try:
-        return run(server, chromium, tmp, procs)
-    except Fail as e:
-        print("FAIL:", e)
-        log = os.path.join(tmp, "server.log")
-        if os.path.exists(log):
-            with open(log, errors="replace") as f:
-                print("---- baton-server log (tail) ----\n" + f.read()[-3000:])
-        return 1
+        run(srv, chromium, scratch, procs)
+    except AssertionError:
+        print("---- baton-server log (tail) ----\n" + srv.text()[-3000:])
+        raise
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
             p.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
+        srv.close()
 
 
-def run(server, chromium, tmp, procs):
-    # ---- baton-server on a socket we own ----
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    port = sock.getsockname()[1]
-    env = dict(os.environ)
-    env.pop("BATON_API_KEY", None)
-    with open(os.path.join(tmp, "server.log"), "wb") as log:
-        # stories260K's GGUF says 128 positions: give room for two turns of up to 64 tokens
-        srv = subprocess.Popen([server, "-m", MODEL, "-t", "1", "--http-threads", "2", "-c", "512",
-                                "--listen-fd", str(sock.fileno()), "--api-key", KEY],
-                               stdout=log, stderr=log, pass_fds=(sock.fileno(),), env=env)
-    procs.append(srv)
-    sock.close()
-
-    def healthy():
-        if srv.poll() is not None:
-            raise Fail(f"baton-server exited with {srv.returncode}")
-        try:
-            return http_get(port, "/health")[0] == 200
-        except OSError:
-            return False
-
-    wait_for("baton-server's /health to answer 200", healthy, 60)
-    status, ctype, body = http_get(port, "/")
+def run(srv, chromium, tmp, procs):
+    srv.wait_health(200, timeout=60)
+    port = srv.port
+    status, h, body = srv.request("GET", "/", key=None, timeout=5)
+    ctype = h.get("content-type", "")
     if status != 200 or "text/html" not in ctype or b"/v1/chat/completions" not in body:
-        skip(f"baton-server does not serve the chat page at GET / yet (HTTP {status}, {ctype!r}); "
-             "wire index_html.h into server/http.c")
+        pytest.skip(f"baton-server does not serve the chat page at GET / yet (HTTP {status}, "
+                    f"{ctype!r}); wire index_html.h into server/http.c")
 
     # ---- Chromium, driven over a pipe; everything but loopback goes to a dead proxy ----
     to_chrome_r, to_chrome_w = os.pipe()
@@ -216,13 +164,13 @@ def run(server, chromium, tmp, procs):
                                                      "deviceScaleFactor": 1, "mobile": False}, session)
     base = f"http://127.0.0.1:{port}"
     cdp.call("Page.navigate", {"url": base + "/"}, session)
-    wait_for("the page to load", lambda: page.js(
+    wait_until("the page to load", lambda: page.js(
         "document.readyState === 'complete' && !!document.getElementById('input')"), 20)
 
     # 1. cluster panel from /health
-    wait_for("the health chip to say ok", lambda: page.js(
+    wait_until("the health chip to say ok", lambda: page.js(
         "document.getElementById('health-chip-text').textContent") == "ok", 15)
-    rows = wait_for("rank rows", lambda: page.js(
+    rows = wait_until("rank rows", lambda: page.js(
         "[...document.querySelectorAll('#ranks-body tr')].map(r => [...r.cells].map(c => c.textContent))"), 10)
     if not rows or rows[0][0] != "0":
         raise Fail(f"unexpected rank table {rows}")
@@ -243,7 +191,7 @@ def run(server, chromium, tmp, procs):
     # 2. no key: a clear error, the turn marked, nothing kept
     page.js("localStorage.removeItem('baton.apiKey'); document.getElementById('api-key').value = ''; true")
     send("Once upon a time")
-    err = wait_for("the 401 error banner", lambda: page.js(
+    err = wait_until("the 401 error banner", lambda: page.js(
         "document.getElementById('error').classList.contains('show') && document.getElementById('error-text').textContent"), 15)
     if "Unauthorized" not in err:
         raise Fail(f"error banner says {err!r}")
@@ -253,7 +201,7 @@ def run(server, chromium, tmp, procs):
     # 3. key typed in, Retry: a streamed answer
     page.js(f"""(() => {{ const k = document.getElementById('api-key'); k.value = {json.dumps(KEY)};
         k.dispatchEvent(new Event('change')); document.getElementById('retry').click(); return true; }})()""")
-    answers = wait_for("a finished answer", lambda: page.js(
+    answers = wait_until("a finished answer", lambda: page.js(
         "[...document.querySelectorAll('.msg.assistant.done .text')].map(t => t.textContent)"), 60)
     if not answers[0].strip():
         raise Fail("the answer is empty")
@@ -264,7 +212,7 @@ def run(server, chromium, tmp, procs):
 
     # 4. the conversation goes on
     send("The end")
-    answers = wait_for("a second answer", lambda: (lambda a: a if len(a) == 2 else None)(page.js(
+    answers = wait_until("a second answer", lambda: (lambda a: a if len(a) == 2 else None)(page.js(
         "[...document.querySelectorAll('.msg.assistant.done .text')].map(t => t.textContent)")), 60)
     sent = page.js("window.__sent")
     roles = [m["role"] for m in sent[-1]["messages"]]
@@ -287,14 +235,5 @@ def run(server, chromium, tmp, procs):
         cdp.call("Browser.close", timeout=5)
     except Fail:
         pass  # it may close the pipe before it answers
-    srv.send_signal(signal.SIGTERM)
-    try:
-        srv.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        raise Fail("baton-server did not stop within 10 s of SIGTERM")
-    print("PASS")
-    return 0
+    srv.stop(timeout=10)
 
-
-if __name__ == "__main__":
-    sys.exit(main())
