@@ -470,6 +470,7 @@ int api_parse_gen(int kind, const char *body, size_t len, int n_vocab, struct ap
     memset(e, 0, sizeof(*e));
     g->kind = kind;
     g->max_tokens = -1;
+    g->n = 1;
     g->temperature = 1.0f;
     g->top_p = 1.0f;
     g->repeat_penalty = 1.0f;
@@ -493,18 +494,15 @@ int api_parse_gen(int kind, const char *body, size_t len, int n_vocab, struct ap
     if (present) g->max_tokens = (int)v;
     if (kind == API_COMPLETION && g->max_tokens < 0) g->max_tokens = 16; /* OpenAI's default */
 
-    rc = get_int(root, "n", 1, 1e9, &v, &present, e);
-    if (rc < 0) goto fail;
-    if (present && v != 1) {
-        rc = fail(e, "n", "Invalid value for 'n': only n = 1 is supported.");
-        goto fail;
-    }
     if ((rc = get_num(root, "temperature", 0, 2, &g->temperature, e)) < 0) goto fail;
     if ((rc = get_num(root, "top_p", 0, 1, &g->top_p, e)) < 0) goto fail;
     if ((rc = get_num(root, "min_p", 0, 1, &g->min_p, e)) < 0) goto fail;
     if ((rc = get_num(root, "repeat_penalty", 0, 100, &g->repeat_penalty, e)) < 0) goto fail;
     if ((rc = get_num(root, "presence_penalty", -2, 2, &g->presence_penalty, e)) < 0) goto fail;
     if ((rc = get_num(root, "frequency_penalty", -2, 2, &g->frequency_penalty, e)) < 0) goto fail;
+    rc = get_int(root, "n", 1, API_MAX_N, &v, &present, e);
+    if (rc < 0) goto fail;
+    if (present) g->n = (int)v;
     rc = get_int(root, "top_k", 0, 1 << 30, &v, &present, e);
     if (rc < 0) goto fail;
     if (present) g->top_k = (int)v;
@@ -804,29 +802,41 @@ static bool add_finish(cJSON *choice, const char *finish)
     return cJSON_AddNullToObject(choice, "finish_reason") != NULL;
 }
 
-int api_gen_response(const struct api_out *o, char **out)
+/* One choice of a whole response into the choices array. */
+static bool add_choice(cJSON *choices, const struct api_out *o)
 {
-    bool chat = o->kind == API_CHAT;
-    cJSON *r = head(o, chat ? "chat.completion" : "text_completion");
-    cJSON *choices = r ? cJSON_AddArrayToObject(r, "choices") : NULL;
     cJSON *c = cJSON_CreateObject();
-    bool ok = choices && c && cJSON_AddItemToArray(choices, c);
+    bool ok = c && cJSON_AddItemToArray(choices, c);
     if (!ok) cJSON_Delete(c);
-    ok = ok && add_int(c, "index", 0);
-    if (ok && chat) {
+    ok = ok && add_int(c, "index", o->index);
+    if (ok && o->kind == API_CHAT) {
         cJSON *m = cJSON_AddObjectToObject(c, "message");
         ok = m && cJSON_AddStringToObject(m, "role", "assistant") &&
              add_strn(m, "content", o->text, o->text_len) && cJSON_AddNullToObject(m, "refusal");
     } else if (ok) {
         ok = add_strn(c, "text", o->text, o->text_len);
     }
-    ok = ok && add_logprobs(c, o) && add_finish(c, o->finish ? o->finish : "stop") &&
-         add_usage(r, o);
+    return ok && add_logprobs(c, o) && add_finish(c, o->finish ? o->finish : "stop");
+}
+
+int api_gen_response_n(const struct api_out *o, int n, char **out)
+{
+    bool chat = o->kind == API_CHAT;
+    cJSON *r = head(o, chat ? "chat.completion" : "text_completion");
+    cJSON *choices = r ? cJSON_AddArrayToObject(r, "choices") : NULL;
+    bool ok = choices != NULL;
+    for (int i = 0; ok && i < n; i++) ok = add_choice(choices, &o[i]);
+    ok = ok && add_usage(r, o);
     if (!ok) {
         cJSON_Delete(r);
         r = NULL;
     }
     return finish_json(r, out);
+}
+
+int api_gen_response(const struct api_out *o, char **out)
+{
+    return api_gen_response_n(o, 1, out);
 }
 
 int api_stream_chunk(const struct api_out *o, int what, char **out)
@@ -842,7 +852,7 @@ int api_stream_chunk(const struct api_out *o, int what, char **out)
     cJSON *c = ok ? cJSON_CreateObject() : NULL;
     ok = c && cJSON_AddItemToArray(choices, c);
     if (!ok) cJSON_Delete(c);
-    ok = ok && add_int(c, "index", 0);
+    ok = ok && add_int(c, "index", o->index);
     const char *finish = what == API_CHUNK_ROLE ? NULL : o->finish;
     if (ok && chat) {
         cJSON *d = cJSON_AddObjectToObject(c, "delta");

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #define API_MAX_STOP       4
+#define API_MAX_N          16 /* choices of one request (`n`) */
 #define API_MAX_TOP        20 /* top_logprobs (chat) / logprobs (completions, OpenAI caps at 5) */
 #define API_MAX_BIAS       SMP_MAX_BIAS /* logit_bias entries */
 #define API_MAX_MESSAGES   4096
@@ -51,6 +52,7 @@ struct api_gen {
     struct api_msg *msgs;
     int n_msgs;
     int max_tokens; /* -1 when not given */
+    int n;          /* choices, 1..API_MAX_N */
     float temperature, top_p, min_p, repeat_penalty, presence_penalty, frequency_penalty;
     int top_k; /* 0: off */
     bool has_seed;
@@ -106,6 +108,7 @@ struct api_out {
     const struct api_lp *lp;
     int n_lp;
     const char *finish; /* "stop", "length" or NULL (a chunk that does not end the stream) */
+    int index;          /* the choice (the request's `n`: 0..n-1) */
     int prompt_tokens, completion_tokens;
     int cached_tokens; /* usage.prompt_tokens_details.cached_tokens */
     bool usage_null;   /* stream chunks with include_usage: "usage": null */
@@ -113,8 +116,10 @@ struct api_out {
     void *piece_ctx;
 };
 
-/* The whole non-streamed response. */
+/* The whole non-streamed response of one choice; _n: of o[0..n) (their index, text, logprobs
+ * and finish; the rest, usage included, from o[0]). */
 int api_gen_response(const struct api_out *o, char **out);
+int api_gen_response_n(const struct api_out *o, int n, char **out);
 
 enum api_chunk {
     API_CHUNK_ROLE = 1,    /* chat: the first chunk, delta {"role":"assistant","content":""} */

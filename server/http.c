@@ -242,7 +242,8 @@ static void out_init(struct req *r, const struct sched_model *mdl, struct api_ou
     o->usage_null = r->include_usage;
 }
 
-/* Turn what req_take handed over into SSE events. */
+/* Turn what req_take handed over into SSE events: each choice's text (with its index), each
+ * choice's finish as it ends; at the end usage and [DONE], or the error. */
 static int sse_take(struct conn *c, struct req_take *t)
 {
     struct req *r = c->r;
@@ -250,37 +251,43 @@ static int sse_take(struct conn *c, struct req_take *t)
     struct api_out o;
     char *json = NULL;
     int rc = BT_OK;
+    const bool failed = t->state == REQ_DONE && t->err_status;
     if (!mdl) return BT_EINVAL;
     out_init(r, mdl, &o);
-    if (t->text_len || t->n_lp) {
-        o.text = t->text;
-        o.text_len = t->text_len;
-        o.lp = t->lp;
-        o.n_lp = t->n_lp;
-        if ((rc = api_stream_chunk(&o, API_CHUNK_CONTENT, &json)) < 0) return rc;
-        if ((rc = sse_event(c, json)) < 0) return rc;
+    for (int k = 0; rc == 0 && k < t->n; k++) {
+        const struct req_take_choice *tc = &t->ch[k];
+        o.index = k;
+        o.finish = NULL;
+        if (tc->text_len || tc->n_lp) {
+            o.text = tc->text;
+            o.text_len = tc->text_len;
+            o.lp = tc->lp;
+            o.n_lp = tc->n_lp;
+            rc = api_stream_chunk(&o, API_CHUNK_CONTENT, &json);
+            if (rc == 0) rc = sse_event(c, json);
+        }
+        if (rc == 0 && tc->finish && !failed) {
+            o.text = NULL;
+            o.text_len = 0;
+            o.lp = NULL;
+            o.n_lp = 0;
+            o.finish = tc->finish;
+            rc = api_stream_chunk(&o, API_CHUNK_FINISH, &json);
+            if (rc == 0) rc = sse_event(c, json);
+        }
     }
-    if (t->state != REQ_DONE) return BT_OK;
-    if (t->err_status) {
+    if (rc < 0 || t->state != REQ_DONE) return rc;
+    if (failed) {
         rc = api_error_json(t->err_msg, t->err_type, NULL, t->err_code[0] ? t->err_code : NULL,
                             &json);
         if (rc == 0) rc = sse_event(c, json);
-    } else {
-        o.text = NULL;
-        o.text_len = 0;
-        o.lp = NULL;
-        o.n_lp = 0;
-        o.finish = t->finish;
-        rc = api_stream_chunk(&o, API_CHUNK_FINISH, &json);
+    } else if (r->include_usage) {
+        o.prompt_tokens = t->n_prompt;
+        o.completion_tokens = req_take_gen(t);
+        o.cached_tokens = t->n_cached;
+        o.usage_null = false;
+        rc = api_stream_chunk(&o, API_CHUNK_USAGE, &json);
         if (rc == 0) rc = sse_event(c, json);
-        if (rc == 0 && r->include_usage) {
-            o.prompt_tokens = t->n_prompt;
-            o.completion_tokens = t->n_gen;
-            o.cached_tokens = t->n_cached;
-            o.usage_null = false;
-            rc = api_stream_chunk(&o, API_CHUNK_USAGE, &json);
-            if (rc == 0) rc = sse_event(c, json);
-        }
     }
     if (rc == 0) rc = out_append(c, "data: [DONE]\n\n", 14);
     c->eos = true;
@@ -323,6 +330,57 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 
 /* ---- generation ---- */
 
+/* The whole response of a non-streamed request: every choice. */
+static enum MHD_Result gen_reply(struct conn *c, const struct sched_model *mdl, struct req_take *t)
+{
+    struct api_out o[REQ_MAX_CHOICES];
+    char *json = NULL;
+    for (int k = 0; k < t->n; k++) {
+        out_init(c->r, mdl, &o[k]);
+        o[k].usage_null = false;
+        o[k].index = k;
+        o[k].text = t->ch[k].text;
+        o[k].text_len = t->ch[k].text_len;
+        o[k].lp = t->ch[k].lp;
+        o[k].n_lp = t->ch[k].n_lp;
+        o[k].finish = t->ch[k].finish;
+    }
+    o[0].prompt_tokens = t->n_prompt;
+    o[0].completion_tokens = req_take_gen(t);
+    o[0].cached_tokens = t->n_cached;
+    int rc = api_gen_response_n(o, t->n, &json);
+    if (rc < 0) return MHD_NO;
+    return reply_json(c, 200, json);
+}
+
+/* A stream's start: the role chunk of each choice (chat), what is there already, then the
+ * reader. */
+static enum MHD_Result stream_start(struct conn *c, const struct sched_model *mdl,
+                                    struct req_take *t)
+{
+    struct api_out o;
+    char *json = NULL;
+    int rc = BT_OK;
+    out_init(c->r, mdl, &o);
+    for (int k = 0; rc == 0 && c->r->kind == API_CHAT && k < t->n; k++) {
+        o.index = k;
+        rc = api_stream_chunk(&o, API_CHUNK_ROLE, &json);
+        if (rc == 0) rc = sse_event(c, json);
+    }
+    if (rc == 0) rc = sse_take(c, t);
+    if (rc < 0) return MHD_NO;
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK, stream_read, c, NULL);
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    c->streaming = true;
+    enum MHD_Result ret = MHD_queue_response(c->mc, 200, resp);
+    MHD_destroy_response(resp);
+    metrics_request(c->h->m, c->rt->id, 200);
+    return ret;
+}
+
 /* The request's first answer (suspended until there is one), then the response. */
 static enum MHD_Result gen_poll(struct conn *c)
 {
@@ -331,57 +389,20 @@ static enum MHD_Result gen_poll(struct conn *c)
     if (req_take(r, &t, suspend_conn, c)) return MHD_YES;
     const struct sched_model *mdl = sched_model(c->h->s);
     enum MHD_Result ret;
+    bool some = false;
+    for (int k = 0; k < t.n; k++) some |= t.ch[k].text_len || t.ch[k].n_lp;
     /* an error: its status, also after some text (a non-streaming client gets no partial
      * answer: e.g. a pipeline fault is a 503 to retry, docs/faults.md) */
-    if (t.state == REQ_DONE && t.err_status && (!r->stream || !(t.text_len || t.n_lp))) {
+    if (t.state == REQ_DONE && t.err_status && (!r->stream || !some))
         ret = reply_error(c, t.err_status >= 400 && t.err_status < 600 ? t.err_status : 500, NULL,
                           t.err_code[0] ? t.err_code : NULL, t.err_msg);
-        req_take_free(&t);
-        return ret;
-    }
-    if (!mdl) {
-        req_take_free(&t);
-        return reply_unavailable(c);
-    }
-    if (!r->stream) {
-        struct api_out o;
-        char *json = NULL;
-        out_init(r, mdl, &o);
-        o.usage_null = false;
-        o.text = t.text;
-        o.text_len = t.text_len;
-        o.lp = t.lp;
-        o.n_lp = t.n_lp;
-        o.finish = t.finish;
-        o.prompt_tokens = t.n_prompt;
-        o.completion_tokens = t.n_gen;
-        o.cached_tokens = t.n_cached;
-        int rc = api_gen_response(&o, &json);
-        req_take_free(&t);
-        if (rc < 0) return MHD_NO;
-        return reply_json(c, 200, json);
-    }
-    /* stream: the role chunk (chat), what is there already, then the reader */
-    struct api_out o;
-    char *json = NULL;
-    int rc = BT_OK;
-    out_init(r, mdl, &o);
-    if (r->kind == API_CHAT) {
-        rc = api_stream_chunk(&o, API_CHUNK_ROLE, &json);
-        if (rc == 0) rc = sse_event(c, json);
-    }
-    if (rc == 0) rc = sse_take(c, &t);
+    else if (!mdl)
+        ret = reply_unavailable(c);
+    else if (!r->stream)
+        ret = gen_reply(c, mdl, &t);
+    else
+        ret = stream_start(c, mdl, &t);
     req_take_free(&t);
-    if (rc < 0) return MHD_NO;
-    struct MHD_Response *resp =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK, stream_read, c, NULL);
-    if (!resp) return MHD_NO;
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-    c->streaming = true;
-    ret = MHD_queue_response(c->mc, 200, resp);
-    MHD_destroy_response(resp);
-    metrics_request(c->h->m, c->rt->id, 200);
     return ret;
 }
 
@@ -497,6 +518,17 @@ static enum MHD_Result gen_start(struct conn *c)
         api_gen_free(&g);
         return reply_error(c, 400, e.param, NULL, e.message);
     }
+    struct sched_stats st;
+    sched_stats(h->s, &st, NULL, 0);
+    if (g.n > st.slots_total) {
+        snprintf(msg, sizeof(msg),
+                 "Invalid value for 'n': %d choices, the server runs at most %d sequences at once "
+                 "(--parallel).",
+                 g.n, st.slots_total);
+        free(ids);
+        api_gen_free(&g);
+        return reply_error(c, 400, "n", NULL, msg);
+    }
     const char *pparam = kind == API_CHAT ? "messages" : "prompt";
     if (n == 0) {
         free(ids);
@@ -527,6 +559,7 @@ static enum MHD_Result gen_start(struct conn *c)
     r->include_usage = g.stream && g.include_usage;
     r->max_tokens = max_tokens;
     r->n_logprobs = g.n_logprobs;
+    r->n_choices = g.n;
     r->cache_prompt = g.cache_prompt;
     for (int i = 0; i < g.n_stop; i++) {
         r->stop[i] = g.stop[i];
@@ -557,6 +590,9 @@ static enum MHD_Result gen_start(struct conn *c)
     api_gen_free(&g);
 
     req_set_wake(r, resume_conn, c);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c->mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+    r->client_fd = ci ? ci->connect_fd : -1; /* the scheduler notices a client that leaves */
     rc = sched_submit(h->s, r);
     if (rc < 0) {
         req_unref(r);

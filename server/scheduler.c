@@ -24,15 +24,17 @@
 
 struct slot {
     int id;
-    struct req *r; /* NULL: free */
-    bool prefill;  /* still reading the prompt */
-    bool inflight; /* part of a submitted batch */
-    bool fresh;    /* no batch submitted yet: its first one resets the sampler */
-    int n_fed;     /* prompt tokens fed (from the prefix cache, or computed) */
-    int n_past;    /* positions in the cache */
-    int32_t next;  /* sampled token to feed next */
-    int n_gen;     /* tokens generated (end-of-generation not counted) */
-    bool sampled;  /* at least one token was sampled (TTFT recorded) */
+    struct req *r;        /* NULL: free (a reference of its own) */
+    int choice;           /* which of r's choices this slot generates */
+    struct smp_params sp; /* r's sampling parameters, the seed of this choice */
+    bool prefill;         /* still reading the prompt */
+    bool inflight;        /* part of a submitted batch */
+    bool fresh;           /* no batch submitted yet: its first one resets the sampler */
+    int n_fed;            /* prompt tokens fed (from the prefix cache, or computed) */
+    int n_past;           /* positions in the cache */
+    int32_t next;         /* sampled token to feed next */
+    int n_gen;            /* tokens generated (end-of-generation not counted) */
+    bool sampled;         /* at least one token was sampled (TTFT recorded) */
     uint64_t order;
     struct tok_stream ts;
     char *pend; /* generated text not yet released to the request */
@@ -275,8 +277,9 @@ static void slot_end(struct sched *s, struct slot *sl, const char *finish, int s
 {
     struct req *r = sl->r;
     if (finish) {
-        req_finish(r, finish, sl->n_gen);
-        if (s->m) metrics_latency(s->m, (double)(bt_now_ns() - r->t_arrive_ns) * 1e-9);
+        req_finish(r, sl->choice, finish, sl->n_gen);
+        if (s->m && sl->choice == 0)
+            metrics_latency(s->m, (double)(bt_now_ns() - r->t_arrive_ns) * 1e-9);
     } else {
         req_fail(r, status, type, code, msg);
     }
@@ -304,7 +307,8 @@ static bool slot_release(struct sched *s, struct slot *sl, bool final)
         k++;
     }
     if (n || k) {
-        if (req_push(r, sl->pend, n, sl->plp, k) < 0) bt_warn("request %s: out of memory", r->id);
+        if (req_push(r, sl->choice, sl->pend, n, sl->plp, k) < 0)
+            bt_warn("request %s: out of memory", r->id);
         if (sl->pend_len > n) memmove(sl->pend, sl->pend + n, sl->pend_len - n);
         sl->pend_len -= n;
         if (sl->n_plp > k)
@@ -370,7 +374,8 @@ static void slot_token(struct sched *s, struct slot *sl, const struct eng_result
     int32_t t = res->token;
     if (!sl->sampled) {
         sl->sampled = true;
-        if (s->m) metrics_ttft(s->m, (double)(bt_now_ns() - r->t_arrive_ns) * 1e-9);
+        if (s->m && sl->choice == 0)
+            metrics_ttft(s->m, (double)(bt_now_ns() - r->t_arrive_ns) * 1e-9);
     }
     if (tok_is_eog(s->tok, t)) {
         slot_finish(s, sl, "stop");
@@ -402,7 +407,7 @@ static void slot_token(struct sched *s, struct slot *sl, const struct eng_result
 static bool expired_or_cancelled(struct req *r, void *arg)
 {
     uint64_t now = *(uint64_t *)arg;
-    return atomic_load(&r->cancel) || (r->deadline_ns && now >= r->deadline_ns);
+    return req_client_gone(r) || (r->deadline_ns && now >= r->deadline_ns);
 }
 
 static void fail_queued(struct sched *s, struct req *r, int status, const char *code,
@@ -432,14 +437,29 @@ static void expire_queue(struct sched *s)
     }
 }
 
-/* Begin the queue's oldest request in slot sl: its KV blocks (the prefix cache's hit mapped, the
- * rest reserved). false when it has to wait for blocks (it stays first in the queue). */
+/* Is choice 0 of r past its prompt (its blocks cached for the other choices), or gone? */
+static bool prompt_done(const struct sched *s, const struct req *r)
+{
+    for (int i = 0; i < s->n_slots; i++)
+        if (s->slots[i].r == r && s->slots[i].choice == 0) return !s->slots[i].prefill;
+    return true;
+}
+
+/* Begin the next choice of the queue's oldest request in slot sl: its KV blocks (the prefix
+ * cache's hit mapped, the rest reserved). Choices after the first wait until the first has read
+ * the prompt, then take it from the cache (only its last token is computed again). false when
+ * it has to wait (it stays first in the queue); the request leaves the queue with its last
+ * choice. */
 static bool begin_oldest(struct sched *s, struct slot *sl)
 {
     char err[256];
     int n_cached = 0;
     struct req *r = queue_peek(&s->q);
-    if (!r) return false;
+    if (r && r->n_admitted > 0 && req_is_done(r)) { /* failed after some choices began */
+        req_unref(queue_pop(&s->q));
+        return true;
+    }
+    if (!r || (r->n_admitted > 0 && !prompt_done(s, r))) return false;
     int64_t total = (int64_t)r->n_prompt + (r->max_tokens > 0 ? r->max_tokens : 1);
     if (total > s->info.n_ctx) total = s->info.n_ctx;
     int rc = s->eng.ops->seq_begin
@@ -447,21 +467,30 @@ static bool begin_oldest(struct sched *s, struct slot *sl)
                                          r->cache_prompt, &n_cached, err, sizeof(err))
                  : BT_OK;
     if (rc == BT_EFULL) return false; /* blocks come free as running requests end */
-    r = queue_pop(&s->q);             /* the same one: only this thread takes requests out */
     if (rc < 0) {
         bt_warn("request %s: %s", r->id, err);
-        fail_queued(s, r, 503, "kv_cache_full",
-                    "The request needs more KV cache than the server has.");
+        req_fail(r, 503, "server_error", "kv_cache_full",
+                 "The request needs more KV cache than the server has.");
+        if (r->n_admitted == 0) req_unref(queue_pop(&s->q)); /* else sweep ends its choices */
         return true;
     }
+    const int k = r->n_admitted++;
+    if (r->n_admitted == r->n_choices)
+        queue_pop(&s->q); /* the same one (only this thread takes requests out): its reference
+                           * becomes the last choice's */
+    else
+        req_ref(r);
     slot_clear(sl);
-    sl->r = r; /* the queue's reference becomes the slot's */
+    sl->r = r;
+    sl->choice = k;
+    sl->sp = r->sp;
+    sl->sp.seed += (uint64_t)k;
     sl->prefill = true;
     sl->fresh = true;
     sl->n_fed = sl->n_past = n_cached;
     sl->order = ++s->order;
     tok_stream_init(&sl->ts, s->tok);
-    req_set_running(r, n_cached);
+    if (k == 0) req_set_running(r, n_cached);
     atomic_fetch_add(&s->busy, 1);
     return true;
 }
@@ -479,10 +508,12 @@ static void sweep(struct sched *s)
         struct slot *sl = &s->slots[i];
         if (!sl->r || sl->inflight) continue;
         struct req *r = sl->r;
-        if (atomic_load(&r->cancel)) {
-            if (s->m) atomic_fetch_add(&s->m->cancelled, 1);
+        if (req_client_gone(r)) {
+            if (s->m && sl->choice == 0) atomic_fetch_add(&s->m->cancelled, 1);
             bt_debug("request %s: cancelled after %d tokens", r->id, sl->n_gen);
             slot_end(s, sl, NULL, 499, "server_error", "cancelled", "the client went away");
+        } else if (req_is_done(r)) { /* failed in another choice's slot */
+            slot_end(s, sl, NULL, 500, NULL, NULL, NULL);
         } else if (r->deadline_ns && now >= r->deadline_ns) {
             if (s->m) atomic_fetch_add(&s->m->timed_out, 1);
             if (sl->n_gen > 0)
@@ -534,7 +565,7 @@ static int submit_batch(struct sched *s)
                                         .tokens = r->prompt + best->n_fed,
                                         .reset = best->fresh,
                                         .sample = best->n_fed + k == r->n_prompt,
-                                        .sp = &r->sp};
+                                        .sp = &best->sp};
         f->slot[n++] = best->id;
         budget -= k;
     }

@@ -246,8 +246,10 @@ def test_errors_400(srv):
     assert e["param"] == "temperature" and "temperature" in e["message"]
     e, _ = error_of(srv, "POST", "/v1/completions", {"prompt": ["a", "b"]})
     assert e["param"] == "prompt"
-    e, _ = error_of(srv, "POST", "/v1/completions", {"prompt": "x", "n": 2})
+    e, _ = error_of(srv, "POST", "/v1/completions", {"prompt": "x", "n": 99})
     assert e["param"] == "n"
+    e, _ = error_of(srv, "POST", "/v1/completions", {"prompt": "x", "n": 16})  # > --parallel
+    assert e["param"] == "n" and "--parallel" in e["message"]
     e, _ = error_of(srv, "POST", "/v1/completions", {"prompt": "x", "stop": ["a"] * 5})
     assert e["param"] == "stop"
     e, _ = error_of(srv, "POST", "/v1/chat/completions", {"messages": "hi"})

@@ -220,7 +220,8 @@ static void test_parse_bad(void)
     bad(API_COMPLETION, "{\"prompt\":\"x\",\"frequency_penalty\":\"a\"}", "frequency_penalty");
     bad(API_COMPLETION, "{\"prompt\":\"x\",\"seed\":\"1\"}", "seed");
     bad(API_COMPLETION, "{\"prompt\":\"x\",\"seed\":1.5}", "seed");
-    bad(API_COMPLETION, "{\"prompt\":\"x\",\"n\":2}", "n");
+    bad(API_COMPLETION, "{\"prompt\":\"x\",\"n\":17}", "n"); /* API_MAX_N is 16 */
+    bad(API_COMPLETION, "{\"prompt\":\"x\",\"n\":0}", "n");
     bad(API_COMPLETION, "{\"prompt\":\"x\",\"n\":\"1\"}", "n");
     bad(API_COMPLETION, "{\"prompt\":\"x\",\"stream\":1}", "stream");
     bad(API_COMPLETION, "{\"prompt\":\"x\",\"stream_options\":true}", "stream_options");

@@ -281,8 +281,8 @@ static bool wait_busy(struct sched *s, int busy, int queued)
 static char *all_text(struct req *r, struct req_take *t)
 {
     req_take(r, t, NULL, NULL);
-    char *s = calloc(1, t->text_len + 1);
-    if (t->text_len) memcpy(s, t->text, t->text_len);
+    char *s = calloc(1, t->ch[0].text_len + 1);
+    if (t->ch[0].text_len) memcpy(s, t->ch[0].text, t->ch[0].text_len);
     return s;
 }
 
@@ -299,8 +299,8 @@ static void test_basic(void)
     CHECK(wait_done(r));
     char *text = all_text(r, &t);
     CHECK_STR(text, " " SCRIPT); /* SPM pieces keep their leading space */
-    CHECK_STR(t.finish, "stop");
-    CHECK_INT(t.n_gen, mk.n_script);
+    CHECK_STR(t.ch[0].finish, "stop");
+    CHECK_INT(t.ch[0].n_gen, mk.n_script);
     CHECK_INT(t.err_status, 0);
     free(text);
     req_take_free(&t);
@@ -311,8 +311,8 @@ static void test_basic(void)
     CHECK_INT(sched_submit(s, r), 0);
     CHECK(wait_done(r));
     text = all_text(r, &t);
-    CHECK_STR(t.finish, "length");
-    CHECK_INT(t.n_gen, 3);
+    CHECK_STR(t.ch[0].finish, "length");
+    CHECK_INT(t.ch[0].n_gen, 3);
     CHECK(strlen(text) > 0 && strncmp(text, " Hello", strlen(text)) == 0);
     free(text);
     req_take_free(&t);
@@ -324,7 +324,7 @@ static void test_basic(void)
     CHECK(wait_done(r));
     text = all_text(r, &t);
     CHECK_STR(text, " Hello ");
-    CHECK_STR(t.finish, "stop");
+    CHECK_STR(t.ch[0].finish, "stop");
     free(text);
     req_take_free(&t);
     req_unref(r);
@@ -344,11 +344,11 @@ static void test_basic(void)
     CHECK_INT(sched_submit(s, r), 0);
     CHECK(wait_done(r));
     text = all_text(r, &t);
-    CHECK_INT(t.n_lp, mk.n_script);
-    CHECK_INT(t.lp[0].offset, 0);
-    for (int i = 1; i < t.n_lp; i++) CHECK(t.lp[i].offset >= t.lp[i - 1].offset);
-    CHECK(t.n_lp > 2 && t.lp[2].offset < strlen(text));
-    CHECK_INT(t.lp[1].n_top, 1);
+    CHECK_INT(t.ch[0].n_lp, mk.n_script);
+    CHECK_INT(t.ch[0].lp[0].offset, 0);
+    for (int i = 1; i < t.ch[0].n_lp; i++) CHECK(t.ch[0].lp[i].offset >= t.ch[0].lp[i - 1].offset);
+    CHECK(t.ch[0].n_lp > 2 && t.ch[0].lp[2].offset < strlen(text));
+    CHECK_INT(t.ch[0].lp[1].n_top, 1);
     free(text);
     req_take_free(&t);
     req_unref(r);
@@ -358,8 +358,8 @@ static void test_basic(void)
     CHECK_INT(sched_submit(s, r), 0);
     CHECK(wait_done(r));
     req_take(r, &t, NULL, NULL);
-    CHECK_STR(t.finish, "length");
-    CHECK_INT(t.n_gen, 2); /* positions 0..63: 63 prompt tokens and one fed back */
+    CHECK_STR(t.ch[0].finish, "length");
+    CHECK_INT(t.ch[0].n_gen, 2); /* positions 0..63: 63 prompt tokens and one fed back */
     req_take_free(&t);
     req_unref(r);
 
@@ -387,7 +387,7 @@ static void test_batching(void)
         CHECK(wait_done(r[i]));
         char *text = all_text(r[i], &t);
         CHECK_STR(text, " " SCRIPT);
-        CHECK_STR(t.finish, "stop");
+        CHECK_STR(t.ch[0].finish, "stop");
         free(text);
         req_take_free(&t);
         req_unref(r[i]);
@@ -483,8 +483,8 @@ static void test_cancel_timeout_full(void)
     b->deadline_ns = bt_now_ns() + 50000000ull;
     CHECK(wait_done(b));
     req_take(b, &t, NULL, NULL);
-    CHECK_STR(t.finish, "length");
-    CHECK(t.n_gen > 0);
+    CHECK_STR(t.ch[0].finish, "length");
+    CHECK(t.ch[0].n_gen > 0);
     CHECK_INT(t.err_status, 0);
     req_take_free(&t);
     req_unref(b);
@@ -509,7 +509,7 @@ static void test_cancel_timeout_full(void)
     atomic_store(&mk.gate, true);
     CHECK(wait_done(a));
     req_take(a, &t, NULL, NULL);
-    CHECK(t.err_status == 503 || (t.finish && !strcmp(t.finish, "length")));
+    CHECK(t.err_status == 503 || (t.ch[0].finish && !strcmp(t.ch[0].finish, "length")));
     req_take_free(&t);
     req_unref(a);
     CHECK(wait_busy(s, 0, 0));
@@ -561,17 +561,17 @@ static void test_request_wake(void)
     req_set_wake(r, on_wake, NULL);
     CHECK_INT(req_take(r, &t, on_suspend, NULL), 1); /* nothing yet: suspended */
     CHECK_INT(n_suspend, 1);
-    req_push(r, "ab", 2, NULL, 0); /* wakes once */
-    req_push(r, "c", 1, NULL, 0);  /* not armed: no second wake */
+    req_push(r, 0, "ab", 2, NULL, 0); /* wakes once */
+    req_push(r, 0, "c", 1, NULL, 0);  /* not armed: no second wake */
     CHECK_INT(n_wake, 1);
     CHECK_INT(req_take(r, &t, on_suspend, NULL), 0);
-    CHECK_INT(t.text_len, 3);
-    CHECK(memcmp(t.text, "abc", 3) == 0);
+    CHECK_INT(t.ch[0].text_len, 3);
+    CHECK(memcmp(t.ch[0].text, "abc", 3) == 0);
     req_take_free(&t);
     CHECK_INT(req_take(r, &t, on_suspend, NULL), 1);
     req_detach(r); /* client gone: no wake after this, and the request is cancelled */
     CHECK(atomic_load(&r->cancel));
-    req_finish(r, "stop", 3);
+    req_finish(r, 0, "stop", 3);
     CHECK_INT(n_wake, 1);
     req_unref(r);
 
@@ -579,13 +579,13 @@ static void test_request_wake(void)
     CHECK_INT(req_new(&r), 0);
     req_set_wake(r, on_wake, NULL);
     CHECK_INT(req_take(r, &t, on_suspend, NULL), 1);
-    req_push(r, "x", 1, NULL, 0);
+    req_push(r, 0, "x", 1, NULL, 0);
     CHECK_INT(n_wake, 1);
-    req_finish(r, "length", 1);
+    req_finish(r, 0, "length", 1);
     CHECK_INT(n_wake, 2);
     CHECK_INT(req_take(r, &t, on_suspend, NULL), 0);
-    CHECK_STR(t.finish, "length");
-    CHECK_INT(t.text_len, 1);
+    CHECK_STR(t.ch[0].finish, "length");
+    CHECK_INT(t.ch[0].text_len, 1);
     req_take_free(&t);
     req_unref(r);
 }
