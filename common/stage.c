@@ -262,10 +262,12 @@ int stage_build(const struct gguf *g, const struct stage_params *p, struct stage
         rc = bt_errf(err, errsz, BT_ERR, "cannot start %d compute threads", s->n_threads);
         goto fail;
     }
-    const int n_blocks =
-        p->n_blocks > 0 ? p->n_blocks : s->n_seq * ((s->n_ctx + KV_BLOCK - 1) / KV_BLOCK);
-    if ((rc = kv_new_blocks(s->m, s->n_seq, s->n_ctx, n_blocks, p->kv_type, &s->kv, err, errsz)) <
-            0 ||
+    const int n_blocks = p->n_blocks > 0 ? p->n_blocks
+                                          : s->n_seq * ((s->n_ctx + KV_BLOCK - 1) / KV_BLOCK);
+    rc = p->n_blocks == STAGE_OWN_BLOCKS
+             ? kv_new(s->m, s->n_seq, s->n_ctx, p->kv_type, &s->kv, err, errsz)
+             : kv_new_blocks(s->m, s->n_seq, s->n_ctx, n_blocks, p->kv_type, &s->kv, err, errsz);
+    if (rc < 0 ||
         (rc = fwd_new_dev(s->m, s->kv, s->pool, p->device, s->max_batch, s->m->last ? s->n_seq : 1,
                           &s->f, err, errsz)) < 0 ||
         (s->m->last && (rc = seqsmp_new(s->n_seq, s->n_vocab, s->n_ctx, &s->smp, err, errsz)) < 0))
