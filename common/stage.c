@@ -262,8 +262,8 @@ int stage_build(const struct gguf *g, const struct stage_params *p, struct stage
         rc = bt_errf(err, errsz, BT_ERR, "cannot start %d compute threads", s->n_threads);
         goto fail;
     }
-    const int n_blocks = p->n_blocks > 0 ? p->n_blocks
-                                          : s->n_seq * ((s->n_ctx + KV_BLOCK - 1) / KV_BLOCK);
+    const int n_blocks =
+        p->n_blocks > 0 ? p->n_blocks : s->n_seq * ((s->n_ctx + KV_BLOCK - 1) / KV_BLOCK);
     rc = p->n_blocks == STAGE_OWN_BLOCKS
              ? kv_new(s->m, s->n_seq, s->n_ctx, p->kv_type, &s->kv, err, errsz)
              : kv_new_blocks(s->m, s->n_seq, s->n_ctx, n_blocks, p->kv_type, &s->kv, err, errsz);

@@ -79,9 +79,9 @@ struct stage_params {
     int n_seq;        /* sequences (KV slots, samplers) */
     int n_ctx;        /* positions per sequence; 0: the model's training context */
     int max_batch;    /* tokens per micro-batch (pipeline_max_batch) */
-    int n_blocks;      /* KV blocks in the pool (kv.h), mapped by block operations (blocks.h);
-                        * 0: n_seq x ceil(n_ctx / KV_BLOCK); STAGE_OWN_BLOCKS: that many, each
-                        * sequence its own already mapped (no block table to keep: tools) */
+    int n_blocks;     /* KV blocks in the pool (kv.h), mapped by block operations (blocks.h);
+                       * 0: n_seq x ceil(n_ctx / KV_BLOCK); STAGE_OWN_BLOCKS: that many, each
+                       * sequence its own already mapped (no block table to keep: tools) */
     uint32_t kv_type; /* BT_F16 or BT_F32 */
     int n_threads;    /* compute threads; 0: one per core */
     int device;       /* DEV_CPU or a CUDA index (device.h) */

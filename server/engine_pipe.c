@@ -552,7 +552,8 @@ static int alloc_flights(struct eng_pipe *e)
     e->pseq = malloc(sizeof(*e->pseq) * (size_t)e->n_seq);
     e->pbias = malloc(sizeof(*e->pbias) * (size_t)e->n_seq * SMP_MAX_BIAS);
     e->max_ops = (int)pipeline_max_kv_ops(&e->sizes);
-    e->begin_ops = e->max_ops - blk_max_ops_grow(e->max_batch) - 2 * e->n_seq;
+    /* pipeline_max_kv_ops: every sequence beginning, then what one batch grows into */
+    e->begin_ops = e->max_ops - (e->max_batch / KV_BLOCK + 2 * e->n_seq);
     e->pend = malloc(sizeof(*e->pend) * (size_t)e->max_ops);
     e->pwire = malloc(sizeof(*e->pwire) * (size_t)e->max_ops);
     e->pend_from = malloc(sizeof(*e->pend_from) * (size_t)e->n_seq);
@@ -852,6 +853,8 @@ static int pipe_collect(void *self, struct eng_result *out, int n, int timeout_m
     e->fl_len--;
     if (!e->fl_len) xport_set_busy(e->x, 0);
     if (f->rc < 0) return bt_errf(err, errsz, f->rc, "%s", f->err);
+    for (int i = 0; i < f->n; i++) /* computed on every stage: its whole blocks are cached */
+        blk_seq_commit(e->bt, f->seq[i], f->end[i]);
     for (int i = 0; i < n && i < f->n; i++)
         if (f->sample[i]) out[i] = f->res[i];
     return BT_OK;

@@ -116,6 +116,7 @@ static int start_serving(const struct cfg *c, struct engine eng, struct metrics 
         .n_threads = (int)st->threads,
         .device = st->device,
         .kv_type = st->cache_type == CFG_CACHE_F32 ? BT_F32 : BT_F16,
+        .n_blocks = (int)st->kv_blocks,
         .request_timeout_s = (int)sv->request_timeout,
         .test_step_delay_ms = (int)sv->test_step_delay_ms,
         .test_load_delay_ms = st->test_load_delay_rank <= 0 ? (int)st->test_load_delay_ms : 0,

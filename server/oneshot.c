@@ -179,7 +179,8 @@ int oneshot_main(const struct cfg *c, int *argc, char ***argv)
         .max_batch = pipeline_max_batch((int)c->stage.parallel, (int)c->stage.prefill_chunk),
         .n_threads = (int)c->stage.threads,
         .device = c->stage.device,
-        .kv_type = c->stage.cache_type == CFG_CACHE_F32 ? BT_F32 : BT_F16};
+        .kv_type = c->stage.cache_type == CFG_CACHE_F32 ? BT_F32 : BT_F16,
+        .n_blocks = (int)c->stage.kv_blocks};
     struct eng_info info;
     if ((rc = eng.ops->load(eng.self, g, &lp, &info, err, sizeof(err))) < 0) {
         bt_error("loading failed: %s", err);

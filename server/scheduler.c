@@ -217,6 +217,7 @@ static int sched_load(struct sched *s, char *err, size_t errsz)
                                  .n_threads = s->c.n_threads,
                                  .device = s->c.device,
                                  .kv_type = s->c.kv_type,
+                                 .n_blocks = s->c.n_blocks,
                                  .progress = on_progress,
                                  .progress_arg = s};
     if ((rc = s->eng.ops->load(s->eng.self, s->g, &lp, &s->info, err, errsz)) < 0) return rc;

@@ -41,6 +41,7 @@ struct sched_config {
     int n_threads;
     const char *device;    /* engine load parameter: "cpu" (or NULL) or "cuda:N"; borrowed */
     uint32_t kv_type;      /* engine load parameter: BT_F16 or BT_F32 */
+    int n_blocks;          /* engine load parameter: KV blocks (0: every slot's whole context) */
     int request_timeout_s; /* 0: none */
     int test_step_delay_ms;
     int test_load_delay_ms;

@@ -111,6 +111,13 @@ def test_mismatch(scratch, check):
              r"build id 'other-build' differs from rank 0's")
     mismatch(check, "different --split", ["-m", STORIES, "--split", "1,1,3"], {},
              r"holds layers \[2, 5\), rank 0 expects \[\d, \d\) \(different --split\?\)")
+    # the sizes every rank must agree on (the handshake carries them)
+    mismatch(check, "different --parallel", ["-m", STORIES, "--parallel", "2"], {},
+             r"sequences \(--parallel\) 2, rank 0 has 4")
+    mismatch(check, "different --ctx-size", ["-m", STORIES, "--ctx-size", "64"], {},
+             r"context \(--ctx-size\) 64, rank 0 has 128")
+    mismatch(check, "different --kv-blocks", ["-m", STORIES, "--kv-blocks", "9"], {},
+             r"KV blocks \(--kv-blocks\) 9, rank 0 has 32")
     # a bad option everywhere: every rank leaves (no MPI_Init hang), the job's status is 2
     rc, _, err, dt = run([BATON, "run", "-m", STORIES, "-p", PROMPT, "--ranks", "3", "--ctx-size",
                           "nope"], timeout=60)
@@ -235,6 +242,47 @@ def test_many(check):
                                                       "logit_bias": {str(first): -100}})
         check(st3 == 200 and banned["choices"][0]["text"] != plain["choices"][0]["text"],
               f"logit_bias -100 bans greedy's first token {first} over 3 ranks")
+    finally:
+        job.close()
+
+
+def test_bias(scratch, check):
+    """Four new sequences in one step, each with 1,024 logit_bias entries, on a 2-rank pipeline:
+    the FORWARD is the largest the sizes allow (every bias entry, a full prefill chunk of rows);
+    every request gets 200 and the job does not restart (before protocol v3 the ranks' message
+    cap left the bias out: the FORWARD was dropped, the step timed out, the job restarted)."""
+    tiny = tiny_model(scratch, check)  # a 32,000-token vocabulary
+    job = Job([BATON, "serve", "--ranks", "2", "-m", tiny, "-t", "1", "--port", "0",
+               "--parallel", "4", "--prefill-chunk", "256", "--step-timeout", "10"], name="bias")
+    try:
+        if not listening(job, check, "baton serve --ranks 2 listens",
+                         r"(?:serving|listening) on (?:http://)?127\.0\.0\.1:(\d+)"):
+            return
+        check(job.wait_ready(2) is not None, "/health: 2 ranks ready")
+        pids = rank_procs(job)
+        prompt = " ".join(f"word{i}" for i in range(30))  # ~ 60 tokens: 4 x 60 fill the chunk
+        results, lock = [], threading.Lock()
+
+        def client(k):
+            body = {"prompt": prompt, "max_tokens": 4, "temperature": 0,
+                    "logit_bias": {str(1000 + 1024 * k + i): -1.0 for i in range(1024)}}
+            st, r = job.get_json("/v1/completions", body)
+            with lock:
+                results.append((st, r))
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        codes = sorted(st for st, _ in results)
+        print([str(r)[:200] for st, r in results if st != 200])
+        check(codes == [200] * 4, f"4 requests with 1,024 logit_bias entries each: {codes}")
+        check(rank_procs(job) == pids and len(pids) == 2, "the same rank processes: no restart")
+        check("restart" not in job.text(), "the supervisor restarted nothing")
+        m = job.metrics()
+        check(sum(v for k, v in m.items() if k.startswith("baton_faults_total")) == 0,
+              "no fault counted")
     finally:
         job.close()
 
