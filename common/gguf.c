@@ -1,4 +1,4 @@
-/* gguf: reader (mmap, v2 and v3) and streaming writer for GGUF files. See gguf.h.
+/* gguf: the reader (mmap, v2 and v3) of GGUF files. See gguf.h; the writer is gguf_write.c.
  *
  * Layout (all little-endian): magic u32, version u32, n_tensors u64, n_kv u64; n_kv records
  * (key string, value type u32, value); n_tensors infos (name string, n_dims u32, ne[n_dims] u64,
@@ -9,13 +9,13 @@
  * allocated, and tables grow with the records actually parsed. */
 #include "gguf.h"
 
+#include "gguf_internal.h"
 #include "log.h"
 #include "quant.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,12 +27,10 @@
 #error "gguf.c assumes a little-endian host"
 #endif
 
-#define GGUF_MAX_NAME 65535u
-#define KV_MIN_BYTES  14u /* key length 8 + key 1 + type 4 + smallest value 1 */
-#define TI_MIN_BYTES  33u /* name length 8 + name 1 + n_dims 4 + ne 8 + type 4 + offset 8 */
-#define NAME_SHOW     80  /* bytes of a hostile name shown in an error */
+#define KV_MIN_BYTES 14u /* key length 8 + key 1 + type 4 + smallest value 1 */
+#define TI_MIN_BYTES 33u /* name length 8 + name 1 + n_dims 4 + ne 8 + type 4 + offset 8 */
 
-static const uint8_t vtype_size[GGUF_TYPE_COUNT] = {
+const uint8_t gguf_vtype_size[GGUF_TYPE_COUNT] = {
     [GGUF_TYPE_UINT8] = 1,   [GGUF_TYPE_INT8] = 1,  [GGUF_TYPE_UINT16] = 2,  [GGUF_TYPE_INT16] = 2,
     [GGUF_TYPE_UINT32] = 4,  [GGUF_TYPE_INT32] = 4, [GGUF_TYPE_FLOAT32] = 4, [GGUF_TYPE_BOOL] = 1,
     [GGUF_TYPE_STRING] = 0,  [GGUF_TYPE_ARRAY] = 0, [GGUF_TYPE_UINT64] = 8,  [GGUF_TYPE_INT64] = 8,
@@ -77,13 +75,12 @@ static uint64_t fnv1a(uint64_t h, const void *data, size_t n)
 
 #define FNV_OFFSET 0xcbf29ce484222325ull
 
-/* A printable rendering of hostile bytes for error messages (at most NAME_SHOW bytes shown). */
-static const char *show(char *buf, size_t bufsz, const char *s, uint64_t n)
+const char *gguf_show(char *buf, size_t bufsz, const char *s, uint64_t n)
 {
     size_t o = 0;
     for (uint64_t i = 0; i < n && o + 8 < bufsz; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (i == NAME_SHOW) {
+        if (i == GGUF_NAME_SHOW) {
             memcpy(buf + o, "...", 3);
             o += 3;
             break;
@@ -98,8 +95,6 @@ static const char *show(char *buf, size_t bufsz, const char *s, uint64_t n)
     buf[o] = 0;
     return buf;
 }
-
-#define SHOWBUF (NAME_SHOW * 4 + 16)
 
 /* ---------------------------------------------------------------------------------------------
  * reader */
@@ -194,7 +189,7 @@ static int rd_str(struct rd *r, struct gguf_str *s, const char *what)
 /* A key or tensor name: non-empty, at most 65535 bytes, no NUL. */
 static int rd_name(struct rd *r, const char *kind, int64_t idx, struct gguf_str *s)
 {
-    char what[64], sb[SHOWBUF];
+    char what[64], sb[GGUF_SHOWBUF];
     uint64_t at = r->pos;
     int rc;
     snprintf(what, sizeof(what), "%s #%" PRId64, kind, idx);
@@ -209,7 +204,7 @@ static int rd_name(struct rd *r, const char *kind, int64_t idx, struct gguf_str 
                        r->path, what, at, s->len);
     if (memchr(s->data, 0, s->len))
         return bt_errf(r->err, r->errsz, BT_EFORMAT, "%s: %s '%s' contains a NUL byte", r->path,
-                       what, show(sb, sizeof(sb), s->data, s->len));
+                       what, gguf_show(sb, sizeof(sb), s->data, s->len));
     return 0;
 }
 
@@ -233,8 +228,7 @@ static char *name_copy(struct gguf *g, const char *s, size_t n)
     return d;
 }
 
-/* Grow an array of records (count bounded earlier by the bytes left). */
-static int grow(void **arr, int64_t *cap, int64_t need, size_t elem)
+int gguf_grow(void **arr, int64_t *cap, int64_t need, size_t elem)
 {
     if (need <= *cap) return 0;
     int64_t nc = *cap ? *cap * 2 : 16;
@@ -248,7 +242,7 @@ static int grow(void **arr, int64_t *cap, int64_t need, size_t elem)
 
 static int rd_scalar(struct rd *r, uint32_t t, struct gguf_kv *kv, const char *what)
 {
-    int rc = rd_need(r, vtype_size[t], what);
+    int rc = rd_need(r, gguf_vtype_size[t], what);
     if (rc) return rc;
     const uint8_t *q = r->p + r->pos;
     switch (t) {
@@ -303,13 +297,13 @@ static int rd_scalar(struct rd *r, uint32_t t, struct gguf_kv *kv, const char *w
     default:
         break;
     }
-    r->pos += vtype_size[t];
+    r->pos += gguf_vtype_size[t];
     return 0;
 }
 
 static int parse_array(struct rd *r, struct gguf_kv *kv, const char *kname)
 {
-    char what[SHOWBUF + 64];
+    char what[GGUF_SHOWBUF + 64];
     uint32_t et;
     uint64_t n;
     int rc;
@@ -349,7 +343,7 @@ static int parse_array(struct rd *r, struct gguf_kv *kv, const char *kname)
         }
         return 0;
     }
-    uint64_t es = vtype_size[et];
+    uint64_t es = gguf_vtype_size[et];
     if (n > rd_left(r) / es)
         return bt_errf(r->err, r->errsz, BT_EFORMAT,
                        "%s: key '%s': array of %" PRIu64
@@ -363,19 +357,19 @@ static int parse_array(struct rd *r, struct gguf_kv *kv, const char *kname)
 
 static int parse_kvs(struct gguf *g, struct rd *r, uint64_t n_kv)
 {
-    char sb[SHOWBUF], what[SHOWBUF + 64];
+    char sb[GGUF_SHOWBUF], what[GGUF_SHOWBUF + 64];
     int rc;
     for (uint64_t i = 0; i < n_kv; i++) {
         struct gguf_str key;
         uint32_t type;
         if ((rc = rd_name(r, "key", (int64_t)i, &key))) return rc;
-        show(sb, sizeof(sb), key.data, key.len);
+        gguf_show(sb, sizeof(sb), key.data, key.len);
         snprintf(what, sizeof(what), "value type of key '%s'", sb);
         if ((rc = rd_u32(r, &type, what))) return rc;
         if (type >= GGUF_TYPE_COUNT)
             return bt_errf(r->err, r->errsz, BT_EFORMAT, "%s: key '%s': unknown value type %u",
                            r->path, sb, type);
-        if (grow((void **)&g->kv, &g->cap_kv, g->n_kv + 1, sizeof(*g->kv))) goto oom;
+        if (gguf_grow((void **)&g->kv, &g->cap_kv, g->n_kv + 1, sizeof(*g->kv))) goto oom;
         struct gguf_kv *kv = &g->kv[g->n_kv];
         memset(kv, 0, sizeof(*kv));
         kv->type = type;
@@ -460,7 +454,7 @@ static int span_cmp(const void *a, const void *b)
 
 static int parse_tensors(struct gguf *g, struct rd *r, uint64_t n_t)
 {
-    char sb[SHOWBUF], what[SHOWBUF + 64];
+    char sb[GGUF_SHOWBUF], what[GGUF_SHOWBUF + 64];
     int rc;
     for (uint64_t i = 0; i < n_t; i++) {
         struct gguf_str name;
@@ -468,7 +462,7 @@ static int parse_tensors(struct gguf *g, struct rd *r, uint64_t n_t)
         uint64_t ne[GGUF_MAX_DIMS] = {1, 1, 1, 1}, offset;
 
         if ((rc = rd_name(r, "tensor name", (int64_t)i, &name))) return rc;
-        show(sb, sizeof(sb), name.data, name.len);
+        gguf_show(sb, sizeof(sb), name.data, name.len);
         snprintf(what, sizeof(what), "n_dims of tensor '%s'", sb);
         if ((rc = rd_u32(r, &n_dims, what))) return rc;
         if (n_dims == 0 || n_dims > GGUF_MAX_DIMS)
@@ -516,7 +510,7 @@ static int parse_tensors(struct gguf *g, struct rd *r, uint64_t n_t)
                            " is not a multiple of the alignment %" PRIu64,
                            r->path, sb, offset, g->alignment);
 
-        if (grow((void **)&g->tensors, &g->cap_tensors, g->n_tensors + 1, sizeof(*g->tensors)))
+        if (gguf_grow((void **)&g->tensors, &g->cap_tensors, g->n_tensors + 1, sizeof(*g->tensors)))
             goto oom;
         struct gguf_tensor *t = &g->tensors[g->n_tensors];
         memset(t, 0, sizeof(*t));
@@ -537,7 +531,7 @@ oom:
 /* Place the data section and every tensor in it; reject overlaps. */
 static int place_tensors(struct gguf *g, struct rd *r)
 {
-    char sa[SHOWBUF], sb[SHOWBUF];
+    char sa[GGUF_SHOWBUF], sb[GGUF_SHOWBUF];
     int rc = 0;
     g->data_offset = (r->pos + g->alignment - 1) / g->alignment * g->alignment;
     if (g->n_tensors == 0) return 0; /* files without tensors may end before the padding */
@@ -551,7 +545,7 @@ static int place_tensors(struct gguf *g, struct rd *r)
         struct gguf_tensor *t = &g->tensors[i];
         if (t->offset > room || t->nbytes > room - t->offset) {
             uint64_t a, e; /* absolute [a, e) when it can be written so */
-            show(sa, sizeof(sa), t->name, strlen(t->name));
+            gguf_show(sa, sizeof(sa), t->name, strlen(t->name));
             if (__builtin_add_overflow(g->data_offset, t->offset, &a) ||
                 __builtin_add_overflow(a, t->nbytes, &e))
                 return bt_errf(r->err, r->errsz, BT_EFORMAT,
@@ -577,9 +571,9 @@ static int place_tensors(struct gguf *g, struct rd *r)
             rc = bt_errf(r->err, r->errsz, BT_EFORMAT,
                          "%s: tensors '%s' [%" PRIu64 ", %" PRIu64 ") and '%s' [%" PRIu64
                          ", %" PRIu64 ") overlap",
-                         r->path, show(sa, sizeof(sa), a->name, strlen(a->name)), sp[i - 1].off,
-                         sp[i - 1].end, show(sb, sizeof(sb), b->name, strlen(b->name)), sp[i].off,
-                         sp[i].end);
+                         r->path, gguf_show(sa, sizeof(sa), a->name, strlen(a->name)),
+                         sp[i - 1].off, sp[i - 1].end,
+                         gguf_show(sb, sizeof(sb), b->name, strlen(b->name)), sp[i].off, sp[i].end);
             break;
         }
     }
@@ -591,7 +585,7 @@ static int parse(struct gguf *g, char *err, size_t errsz)
 {
     struct rd r = {
         .p = g->base, .pos = 0, .size = g->size, .path = g->path, .err = err, .errsz = errsz};
-    char sb[SHOWBUF];
+    char sb[GGUF_SHOWBUF];
     uint32_t magic, version;
     uint64_t n_t, n_kv;
     int64_t dup;
@@ -626,7 +620,7 @@ static int parse(struct gguf *g, char *err, size_t errsz)
         return bt_errf(err, errsz, rc, "%s: out of memory", g->path);
     if (dup >= 0)
         return bt_errf(err, errsz, BT_EFORMAT, "%s: duplicate key '%s'", g->path,
-                       show(sb, sizeof(sb), g->kv[dup].key, strlen(g->kv[dup].key)));
+                       gguf_show(sb, sizeof(sb), g->kv[dup].key, strlen(g->kv[dup].key)));
 
     g->alignment = GGUF_DEFAULT_ALIGNMENT;
     const struct gguf_kv *al = gguf_find_kv(g, "general.alignment");
@@ -646,8 +640,9 @@ static int parse(struct gguf *g, char *err, size_t errsz)
     if ((rc = build_index(g, true, &g->t_slots, &g->t_mask, &dup)))
         return bt_errf(err, errsz, rc, "%s: out of memory", g->path);
     if (dup >= 0)
-        return bt_errf(err, errsz, BT_EFORMAT, "%s: duplicate tensor name '%s'", g->path,
-                       show(sb, sizeof(sb), g->tensors[dup].name, strlen(g->tensors[dup].name)));
+        return bt_errf(
+            err, errsz, BT_EFORMAT, "%s: duplicate tensor name '%s'", g->path,
+            gguf_show(sb, sizeof(sb), g->tensors[dup].name, strlen(g->tensors[dup].name)));
     if ((rc = place_tensors(g, &r))) return rc;
 
     uint64_t hashed = g->data_offset < g->size ? g->data_offset : g->size;
@@ -966,9 +961,9 @@ int gguf_arr_str(const struct gguf_kv *kv, uint64_t i, struct gguf_str *out)
 /* Raw element i of a numeric array, widened like the scalar values. */
 static void arr_elem(const struct gguf_kv *kv, uint64_t i, struct gguf_kv *tmp)
 {
-    struct rd r = {.p = (const uint8_t *)kv->arr_data + i * vtype_size[kv->arr_type],
+    struct rd r = {.p = (const uint8_t *)kv->arr_data + i * gguf_vtype_size[kv->arr_type],
                    .pos = 0,
-                   .size = vtype_size[kv->arr_type]};
+                   .size = gguf_vtype_size[kv->arr_type]};
     memset(tmp, 0, sizeof(*tmp));
     rd_scalar(&r, kv->arr_type, tmp, "element");
 }
@@ -995,457 +990,5 @@ int gguf_arr_f64(const struct gguf_kv *kv, uint64_t i, double *out)
     if (i >= kv->arr_n) return BT_EINVAL;
     arr_elem(kv, i, &e);
     *out = e.v.f64;
-    return 0;
-}
-
-/* ---------------------------------------------------------------------------------------------
- * writer */
-
-struct wkv {
-    char *key;
-    uint32_t type;
-    uint8_t *val; /* serialised value (after the type) */
-    size_t len;
-};
-
-struct wtensor {
-    char *name;
-    uint32_t type, n_dims;
-    int64_t ne[GGUF_MAX_DIMS];
-    uint64_t offset, nbytes;
-};
-
-enum { W_BUILD, W_DATA, W_DONE, W_FAILED };
-
-struct gguf_writer {
-    struct wkv *kv;
-    int64_t n_kv, cap_kv;
-    struct wtensor *t;
-    int64_t n_t, cap_t;
-    uint64_t alignment;
-    int state;
-    FILE *f;
-    char *path;
-    uint64_t pos;      /* bytes written to f */
-    int64_t cur;       /* tensor being written */
-    uint64_t cur_done; /* its bytes written so far */
-    char err[512];     /* first error */
-};
-
-/* Record the first error and return status. */
-static int werr(struct gguf_writer *w, int status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int werr(struct gguf_writer *w, int status, const char *fmt, ...)
-{
-    if (!w->err[0]) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(w->err, sizeof(w->err), fmt, ap);
-        va_end(ap);
-    }
-    return status;
-}
-
-struct gguf_writer *gguf_writer_new(void)
-{
-    struct gguf_writer *w = calloc(1, sizeof(*w));
-    if (!w) return NULL;
-    w->alignment = GGUF_DEFAULT_ALIGNMENT;
-    return w;
-}
-
-void gguf_writer_free(struct gguf_writer *w)
-{
-    if (!w) return;
-    for (int64_t i = 0; i < w->n_kv; i++) {
-        free(w->kv[i].key);
-        free(w->kv[i].val);
-    }
-    for (int64_t i = 0; i < w->n_t; i++) free(w->t[i].name);
-    free(w->kv);
-    free(w->t);
-    if (w->f) fclose(w->f);
-    free(w->path);
-    free(w);
-}
-
-const char *gguf_writer_error(const struct gguf_writer *w)
-{
-    return w && w->err[0] ? w->err : NULL;
-}
-
-static int check_name(struct gguf_writer *w, const char *what, const char *name)
-{
-    if (!name || !name[0]) return werr(w, BT_EINVAL, "gguf writer: empty %s", what);
-    size_t n = strlen(name);
-    if (n > GGUF_MAX_NAME)
-        return werr(w, BT_EINVAL, "gguf writer: %s of %zu bytes is longer than 65535", what, n);
-    return 0;
-}
-
-/* Take ownership of val (malloc'd, len bytes) as the value of key. */
-static int set_kv(struct gguf_writer *w, const char *key, uint32_t type, uint8_t *val, size_t len)
-{
-    int rc;
-    char sb[SHOWBUF];
-    if (w->state != W_BUILD) {
-        rc = werr(w, BT_EINVAL, "gguf writer: metadata set after gguf_writer_begin");
-        goto fail;
-    }
-    if ((rc = check_name(w, "key", key))) goto fail;
-    if (!strcmp(key, "general.alignment")) {
-        uint32_t a = 0;
-        if (type == GGUF_TYPE_UINT32) memcpy(&a, val, 4);
-        if (type != GGUF_TYPE_UINT32 || a == 0 || (a & (a - 1))) {
-            rc = werr(w, BT_EINVAL,
-                      "gguf writer: general.alignment must be a non-zero power of two of type u32");
-            goto fail;
-        }
-        w->alignment = a;
-    }
-    for (int64_t i = 0; i < w->n_kv; i++) {
-        if (!strcmp(w->kv[i].key, key)) {
-            free(w->kv[i].val);
-            w->kv[i].type = type;
-            w->kv[i].val = val;
-            w->kv[i].len = len;
-            return 0;
-        }
-    }
-    if (grow((void **)&w->kv, &w->cap_kv, w->n_kv + 1, sizeof(*w->kv))) goto oom;
-    char *k = strdup(key);
-    if (!k) goto oom;
-    w->kv[w->n_kv++] = (struct wkv){k, type, val, len};
-    return 0;
-oom:
-    rc = werr(w, BT_ENOMEM, "gguf writer: out of memory setting '%s'",
-              show(sb, sizeof(sb), key, strlen(key)));
-fail:
-    free(val);
-    return rc;
-}
-
-static int set_scalar(struct gguf_writer *w, const char *key, uint32_t type, const void *v)
-{
-    size_t n = vtype_size[type];
-    uint8_t *val = malloc(n);
-    if (!val) return werr(w, BT_ENOMEM, "gguf writer: out of memory");
-    memcpy(val, v, n);
-    return set_kv(w, key, type, val, n);
-}
-
-int gguf_writer_set_u32(struct gguf_writer *w, const char *key, uint32_t v)
-{
-    return set_scalar(w, key, GGUF_TYPE_UINT32, &v);
-}
-
-int gguf_writer_set_i32(struct gguf_writer *w, const char *key, int32_t v)
-{
-    return set_scalar(w, key, GGUF_TYPE_INT32, &v);
-}
-
-int gguf_writer_set_u64(struct gguf_writer *w, const char *key, uint64_t v)
-{
-    return set_scalar(w, key, GGUF_TYPE_UINT64, &v);
-}
-
-int gguf_writer_set_f32(struct gguf_writer *w, const char *key, float v)
-{
-    return set_scalar(w, key, GGUF_TYPE_FLOAT32, &v);
-}
-
-int gguf_writer_set_bool(struct gguf_writer *w, const char *key, bool v)
-{
-    uint8_t b = v ? 1 : 0;
-    return set_scalar(w, key, GGUF_TYPE_BOOL, &b);
-}
-
-/* Serialise a string (u64 length + bytes) at dst; returns the bytes written. */
-static size_t put_str(uint8_t *dst, const char *s, uint64_t n)
-{
-    memcpy(dst, &n, 8);
-    if (n) memcpy(dst + 8, s, n);
-    return 8 + n;
-}
-
-int gguf_writer_set_str(struct gguf_writer *w, const char *key, const char *s)
-{
-    if (!s) return werr(w, BT_EINVAL, "gguf writer: NULL string for a key");
-    size_t n = strlen(s);
-    uint8_t *val = malloc(8 + n);
-    if (!val) return werr(w, BT_ENOMEM, "gguf writer: out of memory");
-    put_str(val, s, n);
-    return set_kv(w, key, GGUF_TYPE_STRING, val, 8 + n);
-}
-
-int gguf_writer_set_arr(struct gguf_writer *w, const char *key, uint32_t elem_type,
-                        const void *data, uint64_t n)
-{
-    if (elem_type >= GGUF_TYPE_COUNT || elem_type == GGUF_TYPE_STRING ||
-        elem_type == GGUF_TYPE_ARRAY)
-        return werr(w, BT_EINVAL, "gguf writer: bad array element type %u for a numeric array",
-                    elem_type);
-    if (n && !data) return werr(w, BT_EINVAL, "gguf writer: NULL array data");
-    uint64_t es = vtype_size[elem_type];
-    if (n > (SIZE_MAX - 12) / es) return werr(w, BT_EINVAL, "gguf writer: array too large");
-    size_t len = 12 + (size_t)(n * es);
-    uint8_t *val = malloc(len);
-    if (!val) return werr(w, BT_ENOMEM, "gguf writer: out of memory");
-    memcpy(val, &elem_type, 4);
-    memcpy(val + 4, &n, 8);
-    if (n) memcpy(val + 12, data, (size_t)(n * es));
-    return set_kv(w, key, GGUF_TYPE_ARRAY, val, len);
-}
-
-int gguf_writer_set_arr_str(struct gguf_writer *w, const char *key, const struct gguf_str *strs,
-                            uint64_t n)
-{
-    uint64_t len = 12;
-    if (n && !strs) return werr(w, BT_EINVAL, "gguf writer: NULL string array");
-    for (uint64_t i = 0; i < n; i++) {
-        if (strs[i].len && !strs[i].data)
-            return werr(w, BT_EINVAL, "gguf writer: NULL string in an array");
-        if (strs[i].len > SIZE_MAX / 2 || len > SIZE_MAX / 2 - strs[i].len - 8)
-            return werr(w, BT_EINVAL, "gguf writer: string array too large");
-        len += 8 + strs[i].len;
-    }
-    uint8_t *val = malloc((size_t)len);
-    if (!val) return werr(w, BT_ENOMEM, "gguf writer: out of memory");
-    uint32_t et = GGUF_TYPE_STRING;
-    memcpy(val, &et, 4);
-    memcpy(val + 4, &n, 8);
-    size_t o = 12;
-    for (uint64_t i = 0; i < n; i++) o += put_str(val + o, strs[i].data, strs[i].len);
-    return set_kv(w, key, GGUF_TYPE_ARRAY, val, (size_t)len);
-}
-
-int gguf_writer_copy_kv(struct gguf_writer *w, const struct gguf_kv *kv)
-{
-    if (!kv) return werr(w, BT_EINVAL, "gguf writer: NULL kv");
-    switch (kv->type) {
-    case GGUF_TYPE_UINT8:
-    case GGUF_TYPE_UINT16:
-    case GGUF_TYPE_UINT32:
-    case GGUF_TYPE_UINT64:
-    case GGUF_TYPE_BOOL:
-        /* little-endian: the low bytes of the widened value are the value */
-        return set_scalar(w, kv->key, kv->type, &kv->v.u64);
-    case GGUF_TYPE_INT8:
-    case GGUF_TYPE_INT16:
-    case GGUF_TYPE_INT32:
-    case GGUF_TYPE_INT64:
-        return set_scalar(w, kv->key, kv->type, &kv->v.i64);
-    case GGUF_TYPE_FLOAT32: {
-        float f = (float)kv->v.f64;
-        return set_scalar(w, kv->key, kv->type, &f);
-    }
-    case GGUF_TYPE_FLOAT64:
-        return set_scalar(w, kv->key, kv->type, &kv->v.f64);
-    case GGUF_TYPE_STRING: {
-        if (kv->v.str.len > SIZE_MAX - 8) return werr(w, BT_EINVAL, "gguf writer: bad string");
-        uint8_t *val = malloc(8 + (size_t)kv->v.str.len);
-        if (!val) return werr(w, BT_ENOMEM, "gguf writer: out of memory");
-        put_str(val, kv->v.str.data, kv->v.str.len);
-        return set_kv(w, kv->key, kv->type, val, 8 + (size_t)kv->v.str.len);
-    }
-    case GGUF_TYPE_ARRAY:
-        if (kv->arr_type == GGUF_TYPE_STRING) {
-            struct gguf_str *s = malloc((kv->arr_n ? kv->arr_n : 1) * sizeof(*s));
-            if (!s) return werr(w, BT_ENOMEM, "gguf writer: out of memory");
-            for (uint64_t i = 0; i < kv->arr_n; i++) gguf_arr_str(kv, i, &s[i]);
-            int rc = gguf_writer_set_arr_str(w, kv->key, s, kv->arr_n);
-            free(s);
-            return rc;
-        }
-        return gguf_writer_set_arr(w, kv->key, kv->arr_type, kv->arr_data, kv->arr_n);
-    default:
-        return werr(w, BT_EINVAL, "gguf writer: bad value type %u", kv->type);
-    }
-}
-
-int gguf_writer_add_tensor(struct gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
-                           const int64_t *ne)
-{
-    char sb[SHOWBUF];
-    int rc;
-    if (w->state != W_BUILD)
-        return werr(w, BT_EINVAL, "gguf writer: tensor added after gguf_writer_begin");
-    if ((rc = check_name(w, "tensor name", name))) return rc;
-    show(sb, sizeof(sb), name, strlen(name));
-    const struct bt_type_info *ti = bt_type_get(type);
-    if (!ti || ti->blck_size <= 0 || ti->type_size == 0)
-        return werr(w, BT_EINVAL, "gguf writer: tensor '%s': unknown type %u", sb, type);
-    if (n_dims == 0 || n_dims > GGUF_MAX_DIMS || !ne)
-        return werr(w, BT_EINVAL, "gguf writer: tensor '%s': n_dims %u out of range", sb, n_dims);
-    struct wtensor t = {.type = type, .n_dims = n_dims, .ne = {1, 1, 1, 1}};
-    int64_t nel = 1;
-    for (uint32_t d = 0; d < n_dims; d++) {
-        if (ne[d] <= 0 || __builtin_mul_overflow(nel, ne[d], &nel))
-            return werr(w, BT_EINVAL, "gguf writer: tensor '%s': bad dimension %u = %" PRId64, sb,
-                        d, ne[d]);
-        t.ne[d] = ne[d];
-    }
-    if (ne[0] % ti->blck_size)
-        return werr(w, BT_EINVAL,
-                    "gguf writer: tensor '%s': ne[0] = %" PRId64
-                    " is not a multiple of the %s block size %d",
-                    sb, ne[0], ti->name, ti->blck_size);
-    if (__builtin_mul_overflow((uint64_t)(ne[0] / ti->blck_size), (uint64_t)ti->type_size,
-                               &t.nbytes) ||
-        __builtin_mul_overflow(t.nbytes, (uint64_t)(nel / ne[0]), &t.nbytes) ||
-        t.nbytes > INT64_MAX / 2)
-        return werr(w, BT_EINVAL, "gguf writer: tensor '%s': too large", sb);
-    for (int64_t i = 0; i < w->n_t; i++)
-        if (!strcmp(w->t[i].name, name))
-            return werr(w, BT_EINVAL, "gguf writer: duplicate tensor name '%s'", sb);
-    if (w->n_t >= INT32_MAX) return werr(w, BT_EINVAL, "gguf writer: too many tensors");
-    if (grow((void **)&w->t, &w->cap_t, w->n_t + 1, sizeof(*w->t)) || !(t.name = strdup(name)))
-        return werr(w, BT_ENOMEM, "gguf writer: out of memory");
-    w->t[w->n_t] = t;
-    return (int)w->n_t++;
-}
-
-static int wr(struct gguf_writer *w, const void *p, size_t n)
-{
-    if (n && fwrite(p, 1, n, w->f) != n) {
-        w->state = W_FAILED;
-        return werr(w, BT_EIO, "%s: write failed: %s", w->path, strerror(errno));
-    }
-    w->pos += n;
-    return 0;
-}
-
-static int wr_u32(struct gguf_writer *w, uint32_t v)
-{
-    return wr(w, &v, 4);
-}
-
-static int wr_u64(struct gguf_writer *w, uint64_t v)
-{
-    return wr(w, &v, 8);
-}
-
-static int wr_str(struct gguf_writer *w, const char *s)
-{
-    int rc = wr_u64(w, strlen(s));
-    return rc ? rc : wr(w, s, strlen(s));
-}
-
-static int wr_pad(struct gguf_writer *w)
-{
-    static const uint8_t zeros[256];
-    uint64_t pad = (w->alignment - w->pos % w->alignment) % w->alignment;
-    while (pad) {
-        size_t n = pad > sizeof(zeros) ? sizeof(zeros) : (size_t)pad;
-        int rc = wr(w, zeros, n);
-        if (rc) return rc;
-        pad -= n;
-    }
-    return 0;
-}
-
-static uint64_t pad_to(uint64_t n, uint64_t a)
-{
-    return (n + a - 1) / a * a;
-}
-
-int gguf_writer_begin(struct gguf_writer *w, const char *path, char *err, size_t errsz)
-{
-    int rc;
-    if (!w || !path) return bt_errf(err, errsz, BT_EINVAL, "gguf_writer_begin: no writer or path");
-    if (w->err[0]) return bt_errf(err, errsz, BT_EINVAL, "%s: %s", path, w->err);
-    if (w->state != W_BUILD)
-        return bt_errf(err, errsz, BT_EINVAL, "%s: gguf_writer_begin called twice", path);
-    if (!(w->path = strdup(path))) return bt_errf(err, errsz, BT_ENOMEM, "out of memory");
-    uint64_t off = 0;
-    for (int64_t i = 0; i < w->n_t; i++) {
-        w->t[i].offset = off;
-        if (__builtin_add_overflow(off, pad_to(w->t[i].nbytes, w->alignment), &off) ||
-            off > INT64_MAX)
-            return bt_errf(err, errsz, BT_EINVAL, "%s: the tensors' total size overflows", path);
-    }
-    if (!(w->f = fopen(path, "wb"))) {
-        w->state = W_FAILED;
-        return bt_errf(err, errsz, BT_EIO, "%s: cannot create: %s", path, strerror(errno));
-    }
-    setvbuf(w->f, NULL, _IOFBF, 1 << 20);
-    w->state = W_DATA;
-    if ((rc = wr_u32(w, GGUF_MAGIC)) || (rc = wr_u32(w, 3)) || (rc = wr_u64(w, (uint64_t)w->n_t)) ||
-        (rc = wr_u64(w, (uint64_t)w->n_kv)))
-        goto fail;
-    for (int64_t i = 0; i < w->n_kv; i++)
-        if ((rc = wr_str(w, w->kv[i].key)) || (rc = wr_u32(w, w->kv[i].type)) ||
-            (rc = wr(w, w->kv[i].val, w->kv[i].len)))
-            goto fail;
-    for (int64_t i = 0; i < w->n_t; i++) {
-        const struct wtensor *t = &w->t[i];
-        if ((rc = wr_str(w, t->name)) || (rc = wr_u32(w, t->n_dims))) goto fail;
-        for (uint32_t d = 0; d < t->n_dims; d++)
-            if ((rc = wr_u64(w, (uint64_t)t->ne[d]))) goto fail;
-        if ((rc = wr_u32(w, t->type)) || (rc = wr_u64(w, t->offset))) goto fail;
-    }
-    if ((rc = wr_pad(w))) goto fail;
-    w->cur = 0;
-    w->cur_done = 0;
-    return 0;
-fail:
-    return bt_errf(err, errsz, rc, "%s", w->err);
-}
-
-int gguf_writer_write(struct gguf_writer *w, int idx, const void *data, size_t nbytes)
-{
-    int rc;
-    char sb[SHOWBUF];
-    if (w->state != W_DATA)
-        return werr(w, BT_EINVAL, "gguf writer: tensor data written outside begin..finish");
-    if (idx < 0 || idx != w->cur || w->cur >= w->n_t)
-        return werr(w, BT_EINVAL, "gguf writer: data for tensor %d while tensor %" PRId64 " is due",
-                    idx, w->cur);
-    const struct wtensor *t = &w->t[w->cur];
-    if (nbytes > t->nbytes - w->cur_done)
-        return werr(w, BT_EINVAL,
-                    "gguf writer: tensor '%s': %zu bytes written past its size %" PRIu64,
-                    show(sb, sizeof(sb), t->name, strlen(t->name)), nbytes, t->nbytes);
-    if (nbytes && !data) return werr(w, BT_EINVAL, "gguf writer: NULL data");
-    if ((rc = wr(w, data, nbytes))) return rc;
-    w->cur_done += nbytes;
-    if (w->cur_done == t->nbytes) {
-        if ((rc = wr_pad(w))) return rc;
-        w->cur++;
-        w->cur_done = 0;
-    }
-    return 0;
-}
-
-int gguf_writer_finish(struct gguf_writer *w, char *err, size_t errsz)
-{
-    char sb[SHOWBUF];
-    int rc;
-    if (!w) return bt_errf(err, errsz, BT_EINVAL, "gguf_writer_finish: no writer");
-    if (w->state == W_BUILD)
-        return bt_errf(err, errsz, BT_EINVAL, "gguf_writer_finish: gguf_writer_begin not called");
-    if (w->err[0]) {
-        w->state = W_FAILED;
-        return bt_errf(err, errsz, BT_EINVAL, "%s: %s", w->path ? w->path : "gguf", w->err);
-    }
-    if (w->state != W_DATA)
-        return bt_errf(err, errsz, BT_EINVAL, "%s: gguf_writer_finish called twice", w->path);
-    if (w->cur < w->n_t) {
-        const struct wtensor *t = &w->t[w->cur];
-        w->state = W_FAILED;
-        return bt_errf(err, errsz, BT_EINVAL,
-                       "%s: tensor '%s' has %" PRIu64 " of %" PRIu64 " bytes written", w->path,
-                       show(sb, sizeof(sb), t->name, strlen(t->name)), w->cur_done, t->nbytes);
-    }
-    FILE *f = w->f;
-    w->f = NULL;
-    w->state = W_DONE;
-    rc = fflush(f) != 0 ? -1 : 0;
-    if (fclose(f) != 0) rc = -1;
-    if (rc) {
-        w->state = W_FAILED;
-        return bt_errf(err, errsz, BT_EIO, "%s: write failed: %s", w->path, strerror(errno));
-    }
     return 0;
 }

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "gguf.h"
+#include "gguf_write.h"
 #include "log.h"
 #include "quant.h"
 #include "threadpool.h"

@@ -5,6 +5,7 @@
  * into a temporary file, which must read back with the same records and data. Built as a
  * libFuzzer binary with -Dfuzz=true (clang), and linked with replay.c in every build. */
 #include "gguf.h"
+#include "gguf_write.h"
 
 #include <stddef.h>
 #include <stdint.h>

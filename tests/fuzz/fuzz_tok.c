@@ -9,6 +9,7 @@
  *    clean-up) valid UTF-8 text decodes back to itself.
  * Built as a libFuzzer binary with -Dfuzz=true (clang), and linked with replay.c in every build. */
 #include "gguf.h"
+#include "gguf_write.h"
 #include "log.h"
 #include "tokenizer.h"
 #include "unicode.h"

@@ -2,6 +2,7 @@
  * (tests/fixtures/gguf, made by tools/oracle/gguf_fixture.py), every malformed-file rule, and
  * truncation at every prefix length. */
 #include "gguf.h"
+#include "gguf_write.h"
 #include "log.h"
 #include "quant.h"
 #include "t.h"

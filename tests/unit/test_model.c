@@ -1,6 +1,7 @@
 /* model: hyperparameters and weight views of stories260K, stage ranges, errors on altered copies
  * of it (written with the gguf writer), and RoPE against its closed form. */
 #include "gguf.h"
+#include "gguf_write.h"
 #include "log.h"
 #include "model.h"
 #include "quant.h"

@@ -7,6 +7,7 @@
  * (d) the incremental decoder: never invalid UTF-8, holds unfinished characters, U+FFFD;
  * plus hostile GGUF metadata, buffer-size contracts and concurrent encoding. */
 #include "gguf.h"
+#include "gguf_write.h"
 #include "log.h"
 #include "tokenizer.h"
 #include "unicode.h"
