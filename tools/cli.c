@@ -9,18 +9,16 @@
  * a BOS token when the vocabulary asks for one (tokenizer.ggml.add_bos_token), as llama.cpp does.
  * Generation stops after N tokens or at an end-of-generation token. -c defaults to the model's
  * training context; a prompt plus N tokens that does not fit is an error (exit 1). */
+#include "args.h"
 #include "device.h"
-#include "forward.h"
 #include "gguf.h"
-#include "kv.h"
 #include "log.h"
 #include "model.h"
 #include "quant.h"
 #include "sampler.h"
-#include "threadpool.h"
+#include "stage.h"
 #include "tokenizer.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,13 +30,25 @@ struct cli_opts {
     const char *model;
     const char *prompt;
     int n_predict;
-    int n_ctx; /* 0: the model's training context */
-    int n_threads;
+    int n_ctx;     /* 0: the model's training context */
+    int n_threads; /* 0: one per core */
     int n_batch;
     uint32_t kv_type;
     int device; /* DEV_CPU or a CUDA device */
     bool seed_set;
     struct smp_params sp;
+};
+
+/* What main holds, built step by step and freed by cli_free. */
+struct cli {
+    struct gguf *g;
+    struct tok *t;
+    struct stage *s; /* the whole model as one stage: weights, KV cache, pool, forward state */
+    struct smp *smp; /* the sequence's sampler */
+    int32_t *toks;   /* (n_prompt) */
+    int n_prompt, n_predict, n_ctx, n_batch;
+    char *piece; /* (piece_cap) decoded text of one token */
+    int piece_cap;
 };
 
 static void usage(FILE *f)
@@ -60,106 +70,146 @@ static void usage(FILE *f)
           f);
 }
 
-static int parse_int(const char *s, long lo, long hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return BT_EINVAL;
-    *out = (int)v;
-    return 0;
-}
-
-static int parse_float(const char *s, float *out)
-{
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (errno || end == s || *end || v != v) return BT_EINVAL;
-    *out = v;
-    return 0;
-}
-
+/* 0, 1 for --help, or a negative status (message printed). */
 static int parse_args(int argc, char **argv, struct cli_opts *o)
 {
-    memset(o, 0, sizeof(*o));
-    o->n_predict = 128;
-    o->n_batch = 512;
-    o->kv_type = BT_F16;
-    o->device = DEV_CPU;
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    o->n_threads = ncpu > 0 ? (int)ncpu : 1;
+    *o = (struct cli_opts){.n_predict = 128, .n_batch = 512, .kv_type = BT_F16, .device = DEV_CPU};
     smp_params_default(&o->sp);
-
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int rc = 0;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            exit(0);
-        }
-        if (!v) {
-            fprintf(stderr, "baton-cli: %s needs a value (or is unknown)\n", a);
-            return BT_EINVAL;
-        }
-        i++;
-        if (!strcmp(a, "-m") || !strcmp(a, "--model"))
-            o->model = v;
-        else if (!strcmp(a, "-p") || !strcmp(a, "--prompt"))
-            o->prompt = v;
-        else if (!strcmp(a, "-n"))
-            rc = parse_int(v, -1, 1 << 24, &o->n_predict);
-        else if (!strcmp(a, "-c"))
-            rc = parse_int(v, 1, 1 << 24, &o->n_ctx);
-        else if (!strcmp(a, "-t"))
-            rc = parse_int(v, 1, 256, &o->n_threads);
-        else if (!strcmp(a, "-b"))
-            rc = parse_int(v, 1, 1 << 16, &o->n_batch);
-        else if (!strcmp(a, "--temp"))
-            rc = parse_float(v, &o->sp.temp);
-        else if (!strcmp(a, "--top-k"))
-            rc = parse_int(v, 0, 1 << 24, &o->sp.top_k);
-        else if (!strcmp(a, "--top-p"))
-            rc = parse_float(v, &o->sp.top_p);
-        else if (!strcmp(a, "--min-p"))
-            rc = parse_float(v, &o->sp.min_p);
-        else if (!strcmp(a, "--repeat-penalty"))
-            rc = parse_float(v, &o->sp.repeat_penalty);
-        else if (!strcmp(a, "--repeat-last-n"))
-            rc = parse_int(v, 0, 65536, &o->sp.penalty_last_n);
-        else if (!strcmp(a, "--seed")) {
-            char *end;
-            errno = 0;
-            o->sp.seed = strtoull(v, &end, 10);
-            rc = errno || end == v || *end ? BT_EINVAL : 0;
-            o->seed_set = true;
-        } else if (!strcmp(a, "--kv-type")) {
-            int t = bt_type_from_name(v);
-            if (t != BT_F16 && t != BT_F32)
-                rc = BT_EINVAL;
-            else
-                o->kv_type = (uint32_t)t;
-        } else if (!strcmp(a, "--device")) {
-            char derr[160];
-            if ((rc = dev_parse(v, &o->device, derr, sizeof(derr))) < 0) {
-                fprintf(stderr, "baton-cli: %s\n", derr);
-                return rc;
-            }
-        } else {
-            fprintf(stderr, "baton-cli: unknown option %s\n", a);
-            return BT_EINVAL;
-        }
-        if (rc < 0) {
-            fprintf(stderr, "baton-cli: bad value for %s: '%s'\n", a, v);
-            return rc;
-        }
-    }
+    const struct args_opt opts[] = {
+        {.name = "-m", .alt = "--model", .kind = ARGS_STR, .dst = &o->model},
+        {.name = "-p", .alt = "--prompt", .kind = ARGS_STR, .dst = &o->prompt},
+        {.name = "-n", .kind = ARGS_INT, .dst = &o->n_predict, .lo = -1, .hi = 1 << 24},
+        {.name = "-c", .kind = ARGS_INT, .dst = &o->n_ctx, .lo = 1, .hi = 1 << 24},
+        {.name = "-t", .kind = ARGS_INT, .dst = &o->n_threads, .lo = 1, .hi = 256},
+        {.name = "-b", .kind = ARGS_INT, .dst = &o->n_batch, .lo = 1, .hi = 1 << 16},
+        {.name = "--temp", .kind = ARGS_FLOAT, .dst = &o->sp.temp},
+        {.name = "--top-k", .kind = ARGS_INT, .dst = &o->sp.top_k, .lo = 0, .hi = 1 << 24},
+        {.name = "--top-p", .kind = ARGS_FLOAT, .dst = &o->sp.top_p},
+        {.name = "--min-p", .kind = ARGS_FLOAT, .dst = &o->sp.min_p},
+        {.name = "--repeat-penalty", .kind = ARGS_FLOAT, .dst = &o->sp.repeat_penalty},
+        {.name = "--repeat-last-n",
+         .kind = ARGS_INT,
+         .dst = &o->sp.penalty_last_n,
+         .lo = 0,
+         .hi = 65536},
+        {.name = "--seed", .kind = ARGS_U64, .dst = &o->sp.seed, .given = &o->seed_set},
+        {.name = "--kv-type", .kind = ARGS_KV_TYPE, .dst = &o->kv_type},
+        {.name = "--device", .kind = ARGS_DEVICE, .dst = &o->device},
+    };
+    int rc = args_parse("baton-cli", argc, argv, opts, (int)(sizeof(opts) / sizeof(opts[0])));
+    if (rc) return rc;
     if (!o->model || !o->prompt) {
         usage(stderr);
         return BT_EINVAL;
     }
     if (!o->seed_set && getrandom(&o->sp.seed, sizeof(o->sp.seed), 0) != sizeof(o->sp.seed))
         o->sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    return 0;
+}
+
+/* Open the model file and its tokenizer; check they agree; the context size. */
+static int cli_open(const struct cli_opts *o, struct cli *c)
+{
+    char err[512] = "";
+    struct model_hparams hp;
+    int rc;
+    if ((rc = gguf_open(o->model, &c->g, err, sizeof(err))) < 0 ||
+        (rc = model_hparams_read(c->g, &hp, err, sizeof(err))) < 0 ||
+        (rc = tok_load(c->g, &c->t, err, sizeof(err))) < 0) {
+        bt_error("%s", err);
+        return rc;
+    }
+    if (tok_n_vocab(c->t) != hp.n_vocab) {
+        bt_error("%s: tokenizer has %d tokens, the model %d", o->model, tok_n_vocab(c->t),
+                 hp.n_vocab);
+        return BT_EFORMAT;
+    }
+    c->n_ctx = o->n_ctx ? o->n_ctx : hp.n_ctx_train;
+    return 0;
+}
+
+/* The prompt's tokens (with BOS when the vocabulary asks for one), checked against the context;
+ * how many tokens to generate and to feed per forward pass. */
+static int cli_prompt(const struct cli_opts *o, struct cli *c)
+{
+    const size_t plen = strlen(o->prompt);
+    int n = tok_encode(c->t, o->prompt, plen, true, true, NULL, 0);
+    if (n < 0) {
+        bt_error("cannot tokenize the prompt: %s", bt_strstatus(n));
+        return n;
+    }
+    if (n == 0) {
+        bt_error("the prompt is empty (and the vocabulary adds no BOS token)");
+        return BT_EINVAL;
+    }
+    c->n_prompt = n;
+    c->n_predict = o->n_predict < 0 ? c->n_ctx - n : o->n_predict;
+    if ((long)n + c->n_predict > c->n_ctx) {
+        bt_error("prompt (%d tokens) + %d tokens to generate do not fit in the context of %d "
+                 "(raise -c or lower -n)",
+                 n, c->n_predict, c->n_ctx);
+        return BT_EINVAL;
+    }
+    c->n_batch = o->n_batch < n ? o->n_batch : n;
+    if (!(c->toks = malloc((size_t)n * sizeof(*c->toks)))) {
+        bt_error("out of memory");
+        return BT_ENOMEM;
+    }
+    if (tok_encode(c->t, o->prompt, plen, true, true, c->toks, n) != n) {
+        bt_error("cannot tokenize the prompt");
+        return BT_EINVAL;
+    }
+    return 0;
+}
+
+/* The model as one stage (one sequence, batches of n_batch tokens), the sampler, the text
+ * buffer. */
+static int cli_build(const struct cli_opts *o, struct cli *c)
+{
+    char err[512] = "";
+    const struct stage_params sp = {.l0 = 0,
+                                    .l1 = -1,
+                                    .n_seq = 1,
+                                    .n_ctx = c->n_ctx,
+                                    .max_batch = c->n_batch,
+                                    .n_blocks = STAGE_OWN_BLOCKS,
+                                    .kv_type = o->kv_type,
+                                    .n_threads = o->n_threads,
+                                    .device = o->device};
+    int rc;
+    if ((rc = stage_build(c->g, &sp, &c->s, err, sizeof(err))) < 0 ||
+        (rc = smp_new(&o->sp, c->s->n_vocab, &c->smp, err, sizeof(err))) < 0) {
+        bt_error("%s", err);
+        return rc;
+    }
+    c->piece_cap = tok_max_piece(c->t) + 8;
+    if (!(c->piece = malloc((size_t)c->piece_cap))) {
+        bt_error("out of memory");
+        return BT_ENOMEM;
+    }
+    const struct model_hparams *hp = &c->s->m->hp;
+    bt_info("%s: %s, %d layers, %d tokens of context, %d threads, prompt %d tokens", o->model,
+            model_arch_name(hp->arch), hp->n_layer, c->n_ctx, c->s->n_threads, c->n_prompt);
+    return 0;
+}
+
+/* The prompt in batches of n_batch tokens; *logits: those of its last token. The tokens count
+ * for the sampler's penalties. */
+static int cli_prefill(struct cli *c, const float **logits)
+{
+    char err[512] = "";
+    int n_out, rc;
+    for (int i = 0; i < c->n_prompt; i += c->n_batch) {
+        const int n = c->n_prompt - i < c->n_batch ? c->n_prompt - i : c->n_batch;
+        stage_batch_clear(c->s);
+        for (int j = 0; j < n; j++)
+            stage_batch_add(c->s, 0, i + j, c->toks[i + j], i + j == c->n_prompt - 1);
+        if ((rc = stage_run(c->s, NULL, logits, &n_out, err, sizeof(err))) < 0) {
+            bt_error("prompt: %s", err);
+            return rc;
+        }
+    }
+    for (int i = 0; i < c->n_prompt; i++) smp_accept(c->smp, c->toks[i]);
     return 0;
 }
 
@@ -172,152 +222,75 @@ static void emit(const char *buf, int n)
     }
 }
 
+/* Sample from logits, print the text as it completes, feed the token back; until n_predict
+ * tokens or an end-of-generation token. *n_gen: the tokens sampled. */
+static int cli_generate(struct cli *c, const float *logits, int *n_gen)
+{
+    char err[512] = "";
+    struct tok_stream ts;
+    int n_out, rc, pos = c->n_prompt;
+    tok_stream_init(&ts, c->t);
+    *n_gen = 0;
+    while (*n_gen < c->n_predict) {
+        int32_t id = smp_sample(c->smp, logits, NULL);
+        if (id < 0) {
+            bt_error("sampling failed: every token is excluded");
+            return id;
+        }
+        ++*n_gen;
+        if (tok_is_eog(c->t, id)) break;
+        int k = tok_stream_push(&ts, id, c->piece, c->piece_cap);
+        if (k < 0) {
+            bt_error("cannot decode token %d", id);
+            return k;
+        }
+        emit(c->piece, k);
+        if (*n_gen == c->n_predict) break;
+        stage_batch_clear(c->s);
+        stage_batch_add(c->s, 0, pos++, id, true);
+        if ((rc = stage_run(c->s, NULL, &logits, &n_out, err, sizeof(err))) < 0) {
+            bt_error("generation: %s", err);
+            return rc;
+        }
+    }
+    emit(c->piece, tok_stream_flush(&ts, c->piece, c->piece_cap));
+    return 0;
+}
+
+static void cli_free(struct cli *c)
+{
+    free(c->toks);
+    free(c->piece);
+    smp_free(c->smp);
+    stage_free(c->s);
+    tok_free(c->t);
+    gguf_close(c->g);
+}
+
 int main(int argc, char **argv)
 {
     struct cli_opts o;
-    char err[512] = "";
-    struct gguf *g = NULL;
-    struct model *m = NULL;
-    struct tok *t = NULL;
-    struct bt_pool *pool = NULL;
-    struct kv *kv = NULL;
-    struct fwd *f = NULL;
-    struct smp *smp = NULL;
-    int32_t *toks = NULL, *pos = NULL, *seq = NULL;
-    uint8_t *want = NULL;
-    char *piece = NULL;
-    int rc, status = 1;
-
-    if (parse_args(argc, argv, &o) < 0) return 1;
-
-    if ((rc = gguf_open(o.model, &g, err, sizeof(err))) < 0 ||
-        (rc = model_load(g, 0, -1, &m, err, sizeof(err))) < 0 ||
-        (rc = tok_load(g, &t, err, sizeof(err))) < 0) {
-        bt_error("%s", err);
-        goto out;
-    }
-    const struct model_hparams *hp = &m->hp;
-    if (tok_n_vocab(t) != hp->n_vocab) {
-        bt_error("%s: tokenizer has %d tokens, the model %d", o.model, tok_n_vocab(t), hp->n_vocab);
-        goto out;
-    }
-    const int n_ctx = o.n_ctx ? o.n_ctx : hp->n_ctx_train;
-    if (n_ctx > hp->n_ctx_train)
-        bt_warn("context %d is larger than the model's training context %d", n_ctx,
-                hp->n_ctx_train);
-
-    /* prompt */
-    const size_t plen = strlen(o.prompt);
-    int n_prompt = tok_encode(t, o.prompt, plen, true, true, NULL, 0);
-    if (n_prompt < 0) {
-        bt_error("cannot tokenize the prompt: %s", bt_strstatus(n_prompt));
-        goto out;
-    }
-    if (n_prompt == 0) {
-        bt_error("the prompt is empty (and the vocabulary adds no BOS token)");
-        goto out;
-    }
-    const int n_predict = o.n_predict < 0 ? n_ctx - n_prompt : o.n_predict;
-    if ((long)n_prompt + n_predict > n_ctx) {
-        bt_error("prompt (%d tokens) + %d tokens to generate do not fit in the context of %d "
-                 "(raise -c or lower -n)",
-                 n_prompt, n_predict, n_ctx);
-        goto out;
-    }
-    const int n_batch = o.n_batch < n_prompt ? o.n_batch : n_prompt;
-    toks = malloc((size_t)n_prompt * sizeof(*toks));
-    pos = malloc((size_t)n_batch * sizeof(*pos));
-    seq = calloc((size_t)n_batch, sizeof(*seq));
-    want = calloc((size_t)n_batch, 1);
-    piece = malloc((size_t)tok_max_piece(t) + 8);
-    if (!toks || !pos || !seq || !want || !piece) {
-        bt_error("out of memory");
-        goto out;
-    }
-    if (tok_encode(t, o.prompt, plen, true, true, toks, n_prompt) != n_prompt) {
-        bt_error("cannot tokenize the prompt");
-        goto out;
-    }
-
-    pool = bt_pool_new(o.n_threads);
-    if (!pool) goto out;
-    if ((rc = kv_new(m, 1, n_ctx, o.kv_type, &kv, err, sizeof(err))) < 0 ||
-        (rc = fwd_new_dev(m, kv, pool, o.device, n_batch, 1, &f, err, sizeof(err))) < 0 ||
-        (rc = smp_new(&o.sp, hp->n_vocab, &smp, err, sizeof(err))) < 0) {
-        bt_error("%s", err);
-        goto out;
-    }
-    model_prefetch(m);
-    bt_info("%s: %s, %d layers, %d tokens of context, %d threads, prompt %d tokens", o.model,
-            model_arch_name(hp->arch), hp->n_layer, n_ctx, o.n_threads, n_prompt);
-
-    /* prompt processing, in batches; logits of the last token only */
+    struct cli c = {0};
     const float *logits = NULL;
-    int n_out = 0;
-    double t0 = bt_now_s();
-    for (int i = 0; i < n_prompt; i += n_batch) {
-        struct fwd_batch b = {.n = n_prompt - i < n_batch ? n_prompt - i : n_batch,
-                              .token = toks + i,
-                              .pos = pos,
-                              .seq = seq,
-                              .logits = want};
-        for (int j = 0; j < b.n; j++) {
-            pos[j] = i + j;
-            want[j] = i + j == n_prompt - 1;
-        }
-        if ((rc = fwd_eval(f, &b, &logits, &n_out, err, sizeof(err))) < 0) {
-            bt_error("prompt: %s", err);
-            goto out;
-        }
-    }
-    for (int i = 0; i < n_prompt; i++) smp_accept(smp, toks[i]);
-    double t1 = bt_now_s();
+    int n_gen = 0, status = 1;
 
-    /* generation */
-    struct tok_stream ts;
-    tok_stream_init(&ts, t);
-    int n_gen = 0, p = n_prompt;
-    want[0] = 1;
-    while (n_gen < n_predict) {
-        int32_t id = smp_sample(smp, logits, NULL);
-        if (id < 0) {
-            bt_error("sampling failed: every token is excluded");
-            goto out;
-        }
-        n_gen++;
-        if (tok_is_eog(t, id)) break;
-        int k = tok_stream_push(&ts, id, piece, tok_max_piece(t) + 8);
-        if (k < 0) {
-            bt_error("cannot decode token %d", id);
-            goto out;
-        }
-        emit(piece, k);
-        if (n_gen == n_predict) break;
-        pos[0] = p++;
-        struct fwd_batch b = {.n = 1, .token = &id, .pos = pos, .seq = seq, .logits = want};
-        if ((rc = fwd_eval(f, &b, &logits, &n_out, err, sizeof(err))) < 0) {
-            bt_error("generation: %s", err);
-            goto out;
-        }
+    int rc = parse_args(argc, argv, &o);
+    if (rc == 1) {
+        usage(stdout);
+        return 0;
     }
-    emit(piece, tok_stream_flush(&ts, piece, tok_max_piece(t) + 8));
-    double t2 = bt_now_s();
+    if (rc < 0) return 1;
+    if (cli_open(&o, &c) < 0 || cli_prompt(&o, &c) < 0 || cli_build(&o, &c) < 0) goto out;
+    const double t0 = bt_now_s();
+    if (cli_prefill(&c, &logits) < 0) goto out;
+    const double t1 = bt_now_s();
+    if (cli_generate(&c, logits, &n_gen) < 0) goto out;
+    const double t2 = bt_now_s();
     bt_info("prompt: %d tokens in %.3f s (%.1f t/s); generation: %d tokens in %.3f s (%.1f t/s)",
-            n_prompt, t1 - t0, n_prompt / (t1 - t0 > 0 ? t1 - t0 : 1e-9), n_gen, t2 - t1,
+            c.n_prompt, t1 - t0, c.n_prompt / (t1 - t0 > 0 ? t1 - t0 : 1e-9), n_gen, t2 - t1,
             n_gen / (t2 - t1 > 0 ? t2 - t1 : 1e-9));
     status = 0;
 out:
-    free(toks);
-    free(pos);
-    free(seq);
-    free(want);
-    free(piece);
-    smp_free(smp);
-    fwd_free(f);
-    kv_free(kv);
-    bt_pool_free(pool);
-    tok_free(t);
-    model_free(m);
-    gguf_close(g);
+    cli_free(&c);
     return status;
 }
