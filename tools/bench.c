@@ -13,7 +13,12 @@
  * tg: n single-token decode steps from an empty cache. Each is repeated r times (after a warm-up
  * pass) and the median is reported. The bound: weight bytes read per decoded token (every layer
  * matrix, the output head, one embedding row) divided by the read bandwidth measured in the same
- * run with kern_measure_read_bw on the same threads. */
+ * run with kern_measure_read_bw on the same threads.
+ *
+ * The model, KV cache, pool and forward state are built as the engines build them (stage_build,
+ * the whole model as one stage); the timed loops call fwd_eval themselves and pick the argmax
+ * (the stage's samplers are not used). */
+#include "args.h"
 #include "cuda.h"
 #include "device.h"
 #include "forward.h"
@@ -23,25 +28,39 @@
 #include "log.h"
 #include "model.h"
 #include "quant.h"
-#include "threadpool.h"
+#include "stage.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define BENCH_MAX_REPS    100
 #define BENCH_MAX_BATCHES 8
 
 struct bench_opts {
     const char *model;
-    int n_threads, n_prompt, n_gen, reps;
+    int n_threads, n_prompt, n_gen, reps; /* n_threads 0: one per core */
     uint32_t kv_type;
     bool json;
     int device;                                /* DEV_CPU or a CUDA device */
     int batches[BENCH_MAX_BATCHES], n_batches; /* -B */
     bool batches_set;
+};
+
+/* What is measured: the whole model as one stage, on a device. */
+struct bench {
+    struct gguf *g;
+    struct stage *s; /* max(batches) sequences, batches of max(p, batches) tokens */
+    char dev_label[160];
+    double peak_bw; /* bytes/s: the device's peak, 0 on the CPU */
+};
+
+/* The figures. */
+struct bench_result {
+    double pp_tps, tg_tps;               /* tokens/s */
+    double batch_tps[BENCH_MAX_BATCHES]; /* tokens/s of every -B batch */
+    double bw;                           /* read bandwidth, bytes/s */
+    double bound;                        /* tokens/s the bandwidth allows */
 };
 
 static void usage(FILE *f)
@@ -51,84 +70,31 @@ static void usage(FILE *f)
           f);
 }
 
-static int parse_int(const char *s, long lo, long hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return BT_EINVAL;
-    *out = (int)v;
-    return 0;
-}
-
+/* 0, 1 for --help, or a negative status (message printed). */
 static int parse_args(int argc, char **argv, struct bench_opts *o)
 {
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    *o = (struct bench_opts){.n_threads = ncpu > 0 ? (int)ncpu : 1,
-                             .n_prompt = 128,
-                             .n_gen = 64,
-                             .reps = 3,
-                             .kv_type = BT_F16,
-                             .device = DEV_CPU};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int rc = 0;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            exit(0);
-        }
-        if (!strcmp(a, "--json")) {
-            o->json = true;
-            continue;
-        }
-        if (!v) {
-            fprintf(stderr, "baton-bench: %s needs a value (or is unknown)\n", a);
-            return BT_EINVAL;
-        }
-        i++;
-        if (!strcmp(a, "-m"))
-            o->model = v;
-        else if (!strcmp(a, "-t"))
-            rc = parse_int(v, 1, 256, &o->n_threads);
-        else if (!strcmp(a, "-p"))
-            rc = parse_int(v, 1, 1 << 16, &o->n_prompt);
-        else if (!strcmp(a, "-n"))
-            rc = parse_int(v, 1, 1 << 16, &o->n_gen);
-        else if (!strcmp(a, "-r"))
-            rc = parse_int(v, 1, BENCH_MAX_REPS, &o->reps);
-        else if (!strcmp(a, "--kv-type")) {
-            int t = bt_type_from_name(v);
-            if (t != BT_F16 && t != BT_F32)
-                rc = BT_EINVAL;
-            else
-                o->kv_type = (uint32_t)t;
-        } else if (!strcmp(a, "--device")) {
-            char derr[160];
-            if ((rc = dev_parse(v, &o->device, derr, sizeof(derr))) < 0) {
-                fprintf(stderr, "baton-bench: %s\n", derr);
-                return rc;
-            }
-        } else if (!strcmp(a, "-B")) {
-            char buf[128];
-            snprintf(buf, sizeof(buf), "%s", v);
-            o->n_batches = 0;
-            o->batches_set = true;
-            for (char *sv, *tk = strtok_r(buf, ",", &sv); tk && rc == 0;
-                 tk = strtok_r(NULL, ",", &sv)) {
-                if (o->n_batches == BENCH_MAX_BATCHES)
-                    rc = BT_EINVAL;
-                else
-                    rc = parse_int(tk, 1, 4096, &o->batches[o->n_batches++]);
-            }
-        } else {
-            fprintf(stderr, "baton-bench: unknown option %s\n", a);
-            return BT_EINVAL;
-        }
-        if (rc < 0) {
-            fprintf(stderr, "baton-bench: bad value for %s: '%s'\n", a, v);
-            return rc;
-        }
-    }
+    *o = (struct bench_opts){
+        .n_prompt = 128, .n_gen = 64, .reps = 3, .kv_type = BT_F16, .device = DEV_CPU};
+    const struct args_opt opts[] = {
+        {.name = "--json", .kind = ARGS_FLAG, .dst = &o->json},
+        {.name = "-m", .kind = ARGS_STR, .dst = &o->model},
+        {.name = "-t", .kind = ARGS_INT, .dst = &o->n_threads, .lo = 1, .hi = 256},
+        {.name = "-p", .kind = ARGS_INT, .dst = &o->n_prompt, .lo = 1, .hi = 1 << 16},
+        {.name = "-n", .kind = ARGS_INT, .dst = &o->n_gen, .lo = 1, .hi = 1 << 16},
+        {.name = "-r", .kind = ARGS_INT, .dst = &o->reps, .lo = 1, .hi = BENCH_MAX_REPS},
+        {.name = "--kv-type", .kind = ARGS_KV_TYPE, .dst = &o->kv_type},
+        {.name = "--device", .kind = ARGS_DEVICE, .dst = &o->device},
+        {.name = "-B",
+         .kind = ARGS_INT_LIST,
+         .dst = o->batches,
+         .lo = 1,
+         .hi = 4096,
+         .max = BENCH_MAX_BATCHES,
+         .n = &o->n_batches,
+         .given = &o->batches_set},
+    };
+    int rc = args_parse("baton-bench", argc, argv, opts, (int)(sizeof(opts) / sizeof(opts[0])));
+    if (rc) return rc;
     if (!o->model) {
         usage(stderr);
         return BT_EINVAL;
@@ -170,15 +136,15 @@ static const char *main_type(const struct model *m)
     return bt_type_name((uint32_t)best);
 }
 
-/* One timed run of b over an empty cache; returns seconds or a negative value. */
-static double run_pp(struct fwd *f, struct kv *kv, const struct fwd_batch *b, char *err,
-                     size_t errsz)
+/* One timed run of the stage's batch (the prompt) over an empty cache; returns seconds or a
+ * negative value. */
+static double run_pp(struct stage *s, char *err, size_t errsz)
 {
     const float *out;
     int n_out;
-    kv_seq_clear(kv, 0);
+    kv_seq_clear(s->kv, 0);
     double t0 = bt_now_s();
-    if (fwd_eval(f, b, &out, &n_out, err, errsz) < 0) return -1;
+    if (stage_run(s, NULL, &out, &n_out, err, errsz) < 0) return -1;
     return bt_now_s() - t0;
 }
 
@@ -203,7 +169,8 @@ static double run_tg(struct fwd *f, struct kv *kv, int n_gen, int n_vocab, char 
     return bt_now_s() - t0;
 }
 
-/* n_gen steps of nb sequences decoding together (seqs 0..nb-1, each its own argmax); seconds. */
+/* n_gen steps of nb sequences decoding together (seqs 0..nb-1, each its own argmax); seconds.
+ * tok, pos, seq and want (nb) are overwritten: the stage's batch, after the pp runs. */
 static double run_batch(struct fwd *f, struct kv *kv, int nb, int n_gen, int n_vocab, int32_t *tok,
                         int32_t *pos, int32_t *seq, uint8_t *want, char *err, size_t errsz)
 {
@@ -232,146 +199,162 @@ static double run_batch(struct fwd *f, struct kv *kv, int nb, int n_gen, int n_v
     return bt_now_s() - t0;
 }
 
+/* Open the model, name the device, build the stage and put the prompt batch in it: p random ids
+ * (fixed seed), logits of the last. */
+static int bench_open(const struct bench_opts *o, struct bench *b)
+{
+    char err[512] = "";
+    int rc, max_nb = 1;
+    for (int i = 0; i < o->n_batches; i++) max_nb = o->batches[i] > max_nb ? o->batches[i] : max_nb;
+    const struct stage_params sp = {.l0 = 0,
+                                    .l1 = -1,
+                                    .n_seq = max_nb,
+                                    .n_ctx = o->n_prompt > o->n_gen ? o->n_prompt : o->n_gen,
+                                    .max_batch = o->n_prompt > max_nb ? o->n_prompt : max_nb,
+                                    .n_blocks = STAGE_OWN_BLOCKS,
+                                    .kv_type = o->kv_type,
+                                    .n_threads = o->n_threads,
+                                    .device = o->device};
+    snprintf(b->dev_label, sizeof(b->dev_label), "cpu");
+    if ((rc = gguf_open(o->model, &b->g, err, sizeof(err))) < 0) goto fail;
+    if (o->device != DEV_CPU) {
+        char name[128];
+        if ((rc = cuda_probe(o->device, name, sizeof(name), &b->peak_bw, err, sizeof(err))) < 0)
+            goto fail;
+        snprintf(b->dev_label, sizeof(b->dev_label), "cuda:%d %s", o->device, name);
+    }
+    if ((rc = stage_build(b->g, &sp, &b->s, err, sizeof(err))) < 0) goto fail;
+    uint64_t x = 12345;
+    stage_batch_clear(b->s);
+    for (int i = 0; i < o->n_prompt; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        stage_batch_add(b->s, 0, i, (int32_t)((x >> 33) % (uint64_t)b->s->n_vocab),
+                        i == o->n_prompt - 1);
+    }
+    return 0;
+fail:
+    bt_error("%s", err);
+    return rc;
+}
+
+/* pp and tg r times each after a warm-up, then every -B batch r times: medians as tokens/s. */
+static int bench_measure(const struct bench_opts *o, struct bench *b, struct bench_result *res)
+{
+    char err[512] = "";
+    struct stage *s = b->s;
+    double pp_t[BENCH_MAX_REPS], tg_t[BENCH_MAX_REPS];
+    /* warm-up: faults the weights in and wakes the pool */
+    if (run_pp(s, err, sizeof(err)) < 0 || run_tg(s->f, s->kv, 2, s->n_vocab, err, sizeof(err)) < 0)
+        goto fail;
+    for (int r = 0; r < o->reps; r++) {
+        pp_t[r] = run_pp(s, err, sizeof(err));
+        tg_t[r] = run_tg(s->f, s->kv, o->n_gen, s->n_vocab, err, sizeof(err));
+        if (pp_t[r] < 0 || tg_t[r] < 0) goto fail;
+    }
+    res->pp_tps = o->n_prompt / median(pp_t, o->reps);
+    res->tg_tps = o->n_gen / median(tg_t, o->reps);
+    for (int i = 0; i < o->n_batches; i++) {
+        double t[BENCH_MAX_REPS];
+        for (int r = 0; r < o->reps; r++)
+            if ((t[r] = run_batch(s->f, s->kv, o->batches[i], o->n_gen, s->n_vocab, s->tok, s->pos,
+                                  s->seq, s->want, err, sizeof(err))) < 0)
+                goto fail;
+        res->batch_tps[i] = (double)o->batches[i] * o->n_gen / median(t, o->reps);
+    }
+    return 0;
+fail:
+    bt_error("forward pass failed: %s", err);
+    return BT_ERR;
+}
+
+/* The bandwidth bound: the device's peak, or the read bandwidth measured over a buffer well
+ * beyond the caches (at least 256 MiB), over the weight bytes read per token. */
+static int bench_bound(const struct bench_opts *o, const struct bench *b, struct bench_result *res)
+{
+    const struct model *m = b->s->m;
+    size_t bw_bytes = m->n_bytes_token > (256u << 20) ? (size_t)m->n_bytes_token : 256u << 20;
+    res->bw = o->device != DEV_CPU ? b->peak_bw : kern_measure_read_bw(b->s->pool, bw_bytes);
+    if (res->bw <= 0) {
+        bt_error("could not measure the read bandwidth");
+        return BT_ERR;
+    }
+    res->bound = res->bw / (double)m->n_bytes_token;
+    return 0;
+}
+
+static void report_json(const struct bench_opts *o, const struct bench *b,
+                        const struct bench_result *res)
+{
+    const struct model *m = b->s->m;
+    printf("{\"model\": \"");
+    for (const char *c = o->model; *c; c++) {
+        if (*c == '"' || *c == '\\')
+            printf("\\%c", *c);
+        else if ((unsigned char)*c < 0x20)
+            printf("\\u%04x", *c);
+        else
+            putchar(*c);
+    }
+    printf("\", \"arch\": \"%s\", \"type\": \"%s\", \"threads\": %d, \"isa\": \"%s\", "
+           "\"n_prompt\": %d, \"n_gen\": %d, \"reps\": %d, \"pp_tokens_per_s\": %.2f, "
+           "\"tg_tokens_per_s\": %.2f, \"bytes_per_token\": %llu, \"read_bw_bytes_per_s\": "
+           "%.0f, \"bound_tokens_per_s\": %.2f, \"tg_ratio_to_bound\": %.3f, \"device\": "
+           "\"%s\", \"bw_source\": \"%s\", \"batches\": [",
+           model_arch_name(m->hp.arch), main_type(m), b->s->n_threads, kern_isa(), o->n_prompt,
+           o->n_gen, o->reps, res->pp_tps, res->tg_tps, (unsigned long long)m->n_bytes_token,
+           res->bw, res->bound, res->tg_tps / res->bound, b->dev_label,
+           o->device != DEV_CPU ? "peak" : "measured");
+    for (int i = 0; i < o->n_batches; i++)
+        printf("%s{\"batch\": %d, \"tokens_per_s\": %.2f}", i ? ", " : "", o->batches[i],
+               res->batch_tps[i]);
+    printf("]}\n");
+}
+
+static void report_text(const struct bench_opts *o, const struct bench *b,
+                        const struct bench_result *res)
+{
+    const struct model *m = b->s->m;
+    printf("model      %s (%s, %s, %.1f MiB read per token)\n", o->model,
+           model_arch_name(m->hp.arch), main_type(m), m->n_bytes_token / 1048576.0);
+    printf("threads    %d (%s)\n", b->s->n_threads, kern_isa());
+    printf("device     %s\n", b->dev_label);
+    printf("pp %-6d  %10.2f tokens/s\n", o->n_prompt, res->pp_tps);
+    printf("tg %-6d  %10.2f tokens/s\n", o->n_gen, res->tg_tps);
+    for (int i = 0; i < o->n_batches; i++)
+        printf("tg x%-5d  %10.2f tokens/s (%d sequences together)\n", o->batches[i],
+               res->batch_tps[i], o->batches[i]);
+    printf("read bw    %10.2f GB/s (%s)\n", res->bw / 1e9,
+           o->device != DEV_CPU ? "device peak" : "measured");
+    printf("bound      %10.2f tokens/s (tg at %.1f %% of it)\n", res->bound,
+           100 * res->tg_tps / res->bound);
+}
+
 int main(int argc, char **argv)
 {
     struct bench_opts o;
-    char err[512] = "";
-    struct gguf *g = NULL;
-    struct model *m = NULL;
-    struct bt_pool *pool = NULL;
-    struct kv *kv = NULL;
-    struct fwd *f = NULL;
-    int32_t *toks = NULL, *pos = NULL, *seq = NULL;
-    uint8_t *want = NULL;
-    double pp_t[BENCH_MAX_REPS], tg_t[BENCH_MAX_REPS];
-    int rc, status = 1;
+    struct bench b = {0};
+    struct bench_result res = {0};
+    int status = 1;
 
-    if (parse_args(argc, argv, &o) < 0) return 1;
-    if ((rc = gguf_open(o.model, &g, err, sizeof(err))) < 0 ||
-        (rc = model_load(g, 0, -1, &m, err, sizeof(err))) < 0) {
-        bt_error("%s", err);
-        goto out;
+    int rc = parse_args(argc, argv, &o);
+    if (rc == 1) {
+        usage(stdout);
+        return 0;
     }
-    const int n_vocab = m->hp.n_vocab, n_ctx = o.n_prompt > o.n_gen ? o.n_prompt : o.n_gen;
-    int max_nb = 1;
-    for (int i = 0; i < o.n_batches; i++) max_nb = o.batches[i] > max_nb ? o.batches[i] : max_nb;
-    const int max_batch = o.n_prompt > max_nb ? o.n_prompt : max_nb;
-    char dev_label[160] = "cpu";
-    double peak_bw = 0;
-    if (o.device != DEV_CPU) {
-        char name[128];
-        if ((rc = cuda_probe(o.device, name, sizeof(name), &peak_bw, err, sizeof(err))) < 0) {
-            bt_error("%s", err);
-            goto out;
-        }
-        snprintf(dev_label, sizeof(dev_label), "cuda:%d %s", o.device, name);
-    }
-    pool = bt_pool_new(o.n_threads);
-    if (!pool) goto out;
-    if ((rc = kv_new(m, max_nb, n_ctx, o.kv_type, &kv, err, sizeof(err))) < 0 ||
-        (rc = fwd_new_dev(m, kv, pool, o.device, max_batch, max_nb, &f, err, sizeof(err))) < 0) {
-        bt_error("%s", err);
-        goto out;
-    }
-    toks = malloc((size_t)max_batch * sizeof(*toks));
-    pos = malloc((size_t)max_batch * sizeof(*pos));
-    seq = calloc((size_t)max_batch, sizeof(*seq));
-    want = calloc((size_t)max_batch, 1);
-    if (!toks || !pos || !seq || !want) {
-        bt_error("out of memory");
-        goto out;
-    }
-    uint64_t x = 12345;
-    for (int i = 0; i < o.n_prompt; i++) {
-        x = x * 6364136223846793005ull + 1442695040888963407ull;
-        toks[i] = (int32_t)((x >> 33) % (uint64_t)n_vocab);
-        pos[i] = i;
-    }
-    want[o.n_prompt - 1] = 1;
-    struct fwd_batch pp = {.n = o.n_prompt, .token = toks, .pos = pos, .seq = seq, .logits = want};
-
-    model_prefetch(m);
+    if (rc < 0) return 1;
+    if (bench_open(&o, &b) < 0) goto out;
+    const struct model *m = b.s->m;
     bt_info("%s: %s %s, %.1f MiB of weights, %d threads, isa %s, device %s", o.model,
-            model_arch_name(m->hp.arch), main_type(m), m->n_bytes / 1048576.0, o.n_threads,
-            kern_isa(), dev_label);
-    /* warm-up: faults the weights in and wakes the pool */
-    if (run_pp(f, kv, &pp, err, sizeof(err)) < 0 || run_tg(f, kv, 2, n_vocab, err, sizeof(err)) < 0)
-        goto fail_eval;
-    for (int r = 0; r < o.reps; r++) {
-        pp_t[r] = run_pp(f, kv, &pp, err, sizeof(err));
-        tg_t[r] = run_tg(f, kv, o.n_gen, n_vocab, err, sizeof(err));
-        if (pp_t[r] < 0 || tg_t[r] < 0) goto fail_eval;
-    }
-    const double pp_tps = o.n_prompt / median(pp_t, o.reps);
-    const double tg_tps = o.n_gen / median(tg_t, o.reps);
-    double batch_tps[BENCH_MAX_BATCHES];
-    for (int i = 0; i < o.n_batches; i++) {
-        double t[BENCH_MAX_REPS];
-        for (int r = 0; r < o.reps; r++)
-            if ((t[r] = run_batch(f, kv, o.batches[i], o.n_gen, n_vocab, toks, pos, seq, want, err,
-                                  sizeof(err))) < 0)
-                goto fail_eval;
-        batch_tps[i] = (double)o.batches[i] * o.n_gen / median(t, o.reps);
-    }
-    /* bandwidth: the device's peak, or measured over a buffer well beyond the caches (at least
-     * 256 MiB) */
-    size_t bw_bytes = m->n_bytes_token > (256u << 20) ? (size_t)m->n_bytes_token : 256u << 20;
-    const double bw = o.device != DEV_CPU ? peak_bw : kern_measure_read_bw(pool, bw_bytes);
-    if (bw <= 0) {
-        bt_error("could not measure the read bandwidth");
-        goto out;
-    }
-    const double bound = bw / (double)m->n_bytes_token;
-
-    if (o.json) {
-        printf("{\"model\": \"");
-        for (const char *c = o.model; *c; c++) {
-            if (*c == '"' || *c == '\\')
-                printf("\\%c", *c);
-            else if ((unsigned char)*c < 0x20)
-                printf("\\u%04x", *c);
-            else
-                putchar(*c);
-        }
-        printf("\", \"arch\": \"%s\", \"type\": \"%s\", \"threads\": %d, \"isa\": \"%s\", "
-               "\"n_prompt\": %d, \"n_gen\": %d, \"reps\": %d, \"pp_tokens_per_s\": %.2f, "
-               "\"tg_tokens_per_s\": %.2f, \"bytes_per_token\": %llu, \"read_bw_bytes_per_s\": "
-               "%.0f, \"bound_tokens_per_s\": %.2f, \"tg_ratio_to_bound\": %.3f, \"device\": "
-               "\"%s\", \"bw_source\": \"%s\", \"batches\": [",
-               model_arch_name(m->hp.arch), main_type(m), o.n_threads, kern_isa(), o.n_prompt,
-               o.n_gen, o.reps, pp_tps, tg_tps, (unsigned long long)m->n_bytes_token, bw, bound,
-               tg_tps / bound, dev_label, o.device != DEV_CPU ? "peak" : "measured");
-        for (int i = 0; i < o.n_batches; i++)
-            printf("%s{\"batch\": %d, \"tokens_per_s\": %.2f}", i ? ", " : "", o.batches[i],
-                   batch_tps[i]);
-        printf("]}\n");
-    } else {
-        printf("model      %s (%s, %s, %.1f MiB read per token)\n", o.model,
-               model_arch_name(m->hp.arch), main_type(m), m->n_bytes_token / 1048576.0);
-        printf("threads    %d (%s)\n", o.n_threads, kern_isa());
-        printf("device     %s\n", dev_label);
-        printf("pp %-6d  %10.2f tokens/s\n", o.n_prompt, pp_tps);
-        printf("tg %-6d  %10.2f tokens/s\n", o.n_gen, tg_tps);
-        for (int i = 0; i < o.n_batches; i++)
-            printf("tg x%-5d  %10.2f tokens/s (%d sequences together)\n", o.batches[i],
-                   batch_tps[i], o.batches[i]);
-        printf("read bw    %10.2f GB/s (%s)\n", bw / 1e9,
-               o.device != DEV_CPU ? "device peak" : "measured");
-        printf("bound      %10.2f tokens/s (tg at %.1f %% of it)\n", bound, 100 * tg_tps / bound);
-    }
+            model_arch_name(m->hp.arch), main_type(m), m->n_bytes / 1048576.0, b.s->n_threads,
+            kern_isa(), b.dev_label);
+    if (bench_measure(&o, &b, &res) < 0 || bench_bound(&o, &b, &res) < 0) goto out;
+    if (o.json)
+        report_json(&o, &b, &res);
+    else
+        report_text(&o, &b, &res);
     status = 0;
-    goto out;
-fail_eval:
-    bt_error("forward pass failed: %s", err);
 out:
-    free(toks);
-    free(pos);
-    free(seq);
-    free(want);
-    fwd_free(f);
-    kv_free(kv);
-    bt_pool_free(pool);
-    model_free(m);
-    gguf_close(g);
+    stage_free(b.s);
+    gguf_close(b.g);
     return status;
 }
