@@ -19,6 +19,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -340,6 +341,33 @@ static int parse_f32(const char *opt, const char *s, float *out)
     return 0;
 }
 
+/* --seed: any non-negative integer strtoull reads (0x... too). */
+static int parse_seed(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 0);
+    if (errno || end == s || *end || s[0] == '-') {
+        fprintf(stderr, "baton-mkmodel: --seed: '%s' is not a non-negative integer\n", s);
+        return BT_EINVAL;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_arch(const char *s, enum arch *out)
+{
+    if (!strcmp(s, "llama")) {
+        *out = ARCH_LLAMA;
+    } else if (!strcmp(s, "qwen2")) {
+        *out = ARCH_QWEN2;
+    } else {
+        fprintf(stderr, "baton-mkmodel: --arch: '%s' is not llama or qwen2\n", s);
+        return BT_EINVAL;
+    }
+    return 0;
+}
+
 enum {
     OPT_ARCH = 256,
     OPT_TIED,
@@ -354,6 +382,149 @@ enum {
     OPT_ROPE_BASE,
     OPT_RMS_EPS,
 };
+
+/* The integer hyperparameter overrides: option, its name in messages, its field, bounds. */
+static const struct hp_opt {
+    int id;
+    const char *name;
+    size_t off; /* of a uint32_t in struct hparams */
+    uint32_t lo, hi;
+} hp_opts[] = {
+    {OPT_N_EMBD, "--n-embd", offsetof(struct hparams, n_embd), 1, 65536},
+    {OPT_N_LAYER, "--n-layer", offsetof(struct hparams, n_layer), 1, MAX_LAYERS},
+    {OPT_N_HEAD, "--n-head", offsetof(struct hparams, n_head), 1, 1024},
+    {OPT_N_HEAD_KV, "--n-head-kv", offsetof(struct hparams, n_head_kv), 1, 1024},
+    {OPT_N_FF, "--n-ff", offsetof(struct hparams, n_ff), 1, 1 << 20},
+    {OPT_CTX, "--ctx", offsetof(struct hparams, n_ctx), 1, 1 << 24},
+};
+
+/* What the command line says before the preset is known: overrides are applied after the preset,
+ * whatever their order on the command line. */
+struct given {
+    struct hparams hp;     /* integer fields: 0 = not given */
+    bool rope, eps;        /* rope_base, rms_eps given */
+    const char *type_name; /* --type */
+};
+
+/* One option as getopt_long returned it (c, with optarg; opt: how it was spelled). 0, 1 for
+ * --help, or a negative status (message printed). */
+static int read_option(int c, const char *opt, struct opts *o, struct given *gv)
+{
+    uint32_t u;
+    int rc;
+    for (size_t i = 0; i < sizeof(hp_opts) / sizeof(hp_opts[0]); i++)
+        if (c == hp_opts[i].id)
+            return parse_u32(hp_opts[i].name, optarg, hp_opts[i].lo, hp_opts[i].hi,
+                             (uint32_t *)((char *)&gv->hp + hp_opts[i].off));
+    switch (c) {
+    case 'o':
+        o->out = optarg;
+        return 0;
+    case 'p':
+        o->preset = optarg;
+        return 0;
+    case 't':
+        gv->type_name = optarg;
+        return 0;
+    case 's':
+        return parse_seed(optarg, &o->seed);
+    case 'j':
+        if ((rc = parse_u32("--threads", optarg, 1, 256, &u))) return rc;
+        o->threads = (int)u;
+        return 0;
+    case 'q':
+        o->quiet = true;
+        return 0;
+    case 'h':
+        return 1;
+    case OPT_ARCH:
+        return parse_arch(optarg, &o->arch);
+    case OPT_TIED:
+        o->tied = true;
+        return 0;
+    case OPT_VOCAB:
+        o->vocab = optarg;
+        return 0;
+    case OPT_NAME:
+        o->name = optarg;
+        return 0;
+    case OPT_ROPE_BASE:
+        gv->rope = true;
+        return parse_f32("--rope-base", optarg, &gv->hp.rope_base);
+    case OPT_RMS_EPS:
+        gv->eps = true;
+        return parse_f32("--rms-eps", optarg, &gv->hp.rms_eps);
+    case ':':
+        fprintf(stderr, "baton-mkmodel: %s needs a value (see --help)\n", opt);
+        return BT_EINVAL;
+    default:
+        fprintf(stderr, "baton-mkmodel: unknown option '%s' (see --help)\n", opt);
+        return BT_EINVAL;
+    }
+}
+
+/* o->hp: the preset's, the qwen2 family's defaults for --arch qwen2, then the overrides. */
+static int apply_preset(struct opts *o, const struct given *gv)
+{
+    const struct preset *pr = NULL;
+    for (size_t i = 0; i < sizeof(presets) / sizeof(presets[0]); i++)
+        if (!strcmp(presets[i].name, o->preset)) pr = &presets[i];
+    if (!pr) {
+        fprintf(stderr, "baton-mkmodel: unknown preset '%s' (tiny, tinyllama-1.1b, llama-7b)\n",
+                o->preset);
+        return BT_EINVAL;
+    }
+    o->hp = pr->hp;
+    if (o->arch == ARCH_QWEN2) { /* the qwen2 family's defaults */
+        o->hp.rope_base = 1000000.0f;
+        o->hp.rms_eps = 1e-6f;
+    }
+    for (size_t i = 0; i < sizeof(hp_opts) / sizeof(hp_opts[0]); i++) {
+        const uint32_t *v = (const uint32_t *)((const char *)&gv->hp + hp_opts[i].off);
+        if (*v) *(uint32_t *)((char *)&o->hp + hp_opts[i].off) = *v;
+    }
+    if (gv->rope) o->hp.rope_base = gv->hp.rope_base;
+    if (gv->eps) o->hp.rms_eps = gv->hp.rms_eps;
+    return 0;
+}
+
+/* The head layout a llama/qwen2 model needs. */
+static int check_hparams(const struct hparams *hp)
+{
+    if (hp->n_embd % hp->n_head) {
+        fprintf(stderr, "baton-mkmodel: n_embd %u is not a multiple of n_head %u\n", hp->n_embd,
+                hp->n_head);
+        return BT_EINVAL;
+    }
+    if ((hp->n_embd / hp->n_head) % 2) {
+        fprintf(stderr, "baton-mkmodel: head size %u (n_embd / n_head) must be even for RoPE\n",
+                hp->n_embd / hp->n_head);
+        return BT_EINVAL;
+    }
+    if (hp->n_head_kv > hp->n_head || hp->n_head % hp->n_head_kv) {
+        fprintf(stderr, "baton-mkmodel: n_head %u is not a multiple of n_head_kv %u\n", hp->n_head,
+                hp->n_head_kv);
+        return BT_EINVAL;
+    }
+    return 0;
+}
+
+/* --type: one of weight_types. */
+static int parse_weight_type(const char *name, uint32_t *out)
+{
+    int t = bt_type_from_name(name);
+    for (size_t i = 0; t >= 0 && i < sizeof(weight_types) / sizeof(weight_types[0]); i++) {
+        if (weight_types[i].type == (uint32_t)t) {
+            *out = (uint32_t)t;
+            return 0;
+        }
+    }
+    fprintf(stderr,
+            "baton-mkmodel: --type '%s' is not a weight type baton can write (f32 f16 bf16 "
+            "q8_0 q4_0 q4_1 q5_0 q5_1 q2_K q3_K q4_K q5_K q6_K)\n",
+            name);
+    return BT_EINVAL;
+}
 
 /* 0, 1 for --help, or a negative status (message printed). */
 static int parse_args(int argc, char **argv, struct opts *o)
@@ -380,162 +551,24 @@ static int parse_args(int argc, char **argv, struct opts *o)
         {"rms-eps", required_argument, NULL, OPT_RMS_EPS},
         {NULL, 0, NULL, 0},
     };
-    /* overrides are applied after the preset, whatever their order on the command line */
-    struct hparams ov = {0};
-    bool have_rope = false, have_eps = false;
-    const char *type_name = "f16";
-    int c, rc = 0;
-    uint32_t u;
+    struct given gv = {.type_name = "f16"};
+    int c, rc;
 
-    memset(o, 0, sizeof(*o));
-    o->preset = "tiny";
-    o->seed = 1;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    o->threads = ncpu > 0 ? (int)(ncpu < 64 ? ncpu : 64) : 1;
-
+    *o = (struct opts){
+        .preset = "tiny", .seed = 1, .threads = ncpu > 0 ? (int)(ncpu < 64 ? ncpu : 64) : 1};
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":o:p:t:s:j:qh", longopts, NULL)) != -1) {
         const char *opt = optind > 0 && optind <= argc ? argv[optind - 1] : "option";
-        switch (c) {
-        case 'o':
-            o->out = optarg;
-            break;
-        case 'p':
-            o->preset = optarg;
-            break;
-        case 't':
-            type_name = optarg;
-            break;
-        case 's': {
-            char *end;
-            errno = 0;
-            unsigned long long v = strtoull(optarg, &end, 0);
-            if (errno || end == optarg || *end || optarg[0] == '-') {
-                fprintf(stderr, "baton-mkmodel: --seed: '%s' is not a non-negative integer\n",
-                        optarg);
-                return BT_EINVAL;
-            }
-            o->seed = v;
-            break;
-        }
-        case 'j':
-            if ((rc = parse_u32("--threads", optarg, 1, 256, &u))) return rc;
-            o->threads = (int)u;
-            break;
-        case 'q':
-            o->quiet = true;
-            break;
-        case 'h':
-            return 1;
-        case OPT_ARCH:
-            if (!strcmp(optarg, "llama")) {
-                o->arch = ARCH_LLAMA;
-            } else if (!strcmp(optarg, "qwen2")) {
-                o->arch = ARCH_QWEN2;
-            } else {
-                fprintf(stderr, "baton-mkmodel: --arch: '%s' is not llama or qwen2\n", optarg);
-                return BT_EINVAL;
-            }
-            break;
-        case OPT_TIED:
-            o->tied = true;
-            break;
-        case OPT_VOCAB:
-            o->vocab = optarg;
-            break;
-        case OPT_NAME:
-            o->name = optarg;
-            break;
-        case OPT_N_EMBD:
-            rc = parse_u32("--n-embd", optarg, 1, 65536, &ov.n_embd);
-            break;
-        case OPT_N_LAYER:
-            rc = parse_u32("--n-layer", optarg, 1, MAX_LAYERS, &ov.n_layer);
-            break;
-        case OPT_N_HEAD:
-            rc = parse_u32("--n-head", optarg, 1, 1024, &ov.n_head);
-            break;
-        case OPT_N_HEAD_KV:
-            rc = parse_u32("--n-head-kv", optarg, 1, 1024, &ov.n_head_kv);
-            break;
-        case OPT_N_FF:
-            rc = parse_u32("--n-ff", optarg, 1, 1 << 20, &ov.n_ff);
-            break;
-        case OPT_CTX:
-            rc = parse_u32("--ctx", optarg, 1, 1 << 24, &ov.n_ctx);
-            break;
-        case OPT_ROPE_BASE:
-            rc = parse_f32("--rope-base", optarg, &ov.rope_base);
-            have_rope = true;
-            break;
-        case OPT_RMS_EPS:
-            rc = parse_f32("--rms-eps", optarg, &ov.rms_eps);
-            have_eps = true;
-            break;
-        case ':':
-            fprintf(stderr, "baton-mkmodel: %s needs a value (see --help)\n", opt);
-            return BT_EINVAL;
-        default:
-            fprintf(stderr, "baton-mkmodel: unknown option '%s' (see --help)\n", opt);
-            return BT_EINVAL;
-        }
-        if (rc) return rc;
+        if ((rc = read_option(c, opt, o, &gv))) return rc;
     }
     if (optind < argc) {
         fprintf(stderr, "baton-mkmodel: unexpected argument '%s' (see --help)\n", argv[optind]);
         return BT_EINVAL;
     }
-
-    const struct preset *pr = NULL;
-    for (size_t i = 0; i < sizeof(presets) / sizeof(presets[0]); i++)
-        if (!strcmp(presets[i].name, o->preset)) pr = &presets[i];
-    if (!pr) {
-        fprintf(stderr, "baton-mkmodel: unknown preset '%s' (tiny, tinyllama-1.1b, llama-7b)\n",
-                o->preset);
-        return BT_EINVAL;
-    }
-    o->hp = pr->hp;
-    if (o->arch == ARCH_QWEN2) { /* the qwen2 family's defaults */
-        o->hp.rope_base = 1000000.0f;
-        o->hp.rms_eps = 1e-6f;
-    }
-    if (ov.n_embd) o->hp.n_embd = ov.n_embd;
-    if (ov.n_layer) o->hp.n_layer = ov.n_layer;
-    if (ov.n_head) o->hp.n_head = ov.n_head;
-    if (ov.n_head_kv) o->hp.n_head_kv = ov.n_head_kv;
-    if (ov.n_ff) o->hp.n_ff = ov.n_ff;
-    if (ov.n_ctx) o->hp.n_ctx = ov.n_ctx;
-    if (have_rope) o->hp.rope_base = ov.rope_base;
-    if (have_eps) o->hp.rms_eps = ov.rms_eps;
-
-    const struct hparams *hp = &o->hp;
-    if (hp->n_embd % hp->n_head) {
-        fprintf(stderr, "baton-mkmodel: n_embd %u is not a multiple of n_head %u\n", hp->n_embd,
-                hp->n_head);
-        return BT_EINVAL;
-    }
-    if ((hp->n_embd / hp->n_head) % 2) {
-        fprintf(stderr, "baton-mkmodel: head size %u (n_embd / n_head) must be even for RoPE\n",
-                hp->n_embd / hp->n_head);
-        return BT_EINVAL;
-    }
-    if (hp->n_head_kv > hp->n_head || hp->n_head % hp->n_head_kv) {
-        fprintf(stderr, "baton-mkmodel: n_head %u is not a multiple of n_head_kv %u\n", hp->n_head,
-                hp->n_head_kv);
-        return BT_EINVAL;
-    }
-
-    int t = bt_type_from_name(type_name);
-    o->type = UINT32_MAX;
-    for (size_t i = 0; t >= 0 && i < sizeof(weight_types) / sizeof(weight_types[0]); i++)
-        if (weight_types[i].type == (uint32_t)t) o->type = (uint32_t)t;
-    if (o->type == UINT32_MAX) {
-        fprintf(stderr,
-                "baton-mkmodel: --type '%s' is not a weight type baton can write (f32 f16 bf16 "
-                "q8_0 q4_0 q4_1 q5_0 q5_1 q2_K q3_K q4_K q5_K q6_K)\n",
-                type_name);
-        return BT_EINVAL;
-    }
+    if ((rc = apply_preset(o, &gv)) || (rc = check_hparams(&o->hp)) ||
+        (rc = parse_weight_type(gv.type_name, &o->type)))
+        return rc;
     if (!o->out) {
         fprintf(stderr, "baton-mkmodel: no output file (-o OUT.gguf; see --help)\n");
         return BT_EINVAL;
@@ -586,153 +619,194 @@ static const char *default_vocab(char *buf, size_t n)
     return buf;
 }
 
-static int run(const struct opts *o)
-{
-    char err[512], vbuf[4096], tmp[4096], name[256];
-    struct gguf *voc = NULL;
-    struct gguf_writer *w = NULL;
-    struct bt_pool *pool = NULL;
-    struct tplan *plan = NULL;
-    float *scratch = NULL;
-    uint8_t *buf = NULL;
-    bool began = false;
-    int rc;
-    const double t0 = bt_now_s();
+/* What run builds, step by step; freed by job_free. */
+struct job {
+    struct gguf *voc; /* the vocabulary file, until its keys are copied */
+    uint32_t n_vocab;
+    struct gguf_writer *w;
+    struct tplan *plan; /* (n_t) in file order */
+    int n_t;
+    uint64_t total;       /* tensor data bytes */
+    int64_t max_ne0;      /* longest row */
+    struct bt_pool *pool; /* NULL: generate on this thread */
+    int64_t chunk_max;    /* floats generated per write */
+    float *scratch;       /* one row per thread */
+    uint8_t *buf;         /* one chunk of quantised rows */
+};
 
+static void job_free(struct job *j)
+{
+    gguf_writer_free(j->w);
+    gguf_close(j->voc);
+    bt_pool_free(j->pool);
+    free(j->plan);
+    free(j->scratch);
+    free(j->buf);
+}
+
+/* The writer's first error, printed; returns rc. */
+static int writer_failed(const struct gguf_writer *w, int rc)
+{
+    fprintf(stderr, "baton-mkmodel: %s\n", gguf_writer_error(w) ? gguf_writer_error(w) : "error");
+    return rc;
+}
+
+static int out_of_memory(void)
+{
+    fprintf(stderr, "baton-mkmodel: out of memory\n");
+    return BT_ENOMEM;
+}
+
+/* Open --vocab (or the default) and find its token list. */
+static int open_vocab(const struct opts *o, struct job *j)
+{
+    char err[512], vbuf[4096];
+    int rc;
     const char *vpath = o->vocab ? o->vocab : default_vocab(vbuf, sizeof(vbuf));
-    if ((rc = gguf_open(vpath, &voc, err, sizeof(err)))) {
+    if ((rc = gguf_open(vpath, &j->voc, err, sizeof(err)))) {
         fprintf(stderr, "baton-mkmodel: vocab: %s\n", err);
-        goto fail;
+        return rc;
     }
-    const struct gguf_kv *tok = gguf_find_kv(voc, "tokenizer.ggml.tokens");
+    const struct gguf_kv *tok = gguf_find_kv(j->voc, "tokenizer.ggml.tokens");
     if (!tok || tok->type != GGUF_TYPE_ARRAY || tok->arr_type != GGUF_TYPE_STRING ||
         tok->arr_n == 0 || tok->arr_n > (1u << 24)) {
         fprintf(stderr, "baton-mkmodel: %s: no usable tokenizer.ggml.tokens array\n", vpath);
-        rc = BT_EFORMAT;
-        goto fail;
+        return BT_EFORMAT;
     }
-    const uint32_t n_vocab = (uint32_t)tok->arr_n;
-    fprintf(stderr, "baton-mkmodel: vocabulary from %s (%u tokens)\n", vpath, n_vocab);
+    j->n_vocab = (uint32_t)tok->arr_n;
+    fprintf(stderr, "baton-mkmodel: vocabulary from %s (%u tokens)\n", vpath, j->n_vocab);
+    return 0;
+}
 
+/* The metadata (hyperparameters, the vocabulary's tokenizer.* keys) and the tensor plan, declared
+ * to a new writer; the vocabulary file is closed after. */
+static int declare(const struct opts *o, struct job *j)
+{
+    char name[256];
+    int64_t n_copied = 0;
+    int rc;
     if (o->name)
         snprintf(name, sizeof(name), "%s", o->name);
     else
         snprintf(name, sizeof(name), "baton-mkmodel %s%s %s seed %" PRIu64, o->preset,
                  o->arch == ARCH_QWEN2 ? " qwen2" : "", bt_type_name(o->type), o->seed);
-
-    if (!(w = gguf_writer_new())) {
-        rc = BT_ENOMEM;
-        fprintf(stderr, "baton-mkmodel: out of memory\n");
-        goto fail;
-    }
-    if ((rc = set_hparams(w, o, name, n_vocab))) goto werr;
-    int64_t n_copied = 0;
-    for (int64_t i = 0; i < gguf_n_kv(voc); i++) {
-        const struct gguf_kv *kv = gguf_kv_at(voc, i);
+    if (!(j->w = gguf_writer_new())) return out_of_memory();
+    if ((rc = set_hparams(j->w, o, name, j->n_vocab))) return writer_failed(j->w, rc);
+    for (int64_t i = 0; i < gguf_n_kv(j->voc); i++) {
+        const struct gguf_kv *kv = gguf_kv_at(j->voc, i);
         if (strncmp(kv->key, "tokenizer.", 10) != 0) continue;
-        if ((rc = gguf_writer_copy_kv(w, kv))) goto werr;
+        if ((rc = gguf_writer_copy_kv(j->w, kv))) return writer_failed(j->w, rc);
         n_copied++;
     }
-
-    plan = calloc(3 + 12 * (size_t)o->hp.n_layer, sizeof(*plan));
-    if (!plan) {
-        rc = BT_ENOMEM;
-        fprintf(stderr, "baton-mkmodel: out of memory\n");
-        goto fail;
-    }
-    const int n_t = make_plan(o, n_vocab, plan);
-    uint64_t total = 0;
-    int64_t max_ne0 = 0;
-    for (int i = 0; i < n_t; i++) {
-        const int64_t ne[2] = {plan[i].ne[0], plan[i].ne[1]};
-        rc = gguf_writer_add_tensor(w, plan[i].name, plan[i].type, plan[i].n_dims, ne);
-        if (rc < 0) goto werr;
+    if (!(j->plan = calloc(3 + 12 * (size_t)o->hp.n_layer, sizeof(*j->plan))))
+        return out_of_memory();
+    j->n_t = make_plan(o, j->n_vocab, j->plan);
+    for (int i = 0; i < j->n_t; i++) {
+        const struct tplan *t = &j->plan[i];
+        const int64_t ne[2] = {t->ne[0], t->ne[1]};
+        rc = gguf_writer_add_tensor(j->w, t->name, t->type, t->n_dims, ne);
+        if (rc < 0) return writer_failed(j->w, rc);
         if (rc != i) {
             fprintf(stderr, "baton-mkmodel: tensor index %d, expected %d\n", rc, i);
-            rc = BT_ERR;
-            goto fail;
+            return BT_ERR;
         }
-        total += bt_row_size(plan[i].type, plan[i].ne[0]) * (uint64_t)plan[i].ne[1];
-        if (plan[i].ne[0] > max_ne0) max_ne0 = plan[i].ne[0];
+        j->total += bt_row_size(t->type, t->ne[0]) * (uint64_t)t->ne[1];
+        if (t->ne[0] > j->max_ne0) j->max_ne0 = t->ne[0];
     }
-    gguf_close(voc); /* everything needed was copied */
-    voc = NULL;
-
+    gguf_close(j->voc); /* everything needed was copied */
+    j->voc = NULL;
     fprintf(stderr,
             "baton-mkmodel: %s: n_embd %u, n_layer %u, n_head %u/%u, n_ff %u, ctx %u, vocab %u, "
             "%s%s, %d tensors, %.1f MiB, %" PRId64 " tokenizer keys\n",
             arch_names[o->arch], o->hp.n_embd, o->hp.n_layer, o->hp.n_head, o->hp.n_head_kv,
-            o->hp.n_ff, o->hp.n_ctx, n_vocab, bt_type_name(o->type), o->tied ? ", tied" : "", n_t,
-            (double)total / (1 << 20), n_copied);
+            o->hp.n_ff, o->hp.n_ctx, j->n_vocab, bt_type_name(o->type), o->tied ? ", tied" : "",
+            j->n_t, (double)j->total / (1 << 20), n_copied);
+    return 0;
+}
 
-    if (o->threads > 1 && !(pool = bt_pool_new(o->threads)))
+/* The generator threads and their buffers. */
+static int make_buffers(const struct opts *o, struct job *j)
+{
+    if (o->threads > 1 && !(j->pool = bt_pool_new(o->threads)))
         fprintf(stderr, "baton-mkmodel: no thread pool, generating on one thread\n");
-    const int nth = bt_pool_size(pool);
-    const int64_t chunk_max = CHUNK_ELEMS > max_ne0 ? CHUNK_ELEMS : max_ne0;
-    scratch = malloc((size_t)nth * (size_t)max_ne0 * sizeof(float));
-    buf = malloc((size_t)chunk_max * sizeof(float)); /* no type is wider than f32 */
-    if (!scratch || !buf) {
-        rc = BT_ENOMEM;
-        fprintf(stderr, "baton-mkmodel: out of memory\n");
-        goto fail;
-    }
+    const int nth = bt_pool_size(j->pool);
+    j->chunk_max = CHUNK_ELEMS > j->max_ne0 ? CHUNK_ELEMS : j->max_ne0;
+    j->scratch = malloc((size_t)nth * (size_t)j->max_ne0 * sizeof(float));
+    j->buf = malloc((size_t)j->chunk_max * sizeof(float)); /* no type is wider than f32 */
+    if (!j->scratch || !j->buf) return out_of_memory();
+    return 0;
+}
 
-    snprintf(tmp, sizeof(tmp), "%s.tmp", o->out);
-    if ((rc = gguf_writer_begin(w, tmp, err, sizeof(err)))) {
-        fprintf(stderr, "baton-mkmodel: %s\n", err);
-        goto fail;
-    }
-    began = true;
+/* One line per tensor written: name, type, shape, size, share of the whole so far. */
+static void print_progress(const struct tplan *t, int i, int n_t, uint64_t done, uint64_t total)
+{
+    char shape[64];
+    const uint64_t bytes = bt_row_size(t->type, t->ne[0]) * (uint64_t)t->ne[1];
+    if (t->n_dims == 1)
+        snprintf(shape, sizeof(shape), "[%" PRId64 "]", t->ne[0]);
+    else
+        snprintf(shape, sizeof(shape), "[%" PRId64 ", %" PRId64 "]", t->ne[0], t->ne[1]);
+    fprintf(stderr, "[%4d/%4d] %-28s %-5s %-14s %9.2f MiB  %5.1f%%\n", i + 1, n_t, t->name,
+            bt_type_name(t->type), shape, (double)bytes / (1 << 20),
+            total ? 100.0 * (double)done / (double)total : 100.0);
+}
+
+/* Every tensor's data, generated and quantised a chunk of rows at a time on the pool. */
+static int write_tensors(const struct opts *o, struct job *j)
+{
     uint64_t done = 0;
-    for (int i = 0; i < n_t; i++) {
-        const struct tplan *t = &plan[i];
+    int rc;
+    for (int i = 0; i < j->n_t; i++) {
+        const struct tplan *t = &j->plan[i];
         const size_t row_bytes = bt_row_size(t->type, t->ne[0]);
-        const int64_t rows_per_chunk = chunk_max / t->ne[0];
-        struct gen_job job = {t, mix64(o->seed ^ fnv1a(t->name)), 0, 0, row_bytes, scratch, buf};
+        const int64_t rows_per_chunk = j->chunk_max / t->ne[0];
+        struct gen_job job = {t,     mix64(o->seed ^ fnv1a(t->name)), 0, 0, row_bytes, j->scratch,
+                              j->buf};
         for (int64_t r = 0; r < t->ne[1]; r += rows_per_chunk) {
             job.row0 = r;
             job.nrows = t->ne[1] - r < rows_per_chunk ? t->ne[1] - r : rows_per_chunk;
-            bt_pool_run(pool, gen_rows, &job);
-            if ((rc = gguf_writer_write(w, i, buf, (size_t)job.nrows * row_bytes))) goto werr;
+            bt_pool_run(j->pool, gen_rows, &job);
+            if ((rc = gguf_writer_write(j->w, i, j->buf, (size_t)job.nrows * row_bytes)))
+                return writer_failed(j->w, rc);
         }
         done += row_bytes * (uint64_t)t->ne[1];
-        if (!o->quiet) {
-            char shape[64];
-            if (t->n_dims == 1)
-                snprintf(shape, sizeof(shape), "[%" PRId64 "]", t->ne[0]);
-            else
-                snprintf(shape, sizeof(shape), "[%" PRId64 ", %" PRId64 "]", t->ne[0], t->ne[1]);
-            fprintf(stderr, "[%4d/%4d] %-28s %-5s %-14s %9.2f MiB  %5.1f%%\n", i + 1, n_t, t->name,
-                    bt_type_name(t->type), shape,
-                    (double)(row_bytes * (uint64_t)t->ne[1]) / (1 << 20),
-                    total ? 100.0 * (double)done / (double)total : 100.0);
-        }
+        if (!o->quiet) print_progress(t, i, j->n_t, done, j->total);
     }
-    if ((rc = gguf_writer_finish(w, err, sizeof(err)))) {
+    return 0;
+}
+
+/* Write the model to OUT.tmp, then rename it to OUT; OUT.tmp is removed on failure. */
+static int run(const struct opts *o)
+{
+    char err[512], tmp[4096];
+    struct job j = {0};
+    bool began = false;
+    int rc;
+    const double t0 = bt_now_s();
+
+    if ((rc = open_vocab(o, &j)) || (rc = declare(o, &j)) || (rc = make_buffers(o, &j))) goto out;
+    snprintf(tmp, sizeof(tmp), "%s.tmp", o->out);
+    if ((rc = gguf_writer_begin(j.w, tmp, err, sizeof(err)))) {
         fprintf(stderr, "baton-mkmodel: %s\n", err);
-        goto fail;
+        goto out;
+    }
+    began = true;
+    if ((rc = write_tensors(o, &j))) goto out;
+    if ((rc = gguf_writer_finish(j.w, err, sizeof(err)))) {
+        fprintf(stderr, "baton-mkmodel: %s\n", err);
+        goto out;
     }
     if (rename(tmp, o->out) != 0) {
         rc = BT_EIO;
         fprintf(stderr, "baton-mkmodel: rename %s -> %s: %s\n", tmp, o->out, strerror(errno));
-        goto fail;
+        goto out;
     }
     began = false;
     fprintf(stderr, "baton-mkmodel: wrote %s (%.1f MiB) in %.1f s\n", o->out,
-            (double)total / (1 << 20), bt_now_s() - t0);
-    rc = 0;
-    goto out;
-werr:
-    fprintf(stderr, "baton-mkmodel: %s\n", gguf_writer_error(w) ? gguf_writer_error(w) : "error");
-fail:
-    if (began) unlink(tmp);
+            (double)j.total / (1 << 20), bt_now_s() - t0);
 out:
-    gguf_writer_free(w);
-    gguf_close(voc);
-    bt_pool_free(pool);
-    free(plan);
-    free(scratch);
-    free(buf);
+    if (began) unlink(tmp);
+    job_free(&j);
     return rc;
 }
 
