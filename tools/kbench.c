@@ -128,105 +128,132 @@ static void usage(void)
           stderr);
 }
 
-int main(int argc, char **argv)
+struct kbench_opts {
+    int quick;
+    int64_t mm_m;         /* rows of the matmul's activations */
+    int threads[8], nthr; /* -t */
+    uint32_t types[16];   /* --types */
+    int ntypes;
+};
+
+/* "1,2": at most 8 thread counts in 1..256. */
+static int parse_threads(const char *arg, struct kbench_opts *o)
+{
+    for (const char *s = arg; *s && o->nthr < 8;) {
+        o->threads[o->nthr] = atoi(s);
+        if (o->threads[o->nthr] < 1 || o->threads[o->nthr] > 256) return BT_EINVAL;
+        o->nthr++;
+        const char *c = strchr(s, ',');
+        if (!c) break;
+        s = c + 1;
+    }
+    return 0;
+}
+
+/* "q4_0,q8_0": at most 16 types the kernels support (message printed). */
+static int parse_types(const char *arg, struct kbench_opts *o)
+{
+    char tbuf[256];
+    snprintf(tbuf, sizeof(tbuf), "%s", arg);
+    for (char *tok = strtok(tbuf, ","); tok && o->ntypes < 16; tok = strtok(NULL, ",")) {
+        int t = bt_type_from_name(tok);
+        if (t < 0 || !kern_supports((uint32_t)t)) {
+            fprintf(stderr, "baton-kbench: unknown or unsupported type %s\n", tok);
+            return BT_EINVAL;
+        }
+        o->types[o->ntypes++] = (uint32_t)t;
+    }
+    return 0;
+}
+
+/* 0; BT_EINVAL for bad usage (exit 2), BT_ERR when --isa cannot be set (exit 1); printed. */
+static int parse_args(int argc, char **argv, struct kbench_opts *o)
 {
     const char *types_arg = "q4_0,q8_0,f16,bf16,f32,q4_1,q5_0,q5_1,q4_K,q5_K,q6_K";
     const char *threads_arg = "1,2";
-    int quick = 0;
-    int64_t mm_m = 128;
+    *o = (struct kbench_opts){.mm_m = 128};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) {
-            quick = 1;
+            o->quick = 1;
         } else if (!strcmp(argv[i], "-t") && i + 1 < argc) {
             threads_arg = argv[++i];
         } else if (!strcmp(argv[i], "--types") && i + 1 < argc) {
             types_arg = argv[++i];
         } else if (!strcmp(argv[i], "-m") && i + 1 < argc) {
-            mm_m = atoi(argv[++i]);
-            if (mm_m < 1 || mm_m > 4096) {
-                usage();
-                return 2;
-            }
+            o->mm_m = atoi(argv[++i]);
+            if (o->mm_m < 1 || o->mm_m > 4096) goto usage;
         } else if (!strcmp(argv[i], "--isa") && i + 1 < argc) {
             int rc = kern_set_isa(argv[++i]);
             if (rc < 0) {
                 fprintf(stderr, "baton-kbench: isa %s: %s\n", argv[i], bt_strstatus(rc));
-                return 1;
+                return BT_ERR;
             }
         } else {
-            usage();
-            return 2;
+            goto usage;
         }
     }
-    int threads[8], nthr = 0;
-    for (const char *s = threads_arg; *s && nthr < 8;) {
-        threads[nthr] = atoi(s);
-        if (threads[nthr] < 1 || threads[nthr] > 256) {
-            usage();
-            return 2;
-        }
-        nthr++;
-        const char *c = strchr(s, ',');
-        if (!c) break;
-        s = c + 1;
+    if (parse_threads(threads_arg, o) < 0) goto usage;
+    return parse_types(types_arg, o);
+usage:
+    usage();
+    return BT_EINVAL;
+}
+
+/* One type on the pool p: a line per shape, then the whole-model estimate. */
+static int bench_type(struct bt_pool *p, uint32_t t, const struct kbench_opts *o, size_t min_bytes,
+                      const float *x, float *y)
+{
+    /* the yardstick, measured right before (bandwidth drifts on a shared machine) */
+    double bw = kern_measure_read_bw(p, min_bytes);
+    printf("%-6s read bandwidth %.1f GB/s\n", bt_type_name(t), bw * 1e-9);
+    double mv_s_model = 0, mm_s_model = 0, bytes_model = 0;
+    for (int si = 0; si < NSHAPES; si++) {
+        const struct shape *sh = &shapes[si];
+        uint8_t *w = make_weights(t, sh->rows, sh->n);
+        if (!w) return BT_ENOMEM;
+        size_t bytes = bt_row_size(t, sh->n) * (size_t)sh->rows;
+        double tmv = bench_mv(p, t, w, sh->rows, sh->n, x, y, min_bytes, o->quick);
+        double tmm = bench_mm(p, t, w, sh->rows, sh->n, x, o->mm_m, y, o->quick);
+        double gbs = (double)bytes / tmv;
+        double gflops = 2.0 * (double)sh->rows * (double)sh->n * (double)o->mm_m / tmm;
+        printf("%-6s %5" PRId64 "x%-5" PRId64 " %9.1f %5.0f%% %10.1f %9.1f\n", bt_type_name(t),
+               sh->rows, sh->n, gbs * 1e-9, 100.0 * gbs / bw, tmv * 1e6, gflops * 1e-9);
+        int mult = sh->per_layer ? sh->per_layer * N_LAYER : 1;
+        mv_s_model += tmv * mult;
+        mm_s_model += tmm * mult;
+        bytes_model += (double)bytes * mult;
+        free(w);
     }
-    uint32_t types[16];
-    int ntypes = 0;
-    char tbuf[256];
-    snprintf(tbuf, sizeof(tbuf), "%s", types_arg);
-    for (char *tok = strtok(tbuf, ","); tok && ntypes < 16; tok = strtok(NULL, ",")) {
-        int t = bt_type_from_name(tok);
-        if (t < 0 || !kern_supports((uint32_t)t)) {
-            fprintf(stderr, "baton-kbench: unknown or unsupported type %s\n", tok);
-            return 2;
-        }
-        types[ntypes++] = (uint32_t)t;
-    }
-    const size_t min_bytes = quick ? (192u << 20) : (256u << 20); /* >> the 32 MiB L3 */
+    printf("%-6s TinyLlama matrices: decode %.1f tok/s (bandwidth bound %.1f, %.0f%%), "
+           "prefill-%" PRId64 " %.0f tok/s\n",
+           bt_type_name(t), 1.0 / mv_s_model, bw / bytes_model,
+           100.0 * (bytes_model / bw) / mv_s_model, o->mm_m, (double)o->mm_m / mm_s_model);
+    fflush(stdout);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct kbench_opts o;
+    int rc = parse_args(argc, argv, &o);
+    if (rc < 0) return rc == BT_EINVAL ? 2 : 1;
+    const size_t min_bytes = o.quick ? (192u << 20) : (256u << 20); /* >> the 32 MiB L3 */
     printf("isa %s; matvec weights cycled through >= %zu MiB; matmul m = %" PRId64 "\n", kern_isa(),
-           min_bytes >> 20, mm_m);
+           min_bytes >> 20, o.mm_m);
 
     int64_t maxn = 5632;
-    float *x = malloc(sizeof(float) * (size_t)(maxn * mm_m));
-    float *y = malloc(sizeof(float) * (size_t)(32000 * mm_m));
-    for (int64_t i = 0; i < maxn * mm_m; i++) x[i] = frand();
+    float *x = malloc(sizeof(float) * (size_t)(maxn * o.mm_m));
+    float *y = malloc(sizeof(float) * (size_t)(32000 * o.mm_m));
+    for (int64_t i = 0; i < maxn * o.mm_m; i++) x[i] = frand();
 
-    for (int ti = 0; ti < nthr; ti++) {
-        struct bt_pool *p = bt_pool_new(threads[ti]);
+    for (int ti = 0; ti < o.nthr; ti++) {
+        struct bt_pool *p = bt_pool_new(o.threads[ti]);
         if (!p) return 1;
-        printf("\n== %d thread%s\n", threads[ti], threads[ti] > 1 ? "s" : "");
+        printf("\n== %d thread%s\n", o.threads[ti], o.threads[ti] > 1 ? "s" : "");
         printf("%-6s %-11s %9s %6s %10s %9s\n", "type", "rows x n", "mv GB/s", "%bw", "mv us",
                "mm GFLOP/s");
-        for (int k = 0; k < ntypes; k++) {
-            uint32_t t = types[k];
-            /* the yardstick, measured right before (bandwidth drifts on a shared machine) */
-            double bw = kern_measure_read_bw(p, min_bytes);
-            printf("%-6s read bandwidth %.1f GB/s\n", bt_type_name(t), bw * 1e-9);
-            double mv_s_model = 0, mm_s_model = 0, bytes_model = 0;
-            for (int si = 0; si < NSHAPES; si++) {
-                const struct shape *sh = &shapes[si];
-                uint8_t *w = make_weights(t, sh->rows, sh->n);
-                if (!w) return 1;
-                size_t bytes = bt_row_size(t, sh->n) * (size_t)sh->rows;
-                double tmv = bench_mv(p, t, w, sh->rows, sh->n, x, y, min_bytes, quick);
-                double tmm = bench_mm(p, t, w, sh->rows, sh->n, x, mm_m, y, quick);
-                double gbs = (double)bytes / tmv;
-                double gflops = 2.0 * (double)sh->rows * (double)sh->n * (double)mm_m / tmm;
-                printf("%-6s %5" PRId64 "x%-5" PRId64 " %9.1f %5.0f%% %10.1f %9.1f\n",
-                       bt_type_name(t), sh->rows, sh->n, gbs * 1e-9, 100.0 * gbs / bw, tmv * 1e6,
-                       gflops * 1e-9);
-                int mult = sh->per_layer ? sh->per_layer * N_LAYER : 1;
-                mv_s_model += tmv * mult;
-                mm_s_model += tmm * mult;
-                bytes_model += (double)bytes * mult;
-                free(w);
-            }
-            printf("%-6s TinyLlama matrices: decode %.1f tok/s (bandwidth bound %.1f, %.0f%%), "
-                   "prefill-%" PRId64 " %.0f tok/s\n",
-                   bt_type_name(t), 1.0 / mv_s_model, bw / bytes_model,
-                   100.0 * (bytes_model / bw) / mv_s_model, mm_m, (double)mm_m / mm_s_model);
-            fflush(stdout);
-        }
+        for (int k = 0; k < o.ntypes; k++)
+            if (bench_type(p, o.types[k], &o, min_bytes, x, y) < 0) return 1;
         bt_pool_free(p);
     }
     free(x);
