@@ -126,18 +126,10 @@ static void human(uint64_t n, char *buf, size_t sz)
         snprintf(buf, sz, "%" PRIu64 " B", n);
 }
 
-static void print_info(const struct gguf *g, int verbose)
+/* The file, then the architecture's hyperparameters and rope scaling (when it names one). */
+static void print_header(const struct gguf *g, const char *a)
 {
-    char arch[128] = "", hb[64];
-    struct gguf_str s;
-    const char *a = NULL;
-
-    if (gguf_get_str(g, "general.architecture", &s) == 0 && s.len && s.len < sizeof(arch) &&
-        !memchr(s.data, 0, s.len)) {
-        memcpy(arch, s.data, s.len);
-        arch[s.len] = 0;
-        a = arch;
-    }
+    char hb[64];
     human(gguf_file_size(g), hb, sizeof(hb));
     printf("%-22s %s\n", "file:", gguf_path(g));
     printf("%-22s %" PRIu64 " bytes (%s)\n", "file size:", gguf_file_size(g), hb);
@@ -148,33 +140,36 @@ static void print_info(const struct gguf *g, int verbose)
     printf("%-22s %s\n", "architecture:", a ? a : "-");
     line_kv(g, "name:", NULL, "general.name");
     line_kv(g, "file type:", NULL, "general.file_type");
-    if (a) {
-        line_kv(g, "context length:", a, "context_length");
-        line_kv(g, "embedding length:", a, "embedding_length");
-        line_kv(g, "block count:", a, "block_count");
-        line_kv(g, "feed-forward length:", a, "feed_forward_length");
-        line_kv(g, "head count:", a, "attention.head_count");
-        line_kv(g, "head count kv:", a, "attention.head_count_kv");
-        line_kv(g, "rope dimension count:", a, "rope.dimension_count");
-        line_kv(g, "rope freq base:", a, "rope.freq_base");
-        line_kv(g, "rms eps:", a, "attention.layer_norm_rms_epsilon");
-        char key[256];
-        snprintf(key, sizeof(key), "%s.rope.scaling.type", a);
-        bool scaling = gguf_find_kv(g, key) != NULL;
-        if (scaling) {
-            line_kv(g, "rope scaling:", a, "rope.scaling.type");
-            line_kv(g, "rope scaling factor:", a, "rope.scaling.factor");
-            line_kv(g, "rope orig. context:", a, "rope.scaling.original_context_length");
-        }
-        if (gguf_find_tensor(g, "rope_freqs.weight")) {
-            printf("%-22s %s\n", scaling ? "rope freq factors:" : "rope scaling:",
-                   "per-dimension factors (rope_freqs.weight, llama3 style)");
-            scaling = true;
-        }
-        if (!scaling) printf("%-22s none\n", "rope scaling:");
+    if (!a) return;
+    line_kv(g, "context length:", a, "context_length");
+    line_kv(g, "embedding length:", a, "embedding_length");
+    line_kv(g, "block count:", a, "block_count");
+    line_kv(g, "feed-forward length:", a, "feed_forward_length");
+    line_kv(g, "head count:", a, "attention.head_count");
+    line_kv(g, "head count kv:", a, "attention.head_count_kv");
+    line_kv(g, "rope dimension count:", a, "rope.dimension_count");
+    line_kv(g, "rope freq base:", a, "rope.freq_base");
+    line_kv(g, "rms eps:", a, "attention.layer_norm_rms_epsilon");
+    char key[256];
+    snprintf(key, sizeof(key), "%s.rope.scaling.type", a);
+    bool scaling = gguf_find_kv(g, key) != NULL;
+    if (scaling) {
+        line_kv(g, "rope scaling:", a, "rope.scaling.type");
+        line_kv(g, "rope scaling factor:", a, "rope.scaling.factor");
+        line_kv(g, "rope orig. context:", a, "rope.scaling.original_context_length");
     }
+    if (gguf_find_tensor(g, "rope_freqs.weight")) {
+        printf("%-22s %s\n", scaling ? "rope freq factors:" : "rope scaling:",
+               "per-dimension factors (rope_freqs.weight, llama3 style)");
+        scaling = true;
+    }
+    if (!scaling) printf("%-22s none\n", "rope scaling:");
+}
 
-    /* tensors by type */
+/* Tensor count and bytes by type. */
+static void print_tensor_types(const struct gguf *g)
+{
+    char hb[64];
     uint64_t count[BT_TYPE_COUNT + 1] = {0}, bytes[BT_TYPE_COUNT + 1] = {0}, total = 0;
     for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
         const struct gguf_tensor *t = gguf_tensor_at(g, i);
@@ -191,8 +186,12 @@ static void print_info(const struct gguf *g, int verbose)
     }
     human(total, hb, sizeof(hb));
     printf("%-22s %" PRIu64 " bytes (%s)\n", "total tensor bytes:", total, hb);
+}
 
-    /* tokenizer */
+/* Vocabulary, tokenizer keys and the chat template in full. */
+static void print_tokenizer(const struct gguf *g)
+{
+    struct gguf_str s;
     uint32_t et;
     uint64_t n;
     if (gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &n) == 0)
@@ -211,8 +210,11 @@ static void print_info(const struct gguf *g, int verbose)
     } else {
         printf("%-22s none\n", "chat template:");
     }
+}
 
-    if (!verbose) return;
+/* -v: every metadata record and every tensor. */
+static void print_records(const struct gguf *g)
+{
     printf("\nmetadata:\n");
     for (int64_t i = 0; i < gguf_n_kv(g); i++) {
         const struct gguf_kv *kv = gguf_kv_at(g, i);
@@ -227,6 +229,24 @@ static void print_info(const struct gguf *g, int verbose)
         for (uint32_t d = 0; d < t->n_dims; d++) printf(d ? ", %" PRId64 : "%" PRId64, t->ne[d]);
         printf("] offset %" PRIu64 " bytes %" PRIu64 "\n", t->offset, t->nbytes);
     }
+}
+
+static void print_info(const struct gguf *g, int verbose)
+{
+    char arch[128] = "";
+    struct gguf_str s;
+    const char *a = NULL;
+
+    if (gguf_get_str(g, "general.architecture", &s) == 0 && s.len && s.len < sizeof(arch) &&
+        !memchr(s.data, 0, s.len)) {
+        memcpy(arch, s.data, s.len);
+        arch[s.len] = 0;
+        a = arch;
+    }
+    print_header(g, a);
+    print_tensor_types(g);
+    print_tokenizer(g);
+    if (verbose) print_records(g);
 }
 
 int main(int argc, char **argv)
