@@ -1,17 +1,19 @@
 /* baton-bench: prompt-processing and generation speed of the engine (CPU or a CUDA device), and
  * how close decoding comes to the memory-bandwidth bound.
  *
- *   baton-bench -m MODEL [-t THREADS] [-p 128] [-n 64] [-r 3] [--kv-type f16|f32] [--json]
- *               [--device cpu|cuda:N] [-B 8,32]
+ *   baton-bench -m MODEL [-t THREADS] [-p 128] [-n 64] [-d 0] [-r 3] [--kv-type f16|f32]
+ *               [--json] [--device cpu|cuda:N] [-B 8,32]
  *
  * --device cuda:N runs the forward pass on that GPU; the bound then uses the device's peak
  * memory bandwidth (memory clock x bus width x 2, from the driver) instead of a measured one.
  * -B: batched decoding, B sequences stepping together (one token each per forward pass), n
- * steps, reported as total tokens/s; default none on the CPU, 8,32 on a CUDA device.
+ * steps after d positions each, reported as total tokens/s; default none on the CPU, 8,32 on a CUDA device.
  *
  * pp: one forward pass over a batch of p tokens (random ids, fixed seed) from an empty cache.
- * tg: n single-token decode steps from an empty cache. Each is repeated r times (after a warm-up
- * pass) and the median is reported. The bound: weight bytes read per decoded token (every layer
+ * tg: n single-token decode steps after d positions already in the cache (-d, default 0: from an
+ * empty cache; the d positions are filled untimed, max(p, B) tokens per pass), so attention
+ * runs over d..d+n positions. Each is repeated r times (after a warm-up pass) and the median is
+ * reported. The bound: weight bytes read per decoded token (every layer
  * matrix, the output head, one embedding row) divided by the read bandwidth measured in the same
  * run with kern_measure_read_bw on the same threads.
  *
@@ -39,7 +41,7 @@
 
 struct bench_opts {
     const char *model;
-    int n_threads, n_prompt, n_gen, reps; /* n_threads 0: one per core */
+    int n_threads, n_prompt, n_gen, depth, reps; /* n_threads 0: one per core */
     uint32_t kv_type;
     bool json;
     int device;                                /* DEV_CPU or a CUDA device */
@@ -65,8 +67,8 @@ struct bench_result {
 
 static void usage(FILE *f)
 {
-    fputs("usage: baton-bench -m MODEL [-t THREADS] [-p 128] [-n 64] [-r 3] [--kv-type f16|f32] "
-          "[--json] [--device cpu|cuda:N] [-B 8,32]\n",
+    fputs("usage: baton-bench -m MODEL [-t THREADS] [-p 128] [-n 64] [-d 0] [-r 3] "
+          "[--kv-type f16|f32] [--json] [--device cpu|cuda:N] [-B 8,32]\n",
           f);
 }
 
@@ -81,6 +83,7 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
         {.name = "-t", .kind = ARGS_INT, .dst = &o->n_threads, .lo = 1, .hi = 256},
         {.name = "-p", .kind = ARGS_INT, .dst = &o->n_prompt, .lo = 1, .hi = 1 << 16},
         {.name = "-n", .kind = ARGS_INT, .dst = &o->n_gen, .lo = 1, .hi = 1 << 16},
+        {.name = "-d", .kind = ARGS_INT, .dst = &o->depth, .lo = 0, .hi = 1 << 20},
         {.name = "-r", .kind = ARGS_INT, .dst = &o->reps, .lo = 1, .hi = BENCH_MAX_REPS},
         {.name = "--kv-type", .kind = ARGS_KV_TYPE, .dst = &o->kv_type},
         {.name = "--device", .kind = ARGS_DEVICE, .dst = &o->device},
@@ -136,63 +139,73 @@ static const char *main_type(const struct model *m)
     return bt_type_name((uint32_t)best);
 }
 
-/* One timed run of the stage's batch (the prompt) over an empty cache; returns seconds or a
- * negative value. */
-static double run_pp(struct stage *s, char *err, size_t errsz)
+/* One timed run of p prompt tokens (random ids, fixed seed; logits of the last) over an empty
+ * cache; returns seconds or a negative value. */
+static double run_pp(struct stage *s, int p, char *err, size_t errsz)
 {
     const float *out;
     int n_out;
+    uint64_t x = 12345;
+    stage_batch_clear(s);
+    for (int i = 0; i < p; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        stage_batch_add(s, 0, i, (int32_t)((x >> 33) % (uint64_t)s->n_vocab), i == p - 1);
+    }
     kv_seq_clear(s->kv, 0);
     double t0 = bt_now_s();
     if (stage_run(s, NULL, &out, &n_out, err, errsz) < 0) return -1;
     return bt_now_s() - t0;
 }
 
-static double run_tg(struct fwd *f, struct kv *kv, int n_gen, int n_vocab, char *err, size_t errsz)
+/* Fill positions 0..depth-1 of sequences 0..nb-1 with token ids (untimed), at most max_batch
+ * tokens per pass, through the stage's batch arrays (tok, pos, seq, want). */
+static int fill_depth(struct stage *s, int nb, int depth, char *err, size_t errsz)
 {
     const float *out;
     int n_out;
-    int32_t tok = 1 % n_vocab, pos = 0, seq = 0;
-    uint8_t want = 1;
-    kv_seq_clear(kv, 0);
-    double t0 = bt_now_s();
-    for (int i = 0; i < n_gen; i++) {
-        struct fwd_batch b = {.n = 1, .token = &tok, .pos = &pos, .seq = &seq, .logits = &want};
-        if (fwd_eval(f, &b, &out, &n_out, err, errsz) < 0) return -1;
-        /* next token: the argmax, as greedy decoding would */
-        int best = 0;
-        for (int k = 1; k < n_vocab; k++)
-            if (out[k] > out[best]) best = k;
-        tok = best;
-        pos++;
-    }
-    return bt_now_s() - t0;
+    for (int i = 0; i < nb; i++)
+        for (int p0 = 0; p0 < depth; p0 += s->max_batch) {
+            const int n = depth - p0 < s->max_batch ? depth - p0 : s->max_batch;
+            for (int k = 0; k < n; k++) {
+                s->tok[k] = (p0 + k + i) % s->n_vocab;
+                s->pos[k] = p0 + k;
+                s->seq[k] = i;
+                s->want[k] = k == n - 1;
+            }
+            struct fwd_batch b = {
+                .n = n, .token = s->tok, .pos = s->pos, .seq = s->seq, .logits = s->want};
+            if (fwd_eval(s->f, &b, &out, &n_out, err, errsz) < 0) return -1;
+        }
+    return 0;
 }
 
-/* n_gen steps of nb sequences decoding together (seqs 0..nb-1, each its own argmax); seconds.
- * tok, pos, seq and want (nb) are overwritten: the stage's batch, after the pp runs. */
-static double run_batch(struct fwd *f, struct kv *kv, int nb, int n_gen, int n_vocab, int32_t *tok,
-                        int32_t *pos, int32_t *seq, uint8_t *want, char *err, size_t errsz)
+/* n_gen steps of nb sequences decoding together (seqs 0..nb-1, each its own argmax, each after
+ * depth positions in the cache); seconds, or a negative value. The stage's batch arrays are
+ * overwritten: run after the pp runs. */
+static double run_batch(struct stage *s, int nb, int n_gen, int depth, char *err, size_t errsz)
 {
     const float *out;
     int n_out;
+    const int n_vocab = s->n_vocab;
+    for (int i = 0; i < nb; i++) kv_seq_clear(s->kv, i);
+    if (fill_depth(s, nb, depth, err, errsz) < 0) return -1;
+    int32_t *tok = s->tok, *pos = s->pos, *seq = s->seq;
     for (int i = 0; i < nb; i++) {
-        kv_seq_clear(kv, i);
         tok[i] = (1 + i) % n_vocab;
-        pos[i] = 0;
+        pos[i] = depth;
         seq[i] = i;
-        want[i] = 1;
+        s->want[i] = 1;
     }
     double t0 = bt_now_s();
-    for (int s = 0; s < n_gen; s++) {
-        struct fwd_batch b = {.n = nb, .token = tok, .pos = pos, .seq = seq, .logits = want};
-        if (fwd_eval(f, &b, &out, &n_out, err, errsz) < 0) return -1;
+    for (int st = 0; st < n_gen; st++) {
+        struct fwd_batch b = {.n = nb, .token = tok, .pos = pos, .seq = seq, .logits = s->want};
+        if (fwd_eval(s->f, &b, &out, &n_out, err, errsz) < 0) return -1;
         for (int i = 0; i < nb; i++) {
             const float *l = out + (size_t)i * n_vocab;
             int best = 0;
             for (int k = 1; k < n_vocab; k++)
                 if (l[k] > l[best]) best = k;
-            tok[i] = best;
+            tok[i] = best; /* the next token: the argmax, as greedy decoding would */
             pos[i]++;
         }
     }
@@ -206,15 +219,16 @@ static int bench_open(const struct bench_opts *o, struct bench *b)
     char err[512] = "";
     int rc, max_nb = 1;
     for (int i = 0; i < o->n_batches; i++) max_nb = o->batches[i] > max_nb ? o->batches[i] : max_nb;
-    const struct stage_params sp = {.l0 = 0,
-                                    .l1 = -1,
-                                    .n_seq = max_nb,
-                                    .n_ctx = o->n_prompt > o->n_gen ? o->n_prompt : o->n_gen,
-                                    .max_batch = o->n_prompt > max_nb ? o->n_prompt : max_nb,
-                                    .n_blocks = STAGE_OWN_BLOCKS,
-                                    .kv_type = o->kv_type,
-                                    .n_threads = o->n_threads,
-                                    .device = o->device};
+    const struct stage_params sp = {
+        .l0 = 0,
+        .l1 = -1,
+        .n_seq = max_nb,
+        .n_ctx = o->n_prompt > o->depth + o->n_gen ? o->n_prompt : o->depth + o->n_gen,
+        .max_batch = o->n_prompt > max_nb ? o->n_prompt : max_nb,
+        .n_blocks = STAGE_OWN_BLOCKS,
+        .kv_type = o->kv_type,
+        .n_threads = o->n_threads,
+        .device = o->device};
     snprintf(b->dev_label, sizeof(b->dev_label), "cpu");
     if ((rc = gguf_open(o->model, &b->g, err, sizeof(err))) < 0) goto fail;
     if (o->device != DEV_CPU) {
@@ -224,13 +238,6 @@ static int bench_open(const struct bench_opts *o, struct bench *b)
         snprintf(b->dev_label, sizeof(b->dev_label), "cuda:%d %s", o->device, name);
     }
     if ((rc = stage_build(b->g, &sp, &b->s, err, sizeof(err))) < 0) goto fail;
-    uint64_t x = 12345;
-    stage_batch_clear(b->s);
-    for (int i = 0; i < o->n_prompt; i++) {
-        x = x * 6364136223846793005ull + 1442695040888963407ull;
-        stage_batch_add(b->s, 0, i, (int32_t)((x >> 33) % (uint64_t)b->s->n_vocab),
-                        i == o->n_prompt - 1);
-    }
     return 0;
 fail:
     bt_error("%s", err);
@@ -244,11 +251,11 @@ static int bench_measure(const struct bench_opts *o, struct bench *b, struct ben
     struct stage *s = b->s;
     double pp_t[BENCH_MAX_REPS], tg_t[BENCH_MAX_REPS];
     /* warm-up: faults the weights in and wakes the pool */
-    if (run_pp(s, err, sizeof(err)) < 0 || run_tg(s->f, s->kv, 2, s->n_vocab, err, sizeof(err)) < 0)
+    if (run_pp(s, o->n_prompt, err, sizeof(err)) < 0 || run_batch(s, 1, 2, 0, err, sizeof(err)) < 0)
         goto fail;
     for (int r = 0; r < o->reps; r++) {
-        pp_t[r] = run_pp(s, err, sizeof(err));
-        tg_t[r] = run_tg(s->f, s->kv, o->n_gen, s->n_vocab, err, sizeof(err));
+        pp_t[r] = run_pp(s, o->n_prompt, err, sizeof(err));
+        tg_t[r] = run_batch(s, 1, o->n_gen, o->depth, err, sizeof(err));
         if (pp_t[r] < 0 || tg_t[r] < 0) goto fail;
     }
     res->pp_tps = o->n_prompt / median(pp_t, o->reps);
@@ -256,8 +263,7 @@ static int bench_measure(const struct bench_opts *o, struct bench *b, struct ben
     for (int i = 0; i < o->n_batches; i++) {
         double t[BENCH_MAX_REPS];
         for (int r = 0; r < o->reps; r++)
-            if ((t[r] = run_batch(s->f, s->kv, o->batches[i], o->n_gen, s->n_vocab, s->tok, s->pos,
-                                  s->seq, s->want, err, sizeof(err))) < 0)
+            if ((t[r] = run_batch(s, o->batches[i], o->n_gen, o->depth, err, sizeof(err))) < 0)
                 goto fail;
         res->batch_tps[i] = (double)o->batches[i] * o->n_gen / median(t, o->reps);
     }
@@ -295,15 +301,16 @@ static void report_json(const struct bench_opts *o, const struct bench *b,
         else
             putchar(*c);
     }
-    printf("\", \"arch\": \"%s\", \"type\": \"%s\", \"threads\": %d, \"isa\": \"%s\", "
-           "\"n_prompt\": %d, \"n_gen\": %d, \"reps\": %d, \"pp_tokens_per_s\": %.2f, "
-           "\"tg_tokens_per_s\": %.2f, \"bytes_per_token\": %llu, \"read_bw_bytes_per_s\": "
-           "%.0f, \"bound_tokens_per_s\": %.2f, \"tg_ratio_to_bound\": %.3f, \"device\": "
-           "\"%s\", \"bw_source\": \"%s\", \"batches\": [",
-           model_arch_name(m->hp.arch), main_type(m), b->s->n_threads, kern_isa(), o->n_prompt,
-           o->n_gen, o->reps, res->pp_tps, res->tg_tps, (unsigned long long)m->n_bytes_token,
-           res->bw, res->bound, res->tg_tps / res->bound, b->dev_label,
-           o->device != DEV_CPU ? "peak" : "measured");
+    printf(
+        "\", \"arch\": \"%s\", \"type\": \"%s\", \"threads\": %d, \"isa\": \"%s\", "
+        "\"n_prompt\": %d, \"n_gen\": %d, \"depth\": %d, \"reps\": %d, \"pp_tokens_per_s\": %.2f, "
+        "\"tg_tokens_per_s\": %.2f, \"bytes_per_token\": %llu, \"read_bw_bytes_per_s\": "
+        "%.0f, \"bound_tokens_per_s\": %.2f, \"tg_ratio_to_bound\": %.3f, \"device\": "
+        "\"%s\", \"bw_source\": \"%s\", \"batches\": [",
+        model_arch_name(m->hp.arch), main_type(m), b->s->n_threads, kern_isa(), o->n_prompt,
+        o->n_gen, o->depth, o->reps, res->pp_tps, res->tg_tps, (unsigned long long)m->n_bytes_token,
+        res->bw, res->bound, res->tg_tps / res->bound, b->dev_label,
+        o->device != DEV_CPU ? "peak" : "measured");
     for (int i = 0; i < o->n_batches; i++)
         printf("%s{\"batch\": %d, \"tokens_per_s\": %.2f}", i ? ", " : "", o->batches[i],
                res->batch_tps[i]);
@@ -314,12 +321,14 @@ static void report_text(const struct bench_opts *o, const struct bench *b,
                         const struct bench_result *res)
 {
     const struct model *m = b->s->m;
+    char depth[48];
+    snprintf(depth, sizeof(depth), " (after %d positions)", o->depth);
     printf("model      %s (%s, %s, %.1f MiB read per token)\n", o->model,
            model_arch_name(m->hp.arch), main_type(m), m->n_bytes_token / 1048576.0);
     printf("threads    %d (%s)\n", b->s->n_threads, kern_isa());
     printf("device     %s\n", b->dev_label);
     printf("pp %-6d  %10.2f tokens/s\n", o->n_prompt, res->pp_tps);
-    printf("tg %-6d  %10.2f tokens/s\n", o->n_gen, res->tg_tps);
+    printf("tg %-6d  %10.2f tokens/s%s\n", o->n_gen, res->tg_tps, o->depth ? depth : "");
     for (int i = 0; i < o->n_batches; i++)
         printf("tg x%-5d  %10.2f tokens/s (%d sequences together)\n", o->batches[i],
                res->batch_tps[i], o->batches[i]);
