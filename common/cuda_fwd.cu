@@ -629,6 +629,79 @@ static int max3(int a, int b, int c)
     return a > b ? (a > c ? a : c) : (b > c ? b : c);
 }
 
+/* Upload this stage's layers and head; *max_deq: the most elements of a quantised weight (the
+ * dequantisation buffer of large batches). */
+static int upload_weights(struct cuda_fwd *c, const struct model *m, size_t *max_deq, char *err,
+                          size_t errsz)
+{
+    int rc;
+    c->L = (struct dlayer *)calloc((size_t)c->n_layer, sizeof(*c->L));
+    if (!c->L) return bt_errf(err, errsz, BT_ENOMEM, "out of memory");
+    *max_deq = 0;
+    for (int l = 0; l < c->n_layer; l++) {
+        const struct model_layer *s = &m->layers[l];
+        struct dlayer *d = &c->L[l];
+        const struct model_tensor *st[] = {&s->wq,     &s->wk,   &s->wv,    &s->wo,
+                                           &s->w_gate, &s->w_up, &s->w_down};
+        struct dten *dt[] = {&d->wq, &d->wk, &d->wv, &d->wo, &d->w_gate, &d->w_up, &d->w_down};
+        for (int i = 0; i < 7; i++) {
+            if ((rc = upload(c, st[i], false, dt[i], err, errsz)) < 0) return rc;
+            if (native_quant(dt[i]->type) && (size_t)dt[i]->rows * dt[i]->cols > *max_deq)
+                *max_deq = (size_t)dt[i]->rows * dt[i]->cols;
+        }
+        const struct model_tensor *sv[] = {&s->attn_norm, &s->ffn_norm, &s->bq,
+                                           &s->bk,        &s->bv,       &s->bo};
+        struct dten *dv[] = {&d->attn_norm, &d->ffn_norm, &d->bq, &d->bk, &d->bv, &d->bo};
+        for (int i = 0; i < 6; i++)
+            if ((rc = upload(c, sv[i], true, dv[i], err, errsz)) < 0) return rc;
+    }
+    if (m->last) {
+        if ((rc = upload(c, &m->out_norm, true, &c->out_norm, err, errsz)) < 0 ||
+            (rc = upload(c, &m->output, false, &c->output, err, errsz)) < 0)
+            return rc;
+        if (native_quant(c->output.type) && (size_t)c->output.rows * c->output.cols > *max_deq)
+            *max_deq = (size_t)c->output.rows * c->output.cols;
+    }
+    return 0;
+}
+
+/* The KV block pool and the sequences' block tables on the device, and the attention kernel's
+ * shared memory. */
+static int setup_kv(struct cuda_fwd *c, const struct kv *kv, char *err, size_t errsz)
+{
+    int rc;
+    c->kv_f16 = kv->type == BT_F16;
+    c->n_seq = kv->n_seq;
+    c->n_ctx = kv->n_ctx;
+    c->n_blocks = kv->n_blocks;
+    c->max_blocks = kv->max_blocks;
+    const size_t kvb =
+        (size_t)c->n_layer * kv->n_blocks * KV_BLOCK * c->kv_dim * (c->kv_f16 ? 2 : 4);
+    void *tp;
+    if ((rc = dalloc(c, kvb, &c->kc, err, errsz)) < 0 ||
+        (rc = dalloc(c, kvb, &c->vc, err, errsz)) < 0 ||
+        (rc = dalloc(c, (size_t)kv->n_seq * kv->max_blocks * sizeof(int32_t), &tp, err, errsz)) < 0)
+        return rc;
+    c->table = (int32_t *)tp;
+    CU(cudaMemset(c->kc, 0, kvb));
+    CU(cudaMemset(c->vc, 0, kvb));
+    c->attn_smem = ((size_t)c->hd + (size_t)c->n_ctx) * sizeof(float);
+    if (c->attn_smem > 48 * 1024) {
+        int optin = 0;
+        CU(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, c->device));
+        if (c->attn_smem > (size_t)optin)
+            return bt_errf(err, errsz, BT_EUNSUP,
+                           "CUDA: context %d needs %zu bytes of shared memory per attention "
+                           "block, the device allows %d: use a smaller --ctx-size",
+                           c->n_ctx, c->attn_smem, optin);
+        CU(cudaFuncSetAttribute(k_attention<float>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)c->attn_smem));
+        CU(cudaFuncSetAttribute(k_attention<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)c->attn_smem));
+    }
+    return 0;
+}
+
 static int fwd_setup(struct cuda_fwd *c, const struct model *m, const struct kv *kv, char *err,
                      size_t errsz)
 {
@@ -657,66 +730,10 @@ static int fwd_setup(struct cuda_fwd *c, const struct model *m, const struct kv 
     c->n_vocab = hp->n_vocab;
     c->eps = hp->norm_eps;
 
-    /* weights: this stage's layers and head only */
-    c->L = (struct dlayer *)calloc((size_t)c->n_layer, sizeof(*c->L));
-    if (!c->L) return bt_errf(err, errsz, BT_ENOMEM, "out of memory");
     size_t max_deq = 0;
-    for (int l = 0; l < c->n_layer; l++) {
-        const struct model_layer *s = &m->layers[l];
-        struct dlayer *d = &c->L[l];
-        const struct model_tensor *st[] = {&s->wq,     &s->wk,   &s->wv,    &s->wo,
-                                           &s->w_gate, &s->w_up, &s->w_down};
-        struct dten *dt[] = {&d->wq, &d->wk, &d->wv, &d->wo, &d->w_gate, &d->w_up, &d->w_down};
-        for (int i = 0; i < 7; i++) {
-            if ((rc = upload(c, st[i], false, dt[i], err, errsz)) < 0) return rc;
-            if (native_quant(dt[i]->type) && (size_t)dt[i]->rows * dt[i]->cols > max_deq)
-                max_deq = (size_t)dt[i]->rows * dt[i]->cols;
-        }
-        const struct model_tensor *sv[] = {&s->attn_norm, &s->ffn_norm, &s->bq,
-                                           &s->bk,        &s->bv,       &s->bo};
-        struct dten *dv[] = {&d->attn_norm, &d->ffn_norm, &d->bq, &d->bk, &d->bv, &d->bo};
-        for (int i = 0; i < 6; i++)
-            if ((rc = upload(c, sv[i], true, dv[i], err, errsz)) < 0) return rc;
-    }
-    if (m->last) {
-        if ((rc = upload(c, &m->out_norm, true, &c->out_norm, err, errsz)) < 0 ||
-            (rc = upload(c, &m->output, false, &c->output, err, errsz)) < 0)
-            return rc;
-        if (native_quant(c->output.type) && (size_t)c->output.rows * c->output.cols > max_deq)
-            max_deq = (size_t)c->output.rows * c->output.cols;
-    }
-
-    /* KV cache */
-    c->kv_f16 = kv->type == BT_F16;
-    c->n_seq = kv->n_seq;
-    c->n_ctx = kv->n_ctx;
-    c->n_blocks = kv->n_blocks;
-    c->max_blocks = kv->max_blocks;
-    const size_t kvb =
-        (size_t)c->n_layer * kv->n_blocks * KV_BLOCK * c->kv_dim * (c->kv_f16 ? 2 : 4);
-    void *tp;
-    if ((rc = dalloc(c, kvb, &c->kc, err, errsz)) < 0 ||
-        (rc = dalloc(c, kvb, &c->vc, err, errsz)) < 0 ||
-        (rc = dalloc(c, (size_t)kv->n_seq * kv->max_blocks * sizeof(int32_t), &tp, err, errsz)) <
-            0)
+    if ((rc = upload_weights(c, m, &max_deq, err, errsz)) < 0 ||
+        (rc = setup_kv(c, kv, err, errsz)) < 0)
         return rc;
-    c->table = (int32_t *)tp;
-    CU(cudaMemset(c->kc, 0, kvb));
-    CU(cudaMemset(c->vc, 0, kvb));
-    c->attn_smem = ((size_t)c->hd + (size_t)c->n_ctx) * sizeof(float);
-    if (c->attn_smem > 48 * 1024) {
-        int optin = 0;
-        CU(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, c->device));
-        if (c->attn_smem > (size_t)optin)
-            return bt_errf(err, errsz, BT_EUNSUP,
-                           "CUDA: context %d needs %zu bytes of shared memory per attention "
-                           "block, the device allows %d: use a smaller --ctx-size",
-                           c->n_ctx, c->attn_smem, optin);
-        CU(cudaFuncSetAttribute(k_attention<float>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int)c->attn_smem));
-        CU(cudaFuncSetAttribute(k_attention<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int)c->attn_smem));
-    }
 
     /* activations */
     void *p;
@@ -805,8 +822,7 @@ static int layer_forward(struct cuda_fwd *c, int il, int n, const int32_t *pos, 
     const int group = c->n_head / c->n_head_kv;
     if (c->kv_f16) {
         k_kv_store<__half><<<n, NT, 0, c->st>>>((__half *)c->kc, (__half *)c->vc, c->k, c->v, pos,
-                                                seq, c->table, c->max_blocks, layer_off,
-                                                c->kv_dim);
+                                                seq, c->table, c->max_blocks, layer_off, c->kv_dim);
         k_attention<__half><<<ag, ATT_THREADS, c->attn_smem, c->st>>>(
             c->q, c->att, (const __half *)c->kc, (const __half *)c->vc, pos, seq, c->table,
             c->max_blocks, layer_off, c->n_head, group, c->hd, c->kv_dim, scale);
@@ -844,7 +860,8 @@ extern "C" int cuda_fwd_copy(struct cuda_fwd *c, int dst, int src, int n_cells, 
     CU(cudaSetDevice(c->device));
     for (int il = 0; il < c->n_layer; il++) {
         const size_t layer = (size_t)il * c->n_blocks * KV_BLOCK * row;
-        const size_t to = layer + (size_t)dst * KV_BLOCK * row, from = layer + (size_t)src * KV_BLOCK * row;
+        const size_t to = layer + (size_t)dst * KV_BLOCK * row,
+                     from = layer + (size_t)src * KV_BLOCK * row;
         CU(cudaMemcpyAsync((char *)c->kc + to, (char *)c->kc + from, n_cells * row,
                            cudaMemcpyDeviceToDevice, c->st));
         CU(cudaMemcpyAsync((char *)c->vc + to, (char *)c->vc + from, n_cells * row,
