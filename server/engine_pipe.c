@@ -1147,8 +1147,10 @@ int eng_pipe_new(struct engine *out, int *argc, char ***argv, const struct eng_p
     if (fake && *fake) snprintf(e->hs.build_id, sizeof(e->hs.build_id), "%s", fake);
     snprintf(e->ranks[0].host, sizeof(e->ranks[0].host), "%.63s", e->hs.hostname);
     e->ranks[0].pid = (uint32_t)getpid();
-    const char *bad = getenv("BATON_TEST_FORWARD_BAD_SEQ");
-    e->bad_seq_at = bad ? atol(bad) : 0;
+    const char *bad = getenv("BATON_TEST_FORWARD_BAD_SEQ"); /* test hook: the n-th FORWARD */
+    char *end = NULL;
+    e->bad_seq_at = bad ? strtol(bad, &end, 10) : 0;
+    if (bad && (end == bad || *end)) e->bad_seq_at = 0; /* not a number: no hook */
     out->self = e;
     return BT_OK;
 fail:

@@ -32,11 +32,11 @@
 
 enum life_state { LIFE_RUNNING = 0, LIFE_DRAINING, LIFE_FAULT_LINGER, LIFE_EXIT, LIFE_EXIT_NOW };
 
-#define LIFE_ALIVE_NS        500000000ull /* an "alive" report at most this often */
-#define LIFE_FAULT_LINGER_NS 500000000ull /* after a fault: stay at least this long ... */
-#define LIFE_FAULT_FLUSH_NS                                                                        \
-    1000000000ull /* ... and at most this long for the answers to go out                           \
-                   */
+/* An "alive" report at most every LIFE_ALIVE_NS; after a fault, rank 0 stays at least
+ * LIFE_FAULT_LINGER_NS and at most LIFE_FAULT_FLUSH_NS for the answers to go out. */
+#define LIFE_ALIVE_NS        500000000ull
+#define LIFE_FAULT_LINGER_NS 500000000ull
+#define LIFE_FAULT_FLUSH_NS  1000000000ull
 
 struct life_config {
     uint64_t drain_ns;        /* --drain-timeout (0: no drain) */
