@@ -31,6 +31,7 @@ struct blk {
 struct seqst {
     bool running;
     int n_mapped, len, committed, n_done; /* n_done: entries whose commit was handled */
+    int n_prompt; /* positions past the prompt are never published (blk_seq_commit) */
     int reserved;
     int32_t *ids, *canon;
     uint64_t *hash;
@@ -354,7 +355,7 @@ int blk_seq_begin(struct blk_table *t, int seq, const int32_t *tokens, int n, in
     const int n_present = f.n_hits * KV_BLOCK + f.k;
     ops[(*n_ops)++] = (struct kv_op){.kind = KV_OP_RESET, .seq = seq, .n = n_present};
     s->running = true;
-    s->publish = true;
+    s->publish = use_cache; /* cache_prompt: false neither looks up nor publishes */
     for (int j = 0; j < f.n_hits; j++) {
         int32_t id = s->ids[j];
         ref(t, id);
@@ -380,6 +381,7 @@ int blk_seq_begin(struct blk_table *t, int seq, const int32_t *tokens, int n, in
         s->n_mapped++;
     }
     s->len = s->committed = n_present;
+    s->n_prompt = n;
     s->n_done = f.n_hits;
     if (use_cache) t->lookups++;
     t->hit_tokens += (uint64_t)n_present;
@@ -455,6 +457,7 @@ void blk_seq_commit(struct blk_table *t, int seq, int len)
     if (seq < 0 || seq >= t->n_seq || !t->s[seq].running) return;
     struct seqst *s = &t->s[seq];
     if (len > s->len) len = s->len;
+    if (len > s->n_prompt) len = s->n_prompt;
     if (len > s->committed) s->committed = len;
     while (s->publish && s->n_done < s->committed / KV_BLOCK) commit_entry(t, s, s->n_done++);
 }

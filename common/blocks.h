@@ -60,7 +60,8 @@ int blk_max_ops_grow(int n);
 
 /* Begin sequence seq (not running) for a prompt tokens[0..n) that may grow to n_total positions
  * (n <= n_total <= n_ctx). With lookup, the longest cached prefix of tokens[0..n-1) is mapped
- * (the last prompt token is always computed: its logits are needed). The operations (a reset
+ * (the last prompt token is always computed: its logits are needed) and the sequence's blocks
+ * enter the cache as they are committed; without, neither. The operations (a reset
  * of the sequence, its maps and a copy) are written to ops (blk_max_ops_begin room), their count
  * to *n_ops, the positions already present to *n_cached. BT_EFULL: not enough blocks can be
  * freed now (nothing changed); BT_EINVAL: n_total needs more blocks than the pool has. */
@@ -72,7 +73,10 @@ int blk_seq_begin(struct blk_table *t, int seq, const int32_t *tokens, int n, in
 int blk_seq_grow(struct blk_table *t, int seq, int pos, const int32_t *tokens, int n,
                  struct kv_op *ops, int *n_ops);
 /* Positions [0, len) of seq are computed on every stage: its whole blocks among them enter the
- * cache (a block already cached under the same tokens stays the one that is found). */
+ * cache (a block already cached under the same tokens stays the one that is found). Only the
+ * prompt's positions are ever published: generated tokens were computed by the decode kernels,
+ * whose results differ in the last bits from the prompt kernels' (forward.h: fwd_batch.prompt),
+ * so a later prompt holding them computes them itself and the cache never changes an answer. */
 void blk_seq_commit(struct blk_table *t, int seq, int len);
 /* The sequence is done (finished, cancelled or failed): its references are dropped, its
  * committed part stays cached, the rest and its reservation are free again. */

@@ -66,10 +66,13 @@ void fwd_f16_to_f32_row(const uint16_t *src, float *dst, int n)
     }
 }
 
-/* Y (m, w->rows) = X (m, w->cols) @ W^T */
-static int matmul(struct fwd *f, const struct model_tensor *w, const float *X, int m, float *Y)
+/* Y (m, w->rows) = X (m, w->cols) @ W^T; gemm: the gemm kernel whatever m (kernels.h) */
+static int matmul(struct fwd *f, const struct model_tensor *w, const float *X, int m, float *Y,
+                  bool gemm)
 {
-    return kern_matmul(f->pool, w->type, w->data, w->rows, w->cols, X, m, Y);
+    const struct kern_mat mat = {w->type, w->data, w->rows, Y};
+    const struct kern_fuse fu = {.gemm = gemm};
+    return kern_matmul_multi(f->pool, &mat, 1, w->cols, X, m, &fu);
 }
 
 /* ---- attention ---- */
@@ -409,7 +412,7 @@ static int layer_forward(struct fwd *f, int il, const struct fwd_batch *b)
                                     {L->wk.type, L->wk.data, L->wk.rows, f->k},
                                     {L->wv.type, L->wv.data, L->wv.rows, f->v}};
     const bool bias = L->bq.data || L->bk.data || L->bv.data;
-    struct kern_fuse fu = {norm_pre, &an, bias ? qkv_post : NULL, (void *)&qo, false};
+    struct kern_fuse fu = {norm_pre, &an, bias ? qkv_post : NULL, (void *)&qo, false, b->prompt};
     if ((rc = kern_matmul_multi(f->pool, qkv, 3, D, f->x, n, &fu)) < 0) return rc;
     for (int t = 0; t < n; t++) {
         model_rope(f->m, f->q + (size_t)t * q_dim, hp->n_head, b->pos[t]);
@@ -423,7 +426,7 @@ static int layer_forward(struct fwd *f, int il, const struct fwd_batch *b)
     /* x += att @ wo^T (+ bo) */
     const struct resid_op ro = {f->x, f->xb, L->bo.data, D};
     const struct kern_mat wo = {L->wo.type, L->wo.data, L->wo.rows, f->xb};
-    fu = (struct kern_fuse){NULL, NULL, resid_post, (void *)&ro, false};
+    fu = (struct kern_fuse){NULL, NULL, resid_post, (void *)&ro, false, b->prompt};
     if ((rc = kern_matmul_multi(f->pool, &wo, 1, q_dim, f->att, n, &fu)) < 0) return rc;
 
     /* feed-forward: gate and up of the normed input, silu(gate) * up, in one job */
@@ -432,17 +435,17 @@ static int layer_forward(struct fwd *f, int il, const struct fwd_batch *b)
     const struct kern_mat gu[2] = {{L->w_gate.type, L->w_gate.data, L->w_gate.rows, f->hb},
                                    {L->w_up.type, L->w_up.data, L->w_up.rows, f->hb2}};
     if (L->w_gate.type == L->w_up.type) {
-        fu = (struct kern_fuse){norm_pre, &fn, glu_post, (void *)&go, true};
+        fu = (struct kern_fuse){norm_pre, &fn, glu_post, (void *)&go, true, b->prompt};
         if ((rc = kern_matmul_multi(f->pool, gu, 2, D, f->x, n, &fu)) < 0) return rc;
     } else {
-        fu = (struct kern_fuse){norm_pre, &fn, NULL, NULL, false};
+        fu = (struct kern_fuse){norm_pre, &fn, NULL, NULL, false, b->prompt};
         if ((rc = kern_matmul_multi(f->pool, gu, 2, D, f->x, n, &fu)) < 0) return rc;
         kern_swiglu(f->hb, f->hb2, (int64_t)n * hp->n_ff);
     }
     /* x += h @ w_down^T */
     const struct resid_op rd = {f->x, f->xb, NULL, D};
     const struct kern_mat wd = {L->w_down.type, L->w_down.data, L->w_down.rows, f->xb};
-    fu = (struct kern_fuse){NULL, NULL, resid_post, (void *)&rd, false};
+    fu = (struct kern_fuse){NULL, NULL, resid_post, (void *)&rd, false, b->prompt};
     if ((rc = kern_matmul_multi(f->pool, &wd, 1, hp->n_ff, f->hb, n, &fu)) < 0) return rc;
     return 0;
 }
@@ -545,7 +548,7 @@ int fwd_eval(struct fwd *f, const struct fwd_batch *b, const float **out, int *n
         if (b->logits && b->logits[t])
             fwd_rmsnorm(f->xo + (size_t)r++ * D, f->x + (size_t)t * D, m->out_norm.data, D,
                         hp->norm_eps);
-    if ((rc = matmul(f, &m->output, f->xo, no, f->logits)) < 0)
+    if ((rc = matmul(f, &m->output, f->xo, no, f->logits, b->prompt)) < 0)
         return bt_errf(err, errsz, rc, "output head: matrix product failed (%s)", bt_strstatus(rc));
     const size_t nl = (size_t)no * hp->n_vocab;
     for (size_t i = 0; i < nl; i++)

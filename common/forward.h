@@ -24,6 +24,7 @@
 #ifndef BATON_FORWARD_H
 #define BATON_FORWARD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -39,6 +40,11 @@ struct fwd_batch {
     const int32_t *pos;    /* (n) position of each token: its sequence's next position */
     const int32_t *seq;    /* (n) sequence (kv slot) of each token */
     const uint8_t *logits; /* (n) nonzero: return this row's logits (last stage only); NULL: none */
+    /* Some rows are prompt tokens: every matrix product of the pass then runs the gemm kernel
+     * (kernels.h: kern_fuse.gemm), whose results for a row do not depend on the other rows, so
+     * a prompt token's keys, values and logits are the same whether it is computed with its
+     * whole prompt or after a prefix cache hit, alone or beside other sequences. */
+    bool prompt;
 };
 
 struct fwd {

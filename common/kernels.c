@@ -728,7 +728,8 @@ static void mm_worker(void *ctx, int ith, int nth)
 /* Plan a call over the slots already in j (rows set): fills everything in j but the pointers to
  * data. Returns the caller's scratch size and the size every other thread may need. */
 static void mm_plan(struct mm_job *j, const struct kern_ops *ops, uint32_t wtype, int64_t n,
-                    int64_t m, int nth, bool pre, size_t *caller_need, size_t *worker_need)
+                    int64_t m, int nth, bool pre, bool gemm, size_t *caller_need,
+                    size_t *worker_need)
 {
     const struct kern_wtype *wt = &wtypes[wtype];
     j->ops = ops;
@@ -743,7 +744,7 @@ static void mm_plan(struct mm_job *j, const struct kern_ops *ops, uint32_t wtype
     j->act_private = !j->act_direct && (m <= ACT_PRIVATE_MAX_M || nth == 1);
     j->act_bytes = j->act_direct ? 0 : (size_t)m * j->L.stride;
     j->pre_bytes = pre ? round64((size_t)n * 4) : 0;
-    j->gemm = ops->gemm[wtype] && ops->gemm_rows > 0 && m >= ops->gemm_min_m[wtype];
+    j->gemm = ops->gemm[wtype] && ops->gemm_rows > 0 && (m >= ops->gemm_min_m[wtype] || gemm);
     j->L.ilv = !j->gemm && ops->mv_ilv[wtype] ? ops->mv_ilv[wtype] : 1;
     j->priv_bytes = j->gemm ? ops->gemm_scratch(wtype, n) : 0;
     int64_t work_rows = 0; /* rows of weights, all slots */
@@ -757,7 +758,9 @@ static void mm_plan(struct mm_job *j, const struct kern_ops *ops, uint32_t wtype
         if (per < 16) per = 16;
         per = (per + 15) & ~(int64_t)15;
         j->unit_rows = per;
-        j->unit_cols = m <= 64 ? m : 64;
+        /* the gemm asked for but none for this type: one row of X per unit, so that every row
+         * is computed the same way whatever m (the matvec kernels group up to 4 rows) */
+        j->unit_cols = gemm ? 1 : m <= 64 ? m : 64;
     }
     int64_t n_rtiles = 0;
     for (int s = 0; s < j->n_slots; s++) {
@@ -783,7 +786,8 @@ static int mm_run(struct bt_pool *p, struct mm_job *j, uint32_t wtype, int64_t n
 {
     const struct kern_ops *ops = ops_get();
     size_t caller_need, worker_need;
-    mm_plan(j, ops, wtype, n, m, bt_pool_size(p), fu && fu->pre, &caller_need, &worker_need);
+    mm_plan(j, ops, wtype, n, m, bt_pool_size(p), fu && fu->pre, fu && fu->gemm, &caller_need,
+            &worker_need);
     (void)worker_need;
     j->X = X;
     j->pool = p;
@@ -889,11 +893,12 @@ int kern_reserve(struct bt_pool *p, uint32_t wtype, int64_t n, int64_t m)
     struct reserve_job r = {0, 0};
     int64_t cand[4] = {m, m < ACT_PRIVATE_MAX_M ? m : ACT_PRIVATE_MAX_M, m > 1 ? m - 1 : 1, 1};
     const struct kern_ops *ops = ops_get();
-    for (int i = 0; i < 8; i++) { /* without and with a pre transform */
+    for (int i = 0; i < 16; i++) { /* without and with a pre transform, the gemm forced or not */
         memset(&j, 0, sizeof(j));
         j.n_slots = 1;
         j.slot[0] = mm_single(NULL, NULL, 1, 0);
-        mm_plan(&j, ops, wtype, n, cand[i / 2], bt_pool_size(p), i & 1, &caller_need, &worker_need);
+        mm_plan(&j, ops, wtype, n, cand[i / 4], bt_pool_size(p), i & 1, i & 2, &caller_need,
+                &worker_need);
         if (caller_need > r.need) r.need = caller_need;
         if (worker_need > r.need) r.need = worker_need;
     }

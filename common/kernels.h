@@ -71,6 +71,9 @@ struct kern_fuse {
     kern_post_fn post; /* NULL: none */
     void *post_ctx;
     bool paired; /* two matrices of the same rows: every unit covers the same rows of both */
+    bool gemm;   /* the gemm kernel whatever m (when the type has one on this instruction set):
+                  * a row's results then do not depend on how many rows the call has, since the
+                  * gemm computes every (row of X, row of W) in the same order for any m */
 };
 
 /* Y_i (m, rows_i) = pre(X) (m, n) @ W_i^T for each of the n_mats (1..KERN_MULTI_MAX) matrices,

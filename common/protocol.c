@@ -726,7 +726,7 @@ static int forward_check(const struct proto_forward *f, struct proto_token *fill
             return bt_errf(err, errsz, st, "seq id %u listed twice", (uint32_t)(keys[i] >> 32));
     for (uint32_t i = 0; i < f->n_tokens; i++) {
         const struct proto_token *t = &f->tokens[i];
-        if (t->flags & ~(PROTO_TOK_ROW | PROTO_TOK_LOGITS))
+        if (t->flags & ~(PROTO_TOK_ROW | PROTO_TOK_LOGITS | PROTO_TOK_PROMPT))
             return bt_errf(err, errsz, st, "token %u: unknown flags 0x%x", i, t->flags);
         if (t->pos >= PROTO_MAX_POS)
             return bt_errf(err, errsz, st, "token %u: position %u past %u", i, t->pos,

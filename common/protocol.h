@@ -169,6 +169,7 @@ struct proto_sampling {
 /* FORWARD per-token flags */
 #define PROTO_TOK_ROW    1u /* an activation row for this token follows (else use `token`) */
 #define PROTO_TOK_LOGITS 2u /* the last stage samples after this token */
+#define PROTO_TOK_PROMPT 4u /* a prompt token (the batch runs the prompt kernels: forward.h) */
 /* FORWARD per-sequence flags */
 #define PROTO_SEQ_RESET    1u /* clear KV cells and sampler history before this batch */
 #define PROTO_SEQ_CLEAR_KV 2u /* drop KV cells at positions >= this batch's first position */

@@ -323,15 +323,17 @@ void stage_seq_release(struct stage *s, int seq)
 void stage_batch_clear(struct stage *s)
 {
     s->n = 0;
+    s->prompt = false;
 }
 
-int stage_batch_add(struct stage *s, int seq, int pos, int32_t token, bool want)
+int stage_batch_add(struct stage *s, int seq, int pos, int32_t token, unsigned flags)
 {
     if (s->n >= s->max_batch) return BT_EFULL;
     s->tok[s->n] = token;
     s->pos[s->n] = pos;
     s->seq[s->n] = seq;
-    s->want[s->n] = want && s->m->last;
+    s->want[s->n] = (flags & STAGE_WANT) && s->m->last;
+    s->prompt = s->prompt || (flags & STAGE_PROMPT);
     s->n++;
     return BT_OK;
 }
@@ -344,7 +346,8 @@ int stage_run(struct stage *s, const float *embd, const float **out, int *n_out,
                           .embd = embd,
                           .pos = s->pos,
                           .seq = s->seq,
-                          .logits = s->m->last ? s->want : NULL};
+                          .logits = s->m->last ? s->want : NULL,
+                          .prompt = s->prompt};
     return fwd_eval(s->f, &b, out, n_out, err, errsz);
 }
 

@@ -100,6 +100,7 @@ struct stage {
     int n;
     int32_t *tok, *pos, *seq; /* a token id < 0 (unknown to a later stage) is never fed */
     uint8_t *want;            /* nonzero: the last stage samples after this token */
+    bool prompt;              /* some token of the batch is a prompt token (STAGE_PROMPT) */
 };
 
 /* Load layers [l0, l1) (stage_load, with progress) and build the rest. *out is owned by the
@@ -118,10 +119,13 @@ int stage_seq_reset(struct stage *s, int seq, const struct smp_params *p, char *
 /* The sequence ended (its sampler stays until the next reset). */
 void stage_seq_release(struct stage *s, int seq);
 
-/* Start an empty micro-batch; add one token of seq at pos (want: sample after it). BT_EFULL past
- * max_batch. */
+/* Start an empty micro-batch; add one token of seq at pos with flags STAGE_WANT (sample after
+ * it) and STAGE_PROMPT (a prompt token: the batch then runs the prompt kernels, forward.h:
+ * fwd_batch.prompt). BT_EFULL past max_batch. */
+#define STAGE_WANT   1u
+#define STAGE_PROMPT 2u
 void stage_batch_clear(struct stage *s);
-int stage_batch_add(struct stage *s, int seq, int pos, int32_t token, bool want);
+int stage_batch_add(struct stage *s, int seq, int pos, int32_t token, unsigned flags);
 
 /* Run the stage over the batch. The first stage reads the token ids, a later one embd (n,
  * n_embd). *out, *n_out as fwd_eval (forward.h): logits of the wanted rows on the last stage,

@@ -346,7 +346,8 @@ static void on_forward(struct rankd *d, const struct proto_msg *m)
     for (uint32_t i = 0; i < fw->n_tokens; i++) {
         const struct proto_token *t = &fw->tokens[i];
         stage_batch_add(st, (int)t->seq_id, (int)t->pos, t->token,
-                        (t->flags & PROTO_TOK_LOGITS) != 0);
+                        (t->flags & PROTO_TOK_LOGITS ? STAGE_WANT : 0u) |
+                            (t->flags & PROTO_TOK_PROMPT ? STAGE_PROMPT : 0u));
     }
     const float *out;
     int n_out = 0;

@@ -42,6 +42,7 @@ struct eng_item {
     const int32_t *tokens; /* borrowed until the batch is collected */
     bool reset;            /* a new sequence: forget its cache and sampler state (pos is 0) */
     bool sample;           /* sample a token after the last of tokens */
+    bool prompt;           /* the tokens are the prompt's (stage.h: STAGE_PROMPT) */
     /* with reset: the sequence's sampling parameters (copied; every engine applies the one
      * sampling policy, sampler.h: smp_params_policy, so a bias <= -100 bans its token) */
     const struct smp_params *sp;

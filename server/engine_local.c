@@ -122,7 +122,8 @@ static int local_run(struct eng_local *e, const struct eng_item *items, int n)
         if ((rc = stage_kv_apply(st, e->ops, n_ops, err, errsz)) < 0) return rc;
         for (int k = 0; k < it->n_tokens; k++)
             stage_batch_add(st, it->seq, it->pos + k, it->tokens[k],
-                            it->sample && k == it->n_tokens - 1);
+                            (it->sample && k == it->n_tokens - 1 ? STAGE_WANT : 0u) |
+                                (it->prompt ? STAGE_PROMPT : 0u));
         if (it->sample) e->item_of_pick[n_want++] = i;
     }
     const float *logits;

@@ -712,13 +712,15 @@ static int put_items(struct eng_pipe *e, struct pipe_flight *f, const struct eng
         f->got[i] = false;
         if (it->reset) stage_seq_reset(st, it->seq, NULL, NULL, 0); /* stage 0 has no sampler */
         for (int k = 0; k < it->n_tokens; k++, nt++) {
-            bool want = it->sample && k == it->n_tokens - 1;
-            stage_batch_add(st, it->seq, it->pos + k, it->tokens[k], want);
+            const bool want = it->sample && k == it->n_tokens - 1;
+            stage_batch_add(st, it->seq, it->pos + k, it->tokens[k],
+                            (want ? STAGE_WANT : 0u) | (it->prompt ? STAGE_PROMPT : 0u));
             e->ptok[nt] =
                 (struct proto_token){.seq_id = (uint32_t)it->seq,
                                      .pos = (uint32_t)(it->pos + k),
                                      .token = it->tokens[k],
-                                     .flags = PROTO_TOK_ROW | (want ? PROTO_TOK_LOGITS : 0u)};
+                                     .flags = PROTO_TOK_ROW | (want ? PROTO_TOK_LOGITS : 0u) |
+                                              (it->prompt ? PROTO_TOK_PROMPT : 0u)};
         }
         struct proto_seq *ps = &e->pseq[i];
         memset(ps, 0, sizeof(*ps));

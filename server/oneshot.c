@@ -105,6 +105,7 @@ static int generate(struct engine *eng, const struct tok *t, const int32_t *toks
                               .tokens = toks + i,
                               .reset = i == 0,
                               .sample = i + k == n_prompt,
+                              .prompt = true,
                               .sp = sp};
         if ((rc = step(eng, &it, &res, err, sizeof(err))) < 0) {
             bt_error("prompt: %s", err);

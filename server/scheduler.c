@@ -566,6 +566,7 @@ static int submit_batch(struct sched *s)
                                         .tokens = r->prompt + best->n_fed,
                                         .reset = best->fresh,
                                         .sample = best->n_fed + k == r->n_prompt,
+                                        .prompt = true,
                                         .sp = &best->sp};
         f->slot[n++] = best->id;
         budget -= k;

@@ -7,7 +7,8 @@
  * --device cuda:N runs the forward pass on that GPU; the bound then uses the device's peak
  * memory bandwidth (memory clock x bus width x 2, from the driver) instead of a measured one.
  * -B: batched decoding, B sequences stepping together (one token each per forward pass), n
- * steps after d positions each, reported as total tokens/s; default none on the CPU, 8,32 on a CUDA device.
+ * steps after d positions each, reported as total tokens/s; default none on the CPU, 8,32 on a CUDA
+ * device.
  *
  * pp: one forward pass over a batch of p tokens (random ids, fixed seed) from an empty cache.
  * tg: n single-token decode steps after d positions already in the cache (-d, default 0: from an
@@ -149,7 +150,8 @@ static double run_pp(struct stage *s, int p, char *err, size_t errsz)
     stage_batch_clear(s);
     for (int i = 0; i < p; i++) {
         x = x * 6364136223846793005ull + 1442695040888963407ull;
-        stage_batch_add(s, 0, i, (int32_t)((x >> 33) % (uint64_t)s->n_vocab), i == p - 1);
+        stage_batch_add(s, 0, i, (int32_t)((x >> 33) % (uint64_t)s->n_vocab),
+                        STAGE_PROMPT | (i == p - 1 ? STAGE_WANT : 0u));
     }
     kv_seq_clear(s->kv, 0);
     double t0 = bt_now_s();
@@ -172,8 +174,12 @@ static int fill_depth(struct stage *s, int nb, int depth, char *err, size_t errs
                 s->seq[k] = i;
                 s->want[k] = k == n - 1;
             }
-            struct fwd_batch b = {
-                .n = n, .token = s->tok, .pos = s->pos, .seq = s->seq, .logits = s->want};
+            struct fwd_batch b = {.n = n,
+                                  .token = s->tok,
+                                  .pos = s->pos,
+                                  .seq = s->seq,
+                                  .logits = s->want,
+                                  .prompt = true};
             if (fwd_eval(s->f, &b, &out, &n_out, err, errsz) < 0) return -1;
         }
     return 0;

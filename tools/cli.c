@@ -203,7 +203,8 @@ static int cli_prefill(struct cli *c, const float **logits)
         const int n = c->n_prompt - i < c->n_batch ? c->n_prompt - i : c->n_batch;
         stage_batch_clear(c->s);
         for (int j = 0; j < n; j++)
-            stage_batch_add(c->s, 0, i + j, c->toks[i + j], i + j == c->n_prompt - 1);
+            stage_batch_add(c->s, 0, i + j, c->toks[i + j],
+                            STAGE_PROMPT | (i + j == c->n_prompt - 1 ? STAGE_WANT : 0u));
         if ((rc = stage_run(c->s, NULL, logits, &n_out, err, sizeof(err))) < 0) {
             bt_error("prompt: %s", err);
             return rc;
@@ -247,7 +248,7 @@ static int cli_generate(struct cli *c, const float *logits, int *n_gen)
         emit(c->piece, k);
         if (*n_gen == c->n_predict) break;
         stage_batch_clear(c->s);
-        stage_batch_add(c->s, 0, pos++, id, true);
+        stage_batch_add(c->s, 0, pos++, id, STAGE_WANT);
         if ((rc = stage_run(c->s, NULL, &logits, &n_out, err, sizeof(err))) < 0) {
             bt_error("generation: %s", err);
             return rc;

@@ -131,7 +131,7 @@ static void run_compare(const char *label, const char *path, uint32_t kv_type, d
             seq[i] = i >= PLAN[p].seq1;
             pos[i] = len[seq[i]]++;
         }
-        struct fwd_batch b = {n, tok, NULL, pos, seq, want};
+        struct fwd_batch b = {n, tok, NULL, pos, seq, want, true};
         const float *oc, *og;
         int nc, ng;
         if (fwd_eval(cpu.f, &b, &oc, &nc, err, sizeof(err)) < 0) {
@@ -197,14 +197,14 @@ static void run_split(const char *path)
             tok[i] = (int32_t)((len * 7 + 3) % V);
             pos[i] = len++;
         }
-        struct fwd_batch full = {n, tok, NULL, pos, seq, want};
+        struct fwd_batch full = {n, tok, NULL, pos, seq, want, true};
         const float *o, *act;
         int no, na;
         if (fwd_eval(all.f, &full, &o, &no, err, sizeof(err)) < 0) break;
         memcpy(ref, o, (size_t)no * V * sizeof(float));
-        struct fwd_batch first = {n, tok, NULL, pos, seq, NULL};
+        struct fwd_batch first = {n, tok, NULL, pos, seq, NULL, true};
         if (fwd_eval(a.f, &first, &act, &na, err, sizeof(err)) < 0) break;
-        struct fwd_batch second = {n, NULL, act, pos, seq, want};
+        struct fwd_batch second = {n, NULL, act, pos, seq, want, true};
         if (fwd_eval(b.f, &second, &o, &no, err, sizeof(err)) < 0) break;
         compare_rows(ref, o, no, V, &s);
     }

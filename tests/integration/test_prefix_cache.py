@@ -3,8 +3,12 @@ on stories260K, 127.0.0.1 only). meson runs each case as its own test (prefix_CA
 
   equal       R = 1..4: greedy output with the cache equals the output without it
               (cache_prompt: false), byte for byte, including hits that end inside a block and
-              generated text cached for the next turn; usage.prompt_tokens_details.cached_tokens
-              and the /metrics counters show the hits
+              the next turn (the whole earlier prompt taken from the cache, the answer's tokens
+              computed as prompt tokens); usage.prompt_tokens_details.cached_tokens and the
+              /metrics counters show the hits
+  quantized   R = 1, 2, a Q4_0 model (baton-mkmodel, 4 layers of 512): the same equality where the
+              matrix kernels differ in the last bits between a few rows and many, with hits that
+              leave 1..3 tokens to compute and a second turn
   evict       a deliberately tiny cache (--kv-blocks): evictions happen and every answer still
               equals its uncached reference; a request larger than the cache gets 503
   concurrent  R = 1, 3: 16 concurrent requests sharing one system prompt, each equal to its
@@ -24,7 +28,7 @@ import time
 
 import pytest
 
-from harness import MODEL, Serve, healthy, open_stream, sse_lines, wait_for
+from harness import MKMODEL, MODEL, Serve, healthy, open_stream, run, sse_lines, wait_for
 
 if not shutil.which("mpiexec"):
     pytest.skip("mpiexec not found", allow_module_level=True)
@@ -42,11 +46,14 @@ def serve(ranks, *extra, name="cache"):
     return job
 
 
-def complete(job, prompt, cache=True, max_tokens=40, **extra):
+def complete(job, prompt, cache=True, max_tokens=40, usage=False, **extra):
+    """(text, cached prompt tokens), with usage=True (text, cached, prompt tokens)."""
     st, r = job.get_json("/v1/completions", {"prompt": prompt, "max_tokens": max_tokens,
                                             "temperature": 0, "cache_prompt": cache, **extra})
     assert st == 200, (st, r)
-    return r["choices"][0]["text"], r["usage"]["prompt_tokens_details"]["cached_tokens"]
+    u = r["usage"]
+    out = (r["choices"][0]["text"], u["prompt_tokens_details"]["cached_tokens"])
+    return out + (u["prompt_tokens"],) if usage else out
 
 
 def metric(job, name):
@@ -63,18 +70,54 @@ def test_equal(ranks, check):
             want, c0 = complete(job, p, cache=False)
             check(c0 == 0, f"{ranks} ranks: cache_prompt false takes nothing from the cache")
             complete(job, p[:len(p) - 2 - i % 3])  # a nearby prompt ends inside a block
-            got, hit = complete(job, p)
+            got, hit, n_p = complete(job, p, usage=True)
             inside += hit % 16 != 0
             check(hit > 0, f"{ranks} ranks: '{w}': {hit} prompt tokens from the cache")
             check(got == want, f"{ranks} ranks: '{w}': cached output equals uncached "
                                f"({got[:40]!r} vs {want[:40]!r})")
-            # the next turn resends this answer: its tokens are cached too
-            _, hit2 = complete(job, p + got, max_tokens=8)
-            check(hit2 > hit, f"{ranks} ranks: the answer's tokens are cached ({hit2} > {hit})")
+            # the next turn resends the prompt and this answer: the whole prompt is cached, the
+            # answer's tokens are computed again (as prompt tokens), and the output is unchanged
+            want2, _ = complete(job, p + got, cache=False, max_tokens=8)
+            got2, hit2 = complete(job, p + got, max_tokens=8)
+            check(n_p - 1 <= hit2 <= n_p, f"{ranks} ranks: the next turn takes the earlier "
+                                          f"prompt from the cache ({hit2} of its {n_p} tokens)")
+            check(got2 == want2, f"{ranks} ranks: '{w}': the next turn equals its uncached "
+                                 f"output ({got2!r} vs {want2!r})")
         check(inside > 0, f"{ranks} ranks: {inside} hits ended inside a block")
         check(metric(job, "baton_prefix_cache_hit_tokens_total") > 0 and
               metric(job, "baton_prefix_cache_lookups_total") > 0,
               f"{ranks} ranks: /metrics counts lookups and hit tokens")
+    finally:
+        job.close()
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_quantized(ranks, check, tmp_path):
+    model = str(tmp_path / "tiny-q4_0.gguf")
+    rc, _, err, _ = run([MKMODEL, "-q", "-o", model, "--preset", "tiny", "--type", "q4_0",
+                         "--n-embd", "512", "--n-layer", "4", "--n-head", "8", "--n-ff", "1536",
+                         "--seed", "11"], timeout=60)
+    assert rc == 0, err
+    job = Serve("--ranks", str(ranks), "-m", model, "-t", "2", "-c", "256", "--parallel", "2",
+                name="quant")
+    healthy(job, 90, f"baton serve --ranks {ranks}")
+    try:
+        hits = 0
+        for i, w in enumerate(ENDINGS[:6]):
+            p = f"{SYSTEM} {w}"
+            want, _ = complete(job, p, cache=False, max_tokens=24)
+            # a prompt 1..3 tokens shorter first: the cached run computes only the rest
+            toks = job.get_json("/tokenize", {"content": p, "add_special": True})[1]["tokens"]
+            complete(job, toks[:len(toks) - 1 - i % 3], max_tokens=4)
+            got, hit = complete(job, p, max_tokens=24)
+            hits += hit > 0
+            check(got == want, f"{ranks} ranks: '{w}' ({hit} tokens cached): cached output "
+                               f"equals uncached ({got!r} vs {want!r})")
+            want2, _ = complete(job, p + got + " and", cache=False, max_tokens=16)
+            got2, _ = complete(job, p + got + " and", max_tokens=16)
+            check(got2 == want2, f"{ranks} ranks: '{w}': the second turn equals its uncached "
+                                 f"output ({got2!r} vs {want2!r})")
+        check(hits == 6, f"{ranks} ranks: {hits} of 6 prompts hit the cache")
     finally:
         job.close()
 

@@ -106,7 +106,7 @@ static void test_no_device(void)
     if (f) {
         int32_t tok = 1, pos = 0, seq = 0;
         uint8_t want = 1;
-        struct fwd_batch b = {1, &tok, NULL, &pos, &seq, &want};
+        struct fwd_batch b = {1, &tok, NULL, &pos, &seq, &want, false};
         const float *o;
         int no;
         CHECK_INT(fwd_eval(f, &b, &o, &no, err, sizeof(err)), 0);

@@ -76,7 +76,7 @@ static void check_model(const char *name, const struct fx_file *fx, const char *
         const float *out;
         int n_out;
         for (int j = 0; j < k; j++) pos[j] = i + j;
-        struct fwd_batch b = {k, tok + i, NULL, pos, seq, want};
+        struct fwd_batch b = {k, tok + i, NULL, pos, seq, want, true};
         if (fwd_eval(f, &b, &out, &n_out, err, sizeof(err)) < 0 || n_out != k) {
             fprintf(stderr, "%s: %s\n", name, err);
             CHECK(0);

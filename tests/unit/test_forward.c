@@ -60,7 +60,7 @@ static int eval(struct eng *e, int n, const int32_t *tok, const float *embd, con
     char err[256] = "";
     const float *out;
     int n_out;
-    struct fwd_batch b = {n, tok, embd, pos, seq, want};
+    struct fwd_batch b = {n, tok, embd, pos, seq, want, false};
     int rc = fwd_eval(e->f, &b, &out, &n_out, err, sizeof(err));
     if (rc < 0) return rc;
     const int w = e->m->last ? e->m->hp.n_vocab : e->m->hp.n_embd;
@@ -378,29 +378,29 @@ static void test_bad_batches(void)
     int n_out;
     /* a gap in positions */
     int32_t p5 = 5;
-    struct fwd_batch b = {1, tok, NULL, &p5, seq, want};
+    struct fwd_batch b = {1, tok, NULL, &p5, seq, want, false};
     CHECK_INT(fwd_eval(e.f, &b, &out, &n_out, err, sizeof(err)), BT_EINVAL);
     CHECK(strstr(err, "position") != NULL);
     /* sequence and token out of range, empty and oversized batches */
     int32_t s9 = 9, p3 = 3, bad_tok = 512;
-    b = (struct fwd_batch){1, tok, NULL, &p3, &s9, want};
+    b = (struct fwd_batch){1, tok, NULL, &p3, &s9, want, false};
     CHECK_INT(fwd_eval(e.f, &b, &out, &n_out, err, sizeof(err)), BT_EINVAL);
-    b = (struct fwd_batch){1, &bad_tok, NULL, &p3, seq, want};
+    b = (struct fwd_batch){1, &bad_tok, NULL, &p3, seq, want, false};
     CHECK_INT(fwd_eval(e.f, &b, &out, &n_out, err, sizeof(err)), BT_EINVAL);
-    b = (struct fwd_batch){0, tok, NULL, pos, seq, want};
+    b = (struct fwd_batch){0, tok, NULL, pos, seq, want, false};
     CHECK_INT(fwd_eval(e.f, &b, &out, &n_out, err, sizeof(err)), BT_EINVAL);
-    b = (struct fwd_batch){9, tok, NULL, pos, seq, want};
+    b = (struct fwd_batch){9, tok, NULL, pos, seq, want, false};
     CHECK_INT(fwd_eval(e.f, &b, &out, &n_out, err, sizeof(err)), BT_EINVAL);
     /* two rows want logits, max_out is 1 */
     uint8_t two[2] = {1, 1};
-    b = (struct fwd_batch){2, tok + 3, NULL, pos + 3, seq, two};
+    b = (struct fwd_batch){2, tok + 3, NULL, pos + 3, seq, two, false};
     CHECK_INT(fwd_eval(e.f, &b, &out, &n_out, err, sizeof(err)), BT_EINVAL);
     /* nothing changed */
     CHECK_INT(kv_seq_len(e.kv, 0), 3);
     /* fill the 8 cells; the 9th position is refused as full, valid tokens before it or not */
     CHECK_INT(eval(&e, 5, tok + 3, NULL, pos + 3, seq, want), 0);
     CHECK_INT(kv_seq_len(e.kv, 0), 8);
-    b = (struct fwd_batch){1, tok + 8, NULL, pos + 8, seq, want};
+    b = (struct fwd_batch){1, tok + 8, NULL, pos + 8, seq, want, false};
     CHECK_INT(fwd_eval(e.f, &b, &out, &n_out, err, sizeof(err)), BT_EFULL);
     CHECK_INT(kv_seq_len(e.kv, 0), 8);
     /* the other sequence still works */

@@ -272,6 +272,54 @@ static void test_large(struct bt_pool *pool)
     }
 }
 
+/* kern_fuse.gemm (prompt rows, forward.h): a row's results are the same bit for bit whatever the
+ * number of rows in the call and whatever the other rows, on every instruction set and pool size
+ * (the prefix cache relies on it: a prompt token computed after a hit equals the one computed with
+ * its whole prompt). Without the flag the matvec path (m < 4) may differ in the last bits, which
+ * is why the flag exists: on a CPU with a vector instruction set it does for some type, checked
+ * so that the test cannot pass by never taking the two paths. */
+static void test_gemm_rows(struct bt_pool *pool)
+{
+    int mv_differs = 0;
+    static const int64_t split[] = {1, 2, 3, 5, 16, 37}; /* then the rest of the 40 rows */
+    for (int ti = 0; ti < NTYPES; ti++) {
+        const uint32_t t = types[ti];
+        const bool k = t == BT_Q4_K || t == BT_Q5_K || t == BT_Q6_K;
+        const int64_t rows = 70, n = k ? 512 : 576, m = 40;
+        struct problem P;
+        problem_make(&P, t, rows, n, m, ti & 1);
+        float *all = malloc(sizeof(float) * (size_t)(m * rows));
+        float *part = malloc(sizeof(float) * (size_t)(m * rows));
+        const struct kern_fuse fu = {.gemm = true};
+        for (int ii = 0; ii < n_isa; ii++) {
+            set_isa(isa_list[ii]);
+            const struct kern_mat whole = {t, P.W, rows, all};
+            CHECK_INT(kern_matmul_multi(pool, &whole, 1, n, P.X, m, &fu), 0);
+            for (int s = 0; s < (int)(sizeof(split) / sizeof(split[0])); s++) {
+                const int64_t a = split[s];
+                const struct kern_mat m1 = {t, P.W, rows, part},
+                                      m2 = {t, P.W, rows, part + a * rows};
+                CHECK_INT(kern_matmul_multi(s & 1 ? NULL : pool, &m1, 1, n, P.X, a, &fu), 0);
+                CHECK_INT(kern_matmul_multi(pool, &m2, 1, n, P.X + a * n, m - a, &fu), 0);
+                if (memcmp(all, part, sizeof(float) * (size_t)(m * rows)) != 0) {
+                    fprintf(stderr, "gemm rows: %s %s: rows 0..%lld computed apart differ\n",
+                            isa_list[ii], bt_type_name(t), (long long)a - 1);
+                    CHECK(0);
+                }
+            }
+            int bad = 0; /* and right */
+            for (int64_t i = 0; i < m * rows; i++) bad += !(fabs(all[i] - P.ref[i]) <= P.tol[i]);
+            CHECK_INT(bad, 0);
+            CHECK_INT(kern_matmul(pool, t, P.W, rows, n, P.X, 1, part), 0); /* the matvec */
+            mv_differs += memcmp(all, part, sizeof(float) * (size_t)rows) != 0;
+        }
+        free(all);
+        free(part);
+        problem_free(&P);
+    }
+    if (n_isa > 1) CHECK(mv_differs > 0);
+}
+
 /* kern_matmul_multi: three matrices (one of them empty) or a pair, with a pre transform of X and
  * a post operation, equal bit for bit to kern_matmul on the transformed X; every output element
  * passed to post exactly once; mixed types take one job per matrix. */
@@ -339,7 +387,7 @@ static void test_multi(struct bt_pool *pool)
                         memset(seen[i], 0, sizeof(int) * (size_t)(m * rows[i] + 1));
                         CHECK_INT(kern_matmul(p, ti2, W[i], rows[i], n, Xt, m, R[i]), 0);
                     }
-                    struct kern_fuse fu = {multi_pre, &n, multi_post_fn, &po, false};
+                    struct kern_fuse fu = {multi_pre, &n, multi_post_fn, &po, false, false};
                     CHECK_INT(kern_matmul_multi(p, mats, 3, n, X, m, &fu), 0);
                     for (int i = 0; i < 3; i++) {
                         CHECK(memcmp(Y[i], R[i], sizeof(float) * (size_t)(m * rows[i])) == 0);
@@ -377,7 +425,7 @@ static void test_multi(struct bt_pool *pool)
             }
         }
         struct kern_mat bad2[2] = {{t, W[0], 67, Y[0]}, {t, W[2], 66, Y[2]}};
-        struct kern_fuse fp = {NULL, NULL, NULL, NULL, true};
+        struct kern_fuse fp = {NULL, NULL, NULL, NULL, true, false};
         CHECK_INT(kern_matmul_multi(pool, bad2, 2, n, X, 1, &fp), BT_EINVAL);
         CHECK_INT(kern_matmul_multi(pool, bad2, 0, n, X, 1, NULL), BT_EINVAL);
         CHECK_INT(kern_matmul_multi(pool, bad2, KERN_MULTI_MAX + 1, n, X, 1, NULL), BT_EINVAL);
@@ -497,6 +545,7 @@ int main(void)
     test_matmul(pool);
     test_large(pool);
     test_multi(pool);
+    test_gemm_rows(pool);
     CHECK_INT(kern_set_isa("auto"), 0);
     CHECK_STR(kern_isa(), best);
 

@@ -441,7 +441,8 @@ static void make_forward(struct proto_forward *f, struct proto_token *tok, struc
         tok[i].seq_id = i < 3 ? 11 : 4;
         tok[i].pos = i < 3 ? 100 + i : i;
         tok[i].token = i < 3 ? (int32_t)(1000 + i) : (i == 3 ? -1 : 42);
-        tok[i].flags = (i >= 3 ? PROTO_TOK_ROW : 0) | (i == 2 || i == 4 ? PROTO_TOK_LOGITS : 0);
+        tok[i].flags = (i >= 3 ? PROTO_TOK_ROW : 0) | (i == 2 || i == 4 ? PROTO_TOK_LOGITS : 0) |
+                       (i < 3 ? PROTO_TOK_PROMPT : 0);
     }
     seq[0].seq_id = 4;
     seq[0].flags = PROTO_SEQ_RESET;
@@ -552,7 +553,7 @@ static void test_forward(void)
     BAD32(&b, 24, PROTO_MAX_POS, "position");
     BAD32(&b, 28, (uint32_t)-1, "without an activation row");
     BAD32(&b, 28, (uint32_t)-7, "without an activation row");
-    BAD32(&b, 32, 4, "unknown flags");
+    BAD32(&b, 32, 8, "unknown flags");
     BAD32(&b, 32, PROTO_TOK_ROW, "flagged with a row");
     BAD32(&b, 148, 11, "listed twice");
     BAD32(&b, 148, 12, "not in the sequence table"); /* seq 4 no longer listed */
