@@ -6,6 +6,7 @@
  * brought to unsigned bytes q + off (off = 8 for Q4_0, 16 for Q5_0, 32 for Q6_K, 0 for types with
  * a min); Q8_0 keeps signed weights and uses the sign trick (|w| x sign(a, w)) instead.
  * Structure as in kernels_avx512.c. Thread-safe: pure functions of their arguments. */
+#define GEMM_ROWS 8 /* weight rows per gemm tile: one vector */
 #include "kernels_x86.h"
 
 #include <immintrin.h>
@@ -549,62 +550,12 @@ MV_ENTRY(mv_bf16, C_BF16)
 /* ---------------------------------------------------------------------------------------- */
 /* gemm: 8 weight rows (one vector) x many activation rows; see kernels_avx512.c             */
 
-#define GEMM_ROWS 8
-#define GEMM_KC   16 /* 32-value groups per k-chunk (a multiple of 8) */
-#define GEMM_NC   4
-#define FGEMM_KC  256
-
-AI int gemm_B(const int T)
-{
-    return T == BT_Q6_K ? 16 : 32;
-}
-
-AI bool gemm_min(const int T)
-{
-    return T == BT_Q4_1 || T == BT_Q5_1 || T == BT_Q4_K || T == BT_Q5_K;
-}
+#define FGEMM_KC 256
 
 /* bytes of one scale block in the tile: B/4 steps x 32 bytes, then dw[8], mw[8] */
 AI size_t gemm_tbs(const int T)
 {
     return (size_t)gemm_B(T) * 8 + 64;
-}
-
-AI void gemm_unpack_row(const int T, const uint8_t *row, int64_t g0, int ng, __m256i *out,
-                        float *dw, float *mw)
-{
-    const size_t tstride = gemm_tbs(T) / 4;
-    if (T == BT_Q4_K || T == BT_Q5_K) {
-        const size_t bs = T == BT_Q4_K ? 144 : 176;
-        for (int g = 0; g < ng; g += 8) {
-            const uint8_t *blk = row + (size_t)((g0 + g) / 8) * bs;
-            const float d = h2f(blk), dmin = h2f(blk + 2);
-            uint64_t sc, mn;
-            kscales(blk + 4, &sc, &mn);
-            for (int j = 0; j < 4; j++) unpack_k4(T, blk, j, &out[g + 2 * j], &out[g + 2 * j + 1]);
-            for (int j = 0; j < 8; j++) {
-                dw[(size_t)(g + j) * tstride] = d * (float)((sc >> (8 * j)) & 0xff);
-                mw[(size_t)(g + j) * tstride] = -dmin * (float)((mn >> (8 * j)) & 0xff);
-            }
-        }
-    } else if (T == BT_Q6_K) {
-        for (int g = 0; g < ng; g += 8) {
-            const uint8_t *blk = row + (size_t)((g0 + g) / 8) * 210;
-            const float d = h2f(blk + 208);
-            unpack_q6k(blk, 0, &out[g]);
-            unpack_q6k(blk, 1, &out[g + 4]);
-            for (int j = 0; j < 16; j++)
-                dw[(size_t)(2 * g + j) * tstride] = d * (float)(int8_t)blk[192 + j];
-        }
-    } else {
-        const size_t bs = bsize32(T);
-        for (int g = 0; g < ng; g++) {
-            const uint8_t *blk = row + (size_t)(g0 + g) * bs;
-            out[g] = unpack32(T, blk);
-            dw[(size_t)g * tstride] = h2f(blk);
-            if (gemm_min(T)) mw[(size_t)g * tstride] = h2f(blk + 2);
-        }
-    }
 }
 
 /* o[s] lane r = dword s of r[r] (8 x 8 dwords) */
@@ -631,17 +582,9 @@ AI void gemm_repack(const int T, const uint8_t *W, size_t wrow, int64_t nr, int6
                     uint8_t *tile, __m256i *tmp /* [8][GEMM_KC] */)
 {
     const size_t tbs = gemm_tbs(T);
-    const int B = gemm_B(T), nblk = ng * 32 / B;
-    float *dw0 = (float *)(tile + (size_t)B * 8), *mw0 = dw0 + 8;
-    for (int r = 0; r < GEMM_ROWS; r++) {
-        if (r < nr) {
-            gemm_unpack_row(T, W + (size_t)r * wrow, g0, ng, tmp + r * GEMM_KC, dw0 + r, mw0 + r);
-        } else {
-            for (int g = 0; g < ng; g++) tmp[r * GEMM_KC + g] = _mm256_setzero_si256();
-            for (int j = 0; j < nblk; j++)
-                dw0[(size_t)j * tbs / 4 + r] = mw0[(size_t)j * tbs / 4 + r] = 0.0f;
-        }
-    }
+    const int B = gemm_B(T);
+    float *dw0 = (float *)(tile + (size_t)B * 8);
+    gemm_unpack_rows(T, W, wrow, nr, g0, ng, tmp, dw0, dw0 + 8);
     for (int g = 0; g < ng; g++) {
         __m256i R[8], O[8];
         for (int i = 0; i < 8; i++) R[i] = tmp[i * GEMM_KC + g];
@@ -711,33 +654,6 @@ AI void gemm_micro(const int T, const int NC, const uint8_t *tile, int nblk, int
         }
     }
     gemm_store(NC, facc, Y, ldy, nr, add);
-}
-
-AI void gemm(const int T, const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
-             const struct kern_act *L, int64_t nc, float *Y, int64_t ldy, void *scratch)
-{
-    const int B = gemm_B(T);
-    const int64_t ngroups = L->n / 32;
-    uint8_t *tile = scratch;
-    __m256i *tmp = (__m256i *)((uint8_t *)scratch + gemm_tbs(T) * (GEMM_KC * 32 / 16));
-    for (int64_t r0 = 0; r0 < nr; r0 += GEMM_ROWS) {
-        const int64_t rows = nr - r0 < GEMM_ROWS ? nr - r0 : GEMM_ROWS;
-        for (int64_t g0 = 0; g0 < ngroups; g0 += GEMM_KC) {
-            const int ng = ngroups - g0 < GEMM_KC ? (int)(ngroups - g0) : GEMM_KC;
-            const int nblk = ng * 32 / B;
-            kern_gemm_prefetch(W, wrow, nr, ngroups, GEMM_ROWS, GEMM_KC, r0, g0);
-            gemm_repack(T, W + (size_t)r0 * wrow, wrow, rows, g0, ng, tile, tmp);
-            const bool add = g0 > 0;
-            const int64_t j0 = g0 * 32 / B;
-            int64_t c = 0;
-            for (; c + GEMM_NC <= nc; c += GEMM_NC)
-                gemm_micro(T, GEMM_NC, tile, nblk, j0, act + (size_t)c * L->stride, L,
-                           Y + c * ldy + r0, ldy, rows, add);
-            for (; c < nc; c++)
-                gemm_micro(T, 1, tile, nblk, j0, act + (size_t)c * L->stride, L, Y + c * ldy + r0,
-                           ldy, rows, add);
-        }
-    }
 }
 
 /* float weights: tile [k][16 rows] of f32 */

@@ -1,9 +1,13 @@
 /* kernels_x86: the code that kernels_avx2.c and kernels_avx512.c share, included once by each.
  * Everything here is static (inline), so it is compiled in each file with that file's -m flags
  * (meson.build): the same source, an AVX2 and an AVX-512 build of it. Only the parts that do not
- * depend on the vector width live here: scalar loads and the unpacking of weight blocks into
- * 32-byte vectors (both files work on __m256i there).
- * Not for use outside kernels_avx2.c / kernels_avx512.c. */
+ * depend on the vector width live here: scalar loads, the unpacking of weight blocks into 32-byte
+ * vectors (both files work on __m256i there) and the gemm's loop over tiles.
+ *
+ * The including file defines, before the #include:
+ *   GEMM_ROWS  weight rows per gemm tile (one vector of 32-bit lanes, or two)
+ * and, anywhere in the file, the kernels declared under "hooks" below (the parts that differ in
+ * vector width or instructions). Not for use outside kernels_avx2.c / kernels_avx512.c. */
 #ifndef BATON_KERNELS_X86_H
 #define BATON_KERNELS_X86_H
 
@@ -12,6 +16,10 @@
 #include <immintrin.h>
 #include <stdbool.h>
 #include <string.h>
+
+#ifndef GEMM_ROWS
+#error "define GEMM_ROWS before including kernels_x86.h"
+#endif
 
 #define AI static inline __attribute__((always_inline))
 
@@ -89,6 +97,131 @@ AI void unpack_q6k(const uint8_t *blk, int h, __m256i *v)
         _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hb, m30));
     v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
                            _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30));
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* hooks: defined by the including file                                                      */
+
+/* one 32-value block as 32 bytes, natural order (q + off, see kernels_isa.h) */
+AI __m256i unpack32(const int T, const uint8_t *blk);
+/* 64 values of chunk j (0..3) of a Q4_K/Q5_K super-block: lo = sub-block 2j, hi = 2j + 1 */
+AI void unpack_k4(const int T, const uint8_t *blk, int j, __m256i *lo, __m256i *hi);
+
+/* bytes of one scale block in the gemm tile */
+AI size_t gemm_tbs(const int T);
+/* Repack rows [0, nr) (nr <= GEMM_ROWS; the rest are zero) of groups g0 .. g0 + ng - 1 into tile;
+ * tmp: GEMM_ROWS x GEMM_KC vectors (gemm_unpack_rows) */
+AI void gemm_repack(const int T, const uint8_t *W, size_t wrow, int64_t nr, int64_t g0, int ng,
+                    uint8_t *tile, __m256i *tmp);
+/* NC activation rows against the repacked tile (nblk scale blocks starting at block j0 of the
+ * act rows); adds to or stores into Y rows [0, nr). */
+AI void gemm_micro(const int T, const int NC, const uint8_t *tile, int nblk, int64_t j0,
+                   const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy, int64_t nr,
+                   bool add);
+
+/* ---------------------------------------------------------------------------------------- */
+/* gemm, quantised types: tiles of GEMM_ROWS weight rows x GEMM_KC groups of 32 values        */
+
+#define GEMM_KC 16 /* 32-value groups per k-chunk (a multiple of 8: whole K-quant blocks) */
+#define GEMM_NC 4  /* activation rows per microkernel call */
+
+/* values per scale block */
+AI int gemm_B(const int T)
+{
+    return T == BT_Q6_K ? 16 : 32;
+}
+
+/* the type has a min term (mw) */
+AI bool gemm_min(const int T)
+{
+    return T == BT_Q4_1 || T == BT_Q5_1 || T == BT_Q4_K || T == BT_Q5_K;
+}
+
+/* Unpack groups g0 .. g0 + ng - 1 (of 32 values) of one row into out[] (q + off as bytes) and
+ * the scales of their blocks into dw[], mw[] (gemm_tbs(T) bytes apart: one slot per tile row). */
+AI void gemm_unpack_row(const int T, const uint8_t *row, int64_t g0, int ng, __m256i *out,
+                        float *dw, float *mw)
+{
+    const size_t tstride = gemm_tbs(T) / 4; /* floats between blocks in the tile */
+    if (T == BT_Q4_K || T == BT_Q5_K) {
+        const size_t bs = T == BT_Q4_K ? 144 : 176;
+        for (int g = 0; g < ng; g += 8) {
+            const uint8_t *blk = row + (size_t)((g0 + g) / 8) * bs;
+            const float d = h2f(blk), dmin = h2f(blk + 2);
+            uint64_t sc, mn;
+            kscales(blk + 4, &sc, &mn);
+            for (int j = 0; j < 4; j++) unpack_k4(T, blk, j, &out[g + 2 * j], &out[g + 2 * j + 1]);
+            for (int j = 0; j < 8; j++) {
+                dw[(size_t)(g + j) * tstride] = d * (float)((sc >> (8 * j)) & 0xff);
+                mw[(size_t)(g + j) * tstride] = -dmin * (float)((mn >> (8 * j)) & 0xff);
+            }
+        }
+    } else if (T == BT_Q6_K) {
+        for (int g = 0; g < ng; g += 8) {
+            const uint8_t *blk = row + (size_t)((g0 + g) / 8) * 210;
+            const float d = h2f(blk + 208);
+            unpack_q6k(blk, 0, &out[g]);
+            unpack_q6k(blk, 1, &out[g + 4]);
+            for (int j = 0; j < 16; j++)
+                dw[(size_t)(2 * g + j) * tstride] = d * (float)(int8_t)blk[192 + j];
+        }
+    } else {
+        const size_t bs = bsize32(T);
+        for (int g = 0; g < ng; g++) {
+            const uint8_t *blk = row + (size_t)(g0 + g) * bs;
+            out[g] = unpack32(T, blk);
+            dw[(size_t)g * tstride] = h2f(blk);
+            if (gemm_min(T)) mw[(size_t)g * tstride] = h2f(blk + 2);
+        }
+    }
+}
+
+/* The first half of gemm_repack: rows [0, nr) of the tile unpacked into tmp[GEMM_ROWS][GEMM_KC],
+ * their scales into dw0[r], mw0[r] of each scale block; rows nr .. GEMM_ROWS - 1 zero. */
+AI void gemm_unpack_rows(const int T, const uint8_t *W, size_t wrow, int64_t nr, int64_t g0, int ng,
+                         __m256i *tmp, float *dw0, float *mw0)
+{
+    const size_t tbs = gemm_tbs(T);
+    const int nblk = ng * 32 / gemm_B(T);
+    for (int r = 0; r < GEMM_ROWS; r++) {
+        if (r < nr) {
+            gemm_unpack_row(T, W + (size_t)r * wrow, g0, ng, tmp + r * GEMM_KC, dw0 + r, mw0 + r);
+        } else {
+            for (int g = 0; g < ng; g++) tmp[r * GEMM_KC + g] = _mm256_setzero_si256();
+            for (int j = 0; j < nblk; j++) {
+                dw0[(size_t)j * tbs / 4 + r] = 0.0f;
+                if (gemm_min(T)) mw0[(size_t)j * tbs / 4 + r] = 0.0f;
+            }
+        }
+    }
+}
+
+AI void gemm(const int T, const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
+             const struct kern_act *L, int64_t nc, float *Y, int64_t ldy, void *scratch)
+{
+    const int B = gemm_B(T);
+    const int64_t ngroups = L->n / 32;
+    uint8_t *tile = scratch;
+    __m256i *tmp = (__m256i *)((uint8_t *)scratch + gemm_tbs(T) * (GEMM_KC * 32 / 16));
+    for (int64_t r0 = 0; r0 < nr; r0 += GEMM_ROWS) {
+        const int64_t rows = nr - r0 < GEMM_ROWS ? nr - r0 : GEMM_ROWS;
+        for (int64_t g0 = 0; g0 < ngroups; g0 += GEMM_KC) {
+            const int ng = ngroups - g0 < GEMM_KC ? (int)(ngroups - g0) : GEMM_KC;
+            const int nblk = ng * 32 / B;
+            kern_gemm_prefetch(W, wrow, nr, ngroups, GEMM_ROWS, GEMM_KC, r0, g0);
+            gemm_repack(T, W + (size_t)r0 * wrow, wrow, rows, g0, ng, tile, tmp);
+            const bool add = g0 > 0;
+            const int64_t j0 = g0 * 32 / B;
+            int64_t c = 0;
+            for (; c + GEMM_NC <= nc; c += GEMM_NC)
+                gemm_micro(T, GEMM_NC, tile, nblk, j0, act + (size_t)c * L->stride, L,
+                           Y + c * ldy + r0, ldy, rows, add);
+            /* the rest one by one: keeps the code (and its compile time) small */
+            for (; c < nc; c++)
+                gemm_micro(T, 1, tile, nblk, j0, act + (size_t)c * L->stride, L, Y + c * ldy + r0,
+                           ldy, rows, add);
+        }
+    }
 }
 
 #endif
