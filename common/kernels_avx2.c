@@ -5,7 +5,8 @@
  * pairs summed to int16 without saturation for weights below 64) and vpmaddwd; weights are
  * brought to unsigned bytes q + off (off = 8 for Q4_0, 16 for Q5_0, 32 for Q6_K, 0 for types with
  * a min); Q8_0 keeps signed weights and uses the sign trick (|w| x sign(a, w)) instead.
- * Structure as in kernels_avx512.c. Thread-safe: pure functions of their arguments. */
+ * Structure as in kernels_avx512.c; what the two share (helpers, the gemm loop, the entry points)
+ * is in kernels_x86.h. Thread-safe: pure functions of their arguments. */
 #define GEMM_ROWS 8 /* weight rows per gemm tile: one vector */
 #include "kernels_x86.h"
 
@@ -503,51 +504,6 @@ AI void mv_float(const int T, const int NC, const uint8_t *W, size_t wrow, int64
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* matvec entry points                                                                       */
-
-/* 1, 2 or 4 activation rows per pass (3 = 2 + 1: fewer variants, less code) */
-#define MV_ENTRY(name, call)                                                                       \
-    static void name(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,                \
-                     const struct kern_act *L, int nc, float *Y, int64_t ldy)                      \
-    {                                                                                              \
-        if (nc >= 4) {                                                                             \
-            call(4);                                                                               \
-            return;                                                                                \
-        }                                                                                          \
-        if (nc >= 2) {                                                                             \
-            call(2);                                                                               \
-            act += 2 * L->stride;                                                                  \
-            Y += 2 * ldy;                                                                          \
-            nc -= 2;                                                                               \
-        }                                                                                          \
-        if (nc == 1) call(1);                                                                      \
-    }
-
-#define C_Q4_0(NC) mv32(BT_Q4_0, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_Q4_1(NC) mv32(BT_Q4_1, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_Q5_0(NC) mv32(BT_Q5_0, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_Q5_1(NC) mv32(BT_Q5_1, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_Q8_0(NC) mv32(BT_Q8_0, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_Q4_K(NC) mv_k45(BT_Q4_K, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_Q5_K(NC) mv_k45(BT_Q5_K, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_Q6_K(NC) mv_q6k(NC, W, wrow, nr, act, L, Y, ldy)
-#define C_F32(NC)  mv_float(BT_F32, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_F16(NC)  mv_float(BT_F16, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_BF16(NC) mv_float(BT_BF16, NC, W, wrow, nr, act, L, Y, ldy)
-
-MV_ENTRY(mv_q4_0, C_Q4_0)
-MV_ENTRY(mv_q4_1, C_Q4_1)
-MV_ENTRY(mv_q5_0, C_Q5_0)
-MV_ENTRY(mv_q5_1, C_Q5_1)
-MV_ENTRY(mv_q8_0, C_Q8_0)
-MV_ENTRY(mv_q4_k, C_Q4_K)
-MV_ENTRY(mv_q5_k, C_Q5_K)
-MV_ENTRY(mv_q6_k, C_Q6_K)
-MV_ENTRY(mv_f32, C_F32)
-MV_ENTRY(mv_f16, C_F16)
-MV_ENTRY(mv_bf16, C_BF16)
-
-/* ---------------------------------------------------------------------------------------- */
 /* gemm: 8 weight rows (one vector) x many activation rows; see kernels_avx512.c             */
 
 #define FGEMM_KC 256
@@ -737,23 +693,6 @@ static size_t gemm_scratch(uint32_t wtype, int64_t n)
     return (size_t)GEMM_KC * 2 * 320 + (size_t)GEMM_ROWS * GEMM_KC * 32;
 }
 
-#define GEMM_ENTRY(name, F, T)                                                                     \
-    static void name(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,                \
-                     const struct kern_act *L, int64_t nc, float *Y, int64_t ldy, void *scratch)   \
-    {                                                                                              \
-        F(T, W, wrow, nr, act, L, nc, Y, ldy, scratch);                                            \
-    }
-GEMM_ENTRY(gemm_q4_0, gemm, BT_Q4_0)
-GEMM_ENTRY(gemm_q4_1, gemm, BT_Q4_1)
-GEMM_ENTRY(gemm_q5_0, gemm, BT_Q5_0)
-GEMM_ENTRY(gemm_q5_1, gemm, BT_Q5_1)
-GEMM_ENTRY(gemm_q8_0, gemm, BT_Q8_0)
-GEMM_ENTRY(gemm_q4_k, gemm, BT_Q4_K)
-GEMM_ENTRY(gemm_q5_k, gemm, BT_Q5_K)
-GEMM_ENTRY(gemm_q6_k, gemm, BT_Q6_K)
-GEMM_ENTRY(fgemm_f32, fgemm, BT_F32)
-GEMM_ENTRY(fgemm_f16, fgemm, BT_F16)
-
 static void read_stream(const void *buf, size_t bytes, float *sink)
 {
     const __m256i *p = buf;
@@ -814,39 +753,14 @@ static const struct kern_ops ops = {
             [KACT_Q8_1] = quant_q8_01,
             [KACT_Q8_K] = quant_q8_k,
         },
-    .mv =
-        {
-            [BT_F32] = mv_f32,
-            [BT_F16] = mv_f16,
-            [BT_BF16] = mv_bf16,
-            [BT_Q4_0] = mv_q4_0,
-            [BT_Q4_1] = mv_q4_1,
-            [BT_Q5_0] = mv_q5_0,
-            [BT_Q5_1] = mv_q5_1,
-            [BT_Q8_0] = mv_q8_0,
-            [BT_Q4_K] = mv_q4_k,
-            [BT_Q5_K] = mv_q5_k,
-            [BT_Q6_K] = mv_q6_k,
-        },
+    .mv = X86_MV_TABLE,
     .act_off =
         {
             [BT_Q4_0] = 8,
             [BT_Q5_0] = 16,
             [BT_Q6_K] = 32,
         },
-    .gemm =
-        {
-            [BT_Q4_0] = gemm_q4_0,
-            [BT_Q4_1] = gemm_q4_1,
-            [BT_Q5_0] = gemm_q5_0,
-            [BT_Q5_1] = gemm_q5_1,
-            [BT_Q8_0] = gemm_q8_0,
-            [BT_Q4_K] = gemm_q4_k,
-            [BT_Q5_K] = gemm_q5_k,
-            [BT_Q6_K] = gemm_q6_k,
-            [BT_F32] = fgemm_f32,
-            [BT_F16] = fgemm_f16,
-        },
+    .gemm = X86_GEMM_TABLE,
     .gemm_rows = 32,
     /* below these batch sizes the 4-column matvec beats the repacking gemm (baton-kbench -t 1
      * -m 8/16/32 on AMD EPYC Zen 3: at m = 8 the matvec is 1.4-2.4x faster for every type) */

@@ -19,7 +19,8 @@
  * zmm holds 4 consecutive bytes of 16 rows; the microkernel broadcasts 4 activation bytes per
  * column and accumulates 2 x 16 rows x 4 columns in registers, the tile reused for all columns.
  * fgemm_*: the same with f32 (F32, F16) or bf16 pairs (BF16) and 8 columns.
- * Thread-safe: pure functions of their arguments. */
+ * What this file shares with kernels_avx2.c (helpers, the gemm loop, the entry points mv_* and
+ * gemm_*) is in kernels_x86.h. Thread-safe: pure functions of their arguments. */
 #define GEMM_ROWS 32 /* weight rows per gemm tile: two zmm of 16 lanes */
 #include "kernels_x86.h"
 
@@ -802,6 +803,16 @@ AI void mv_bf16_cvt(const int NC, const uint8_t *W, size_t wrow, int64_t nr, con
     }
 }
 
+/* the float types (BF16 without AVX512_BF16: mv_bf16_dp replaces it where the CPU has it) */
+AI void mv_float(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t nr,
+                 const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy)
+{
+    if (T == BT_BF16)
+        mv_bf16_cvt(NC, W, wrow, nr, act, L, Y, ldy);
+    else
+        mv_f32f16(T == BT_F16, NC, W, wrow, nr, act, L, Y, ldy);
+}
+
 #define BF16_TARGET __attribute__((target("avx512bf16")))
 
 static inline __attribute__((always_inline)) BF16_TARGET void
@@ -851,67 +862,8 @@ mv_bf16_dp(const int NC, const uint8_t *W, size_t wrow, int64_t nr, const uint8_
     }
 }
 
-/* ---------------------------------------------------------------------------------------- */
-/* matvec entry points: dispatch on the column count                                         */
-
-/* 1, 2 or 4 activation rows per pass (3 = 2 + 1: fewer variants, less code) */
-#define MV_ENTRY(name, call)                                                                       \
-    static void name(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,                \
-                     const struct kern_act *L, int nc, float *Y, int64_t ldy)                      \
-    {                                                                                              \
-        if (nc >= 4) {                                                                             \
-            call(4);                                                                               \
-            return;                                                                                \
-        }                                                                                          \
-        if (nc >= 2) {                                                                             \
-            call(2);                                                                               \
-            act += 2 * L->stride;                                                                  \
-            Y += 2 * ldy;                                                                          \
-            nc -= 2;                                                                               \
-        }                                                                                          \
-        if (nc == 1) call(1);                                                                      \
-    }
-
-#define C_Q4_0(NC)  mv32(BT_Q4_0, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_Q4_1(NC)  mv32(BT_Q4_1, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_Q5_0(NC)  mv32(BT_Q5_0, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_Q5_1(NC)  mv32(BT_Q5_1, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_Q8_0(NC)  mv32(BT_Q8_0, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_Q4_K(NC)  mv_k45(BT_Q4_K, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_Q5_K(NC)  mv_k45(BT_Q5_K, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_Q6_K(NC)  mv_q6k(NC, W, wrow, nr, act, L, Y, ldy)
-#define C_F32(NC)   mv_f32f16(false, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_F16(NC)   mv_f32f16(true, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_BF16C(NC) mv_bf16_cvt(NC, W, wrow, nr, act, L, Y, ldy)
 #define C_BF16D(NC) mv_bf16_dp(NC, W, wrow, nr, act, L, Y, ldy)
-
-MV_ENTRY(mv_q4_0, C_Q4_0)
-MV_ENTRY(mv_q4_1, C_Q4_1)
-MV_ENTRY(mv_q5_0, C_Q5_0)
-MV_ENTRY(mv_q5_1, C_Q5_1)
-MV_ENTRY(mv_q8_0, C_Q8_0)
-MV_ENTRY(mv_q4_k, C_Q4_K)
-MV_ENTRY(mv_q5_k, C_Q5_K)
-MV_ENTRY(mv_q6_k, C_Q6_K)
-MV_ENTRY(mv_f32, C_F32)
-MV_ENTRY(mv_f16, C_F16)
-MV_ENTRY(mv_bf16_c, C_BF16C)
-
-static BF16_TARGET void mv_bf16_d(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
-                                  const struct kern_act *L, int nc, float *Y, int64_t ldy)
-{
-    if (nc >= 4) {
-        C_BF16D(4);
-        return;
-    }
-    if (nc >= 2) {
-        C_BF16D(2);
-        act += 2 * L->stride;
-        Y += 2 * ldy;
-        nc -= 2;
-    }
-    if (nc == 1) C_BF16D(1);
-}
+MV_ENTRY_ATTR(mv_bf16_d, C_BF16D, BF16_TARGET)
 
 /* ---------------------------------------------------------------------------------------- */
 /* gemm: 32 weight rows x many activation rows                                               */
@@ -1051,21 +1003,6 @@ static size_t gemm_scratch(uint32_t wtype, int64_t n)
     /* tile: at most GEMM_KC * 2 scale blocks of <= 1280 bytes; tmp: 32 rows x GEMM_KC x 32 */
     return (size_t)GEMM_KC * 2 * 1280 + (size_t)GEMM_ROWS * GEMM_KC * 32;
 }
-
-#define GEMM_ENTRY(name, T)                                                                        \
-    static void name(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,                \
-                     const struct kern_act *L, int64_t nc, float *Y, int64_t ldy, void *scratch)   \
-    {                                                                                              \
-        gemm(T, W, wrow, nr, act, L, nc, Y, ldy, scratch);                                         \
-    }
-GEMM_ENTRY(gemm_q4_0, BT_Q4_0)
-GEMM_ENTRY(gemm_q4_1, BT_Q4_1)
-GEMM_ENTRY(gemm_q5_0, BT_Q5_0)
-GEMM_ENTRY(gemm_q5_1, BT_Q5_1)
-GEMM_ENTRY(gemm_q8_0, BT_Q8_0)
-GEMM_ENTRY(gemm_q4_k, BT_Q4_K)
-GEMM_ENTRY(gemm_q5_k, BT_Q5_K)
-GEMM_ENTRY(gemm_q6_k, BT_Q6_K)
 
 /* ---------------------------------------------------------------------------------------- */
 /* gemm for float weights: repacked k-major (f32 for F32/F16, bf16 pairs for BF16)           */
@@ -1229,18 +1166,6 @@ AI void fgemm(const int T, const uint8_t *W, size_t wrow, int64_t nr, const uint
     }
 }
 
-static void fgemm_f32(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
-                      const struct kern_act *L, int64_t nc, float *Y, int64_t ldy, void *scratch)
-{
-    fgemm(BT_F32, W, wrow, nr, act, L, nc, Y, ldy, scratch);
-}
-
-static void fgemm_f16(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
-                      const struct kern_act *L, int64_t nc, float *Y, int64_t ldy, void *scratch)
-{
-    fgemm(BT_F16, W, wrow, nr, act, L, nc, Y, ldy, scratch);
-}
-
 static BF16_TARGET void fgemm_bf16(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
                                    const struct kern_act *L, int64_t nc, float *Y, int64_t ldy,
                                    void *scratch)
@@ -1319,20 +1244,7 @@ static struct kern_ops ops = {
             [KACT_Q8_1] = quant_q8_01,
             [KACT_Q8_K] = quant_q8_k,
         },
-    .mv =
-        {
-            [BT_F32] = mv_f32,
-            [BT_F16] = mv_f16,
-            [BT_BF16] = mv_bf16_c,
-            [BT_Q4_0] = mv_q4_0,
-            [BT_Q4_1] = mv_q4_1,
-            [BT_Q5_0] = mv_q5_0,
-            [BT_Q5_1] = mv_q5_1,
-            [BT_Q8_0] = mv_q8_0,
-            [BT_Q4_K] = mv_q4_k,
-            [BT_Q5_K] = mv_q5_k,
-            [BT_Q6_K] = mv_q6_k,
-        },
+    .mv = X86_MV_TABLE, /* BF16: see kern_ops_avx512 */
     .act_off =
         {
             [BT_Q4_0] = 8,
@@ -1345,19 +1257,7 @@ static struct kern_ops ops = {
             [BT_Q4_0] = 4,
             [BT_Q4_1] = 4,
         },
-    .gemm =
-        {
-            [BT_Q4_0] = gemm_q4_0,
-            [BT_Q4_1] = gemm_q4_1,
-            [BT_Q5_0] = gemm_q5_0,
-            [BT_Q5_1] = gemm_q5_1,
-            [BT_Q8_0] = gemm_q8_0,
-            [BT_Q4_K] = gemm_q4_k,
-            [BT_Q5_K] = gemm_q5_k,
-            [BT_Q6_K] = gemm_q6_k,
-            [BT_F32] = fgemm_f32,
-            [BT_F16] = fgemm_f16,
-        },
+    .gemm = X86_GEMM_TABLE,
     .gemm_rows = 64,
     /* measured: below these the matvec kernels (4 rows of X per pass) are faster; Q4_0 and Q6_K
      * at 8 since the matvec prefetches (baton-bench -B 4, TinyLlama Q4_0: 71 -> 108 tokens/s) */

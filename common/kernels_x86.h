@@ -2,7 +2,8 @@
  * Everything here is static (inline), so it is compiled in each file with that file's -m flags
  * (meson.build): the same source, an AVX2 and an AVX-512 build of it. Only the parts that do not
  * depend on the vector width live here: scalar loads, the unpacking of weight blocks into 32-byte
- * vectors (both files work on __m256i there) and the gemm's loop over tiles.
+ * vectors (both files work on __m256i there), the gemm's loop over tiles and the entry points
+ * that dispatch on the weight type and the number of activation rows.
  *
  * The including file defines, before the #include:
  *   GEMM_ROWS  weight rows per gemm tile (one vector of 32-bit lanes, or two)
@@ -107,6 +108,16 @@ AI __m256i unpack32(const int T, const uint8_t *blk);
 /* 64 values of chunk j (0..3) of a Q4_K/Q5_K super-block: lo = sub-block 2j, hi = 2j + 1 */
 AI void unpack_k4(const int T, const uint8_t *blk, int j, __m256i *lo, __m256i *hi);
 
+/* matvec, NC (1, 2 or 4) activation rows: as kern_mv_fn */
+AI void mv32(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t nr,
+             const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy);
+AI void mv_k45(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t nr,
+               const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy);
+AI void mv_q6k(const int NC, const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
+               const struct kern_act *L, float *Y, int64_t ldy);
+AI void mv_float(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t nr,
+                 const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy);
+
 /* bytes of one scale block in the gemm tile */
 AI size_t gemm_tbs(const int T);
 /* Repack rows [0, nr) (nr <= GEMM_ROWS; the rest are zero) of groups g0 .. g0 + ng - 1 into tile;
@@ -118,6 +129,9 @@ AI void gemm_repack(const int T, const uint8_t *W, size_t wrow, int64_t nr, int6
 AI void gemm_micro(const int T, const int NC, const uint8_t *tile, int nblk, int64_t j0,
                    const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy, int64_t nr,
                    bool add);
+/* gemm of the float types F32 and F16: as kern_gemm_fn */
+AI void fgemm(const int T, const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
+              const struct kern_act *L, int64_t nc, float *Y, int64_t ldy, void *scratch);
 
 /* ---------------------------------------------------------------------------------------- */
 /* gemm, quantised types: tiles of GEMM_ROWS weight rows x GEMM_KC groups of 32 values        */
@@ -223,5 +237,83 @@ AI void gemm(const int T, const uint8_t *W, size_t wrow, int64_t nr, const uint8
         }
     }
 }
+
+/* ---------------------------------------------------------------------------------------- */
+/* entry points (kern_mv_fn, kern_gemm_fn) and their tables                                  */
+
+/* A kern_mv_fn `name` (with function attributes attr) running CALL(NC) for 1, 2 or 4 activation
+ * rows per pass (3 = 2 + 1: fewer variants, less code). CALL uses the arguments by name. */
+#define MV_ENTRY_ATTR(name, CALL, attr)                                                            \
+    static attr void name(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,           \
+                          const struct kern_act *L, int nc, float *Y, int64_t ldy)                 \
+    {                                                                                              \
+        if (nc >= 4) {                                                                             \
+            CALL(4);                                                                               \
+            return;                                                                                \
+        }                                                                                          \
+        if (nc >= 2) {                                                                             \
+            CALL(2);                                                                               \
+            act += 2 * L->stride;                                                                  \
+            Y += 2 * ldy;                                                                          \
+            nc -= 2;                                                                               \
+        }                                                                                          \
+        if (nc == 1) CALL(1);                                                                      \
+    }
+#define MV_ENTRY(name, CALL) MV_ENTRY_ATTR(name, CALL, )
+
+#define C_Q4_0(NC) mv32(BT_Q4_0, NC, W, wrow, nr, act, L, Y, ldy)
+#define C_Q4_1(NC) mv32(BT_Q4_1, NC, W, wrow, nr, act, L, Y, ldy)
+#define C_Q5_0(NC) mv32(BT_Q5_0, NC, W, wrow, nr, act, L, Y, ldy)
+#define C_Q5_1(NC) mv32(BT_Q5_1, NC, W, wrow, nr, act, L, Y, ldy)
+#define C_Q8_0(NC) mv32(BT_Q8_0, NC, W, wrow, nr, act, L, Y, ldy)
+#define C_Q4_K(NC) mv_k45(BT_Q4_K, NC, W, wrow, nr, act, L, Y, ldy)
+#define C_Q5_K(NC) mv_k45(BT_Q5_K, NC, W, wrow, nr, act, L, Y, ldy)
+#define C_Q6_K(NC) mv_q6k(NC, W, wrow, nr, act, L, Y, ldy)
+#define C_F32(NC)  mv_float(BT_F32, NC, W, wrow, nr, act, L, Y, ldy)
+#define C_F16(NC)  mv_float(BT_F16, NC, W, wrow, nr, act, L, Y, ldy)
+#define C_BF16(NC) mv_float(BT_BF16, NC, W, wrow, nr, act, L, Y, ldy)
+
+MV_ENTRY(mv_q4_0, C_Q4_0)
+MV_ENTRY(mv_q4_1, C_Q4_1)
+MV_ENTRY(mv_q5_0, C_Q5_0)
+MV_ENTRY(mv_q5_1, C_Q5_1)
+MV_ENTRY(mv_q8_0, C_Q8_0)
+MV_ENTRY(mv_q4_k, C_Q4_K)
+MV_ENTRY(mv_q5_k, C_Q5_K)
+MV_ENTRY(mv_q6_k, C_Q6_K)
+MV_ENTRY(mv_f32, C_F32)
+MV_ENTRY(mv_f16, C_F16)
+MV_ENTRY(mv_bf16, C_BF16)
+
+#define GEMM_ENTRY(name, F, T)                                                                     \
+    static void name(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,                \
+                     const struct kern_act *L, int64_t nc, float *Y, int64_t ldy, void *scratch)   \
+    {                                                                                              \
+        F(T, W, wrow, nr, act, L, nc, Y, ldy, scratch);                                            \
+    }
+GEMM_ENTRY(gemm_q4_0, gemm, BT_Q4_0)
+GEMM_ENTRY(gemm_q4_1, gemm, BT_Q4_1)
+GEMM_ENTRY(gemm_q5_0, gemm, BT_Q5_0)
+GEMM_ENTRY(gemm_q5_1, gemm, BT_Q5_1)
+GEMM_ENTRY(gemm_q8_0, gemm, BT_Q8_0)
+GEMM_ENTRY(gemm_q4_k, gemm, BT_Q4_K)
+GEMM_ENTRY(gemm_q5_k, gemm, BT_Q5_K)
+GEMM_ENTRY(gemm_q6_k, gemm, BT_Q6_K)
+GEMM_ENTRY(fgemm_f32, fgemm, BT_F32)
+GEMM_ENTRY(fgemm_f16, fgemm, BT_F16)
+
+/* kern_ops.mv and kern_ops.gemm of the entry points above */
+#define X86_MV_TABLE                                                                               \
+    {                                                                                              \
+        [BT_F32] = mv_f32, [BT_F16] = mv_f16, [BT_BF16] = mv_bf16, [BT_Q4_0] = mv_q4_0,            \
+        [BT_Q4_1] = mv_q4_1, [BT_Q5_0] = mv_q5_0, [BT_Q5_1] = mv_q5_1, [BT_Q8_0] = mv_q8_0,        \
+        [BT_Q4_K] = mv_q4_k, [BT_Q5_K] = mv_q5_k, [BT_Q6_K] = mv_q6_k,                             \
+    }
+#define X86_GEMM_TABLE                                                                             \
+    {                                                                                              \
+        [BT_Q4_0] = gemm_q4_0, [BT_Q4_1] = gemm_q4_1, [BT_Q5_0] = gemm_q5_0,                       \
+        [BT_Q5_1] = gemm_q5_1, [BT_Q8_0] = gemm_q8_0, [BT_Q4_K] = gemm_q4_k,                       \
+        [BT_Q5_K] = gemm_q5_k, [BT_Q6_K] = gemm_q6_k, [BT_F32] = fgemm_f32, [BT_F16] = fgemm_f16,  \
+    }
 
 #endif
