@@ -93,6 +93,19 @@ AI void rowacc_put(struct rowacc *ra, const int NC, int64_t r, int64_t nr, const
     }
 }
 
+/* rowacc_put of NC sums of NA zmm accumulators each */
+AI void rowacc_put_zmm(struct rowacc *ra, const int NC, const int NA, int64_t r, int64_t nr,
+                       __m512 (*acc)[4], float *Y, int64_t ldy)
+{
+    __m256 t[KERN_MV_COLS];
+    for (int c = 0; c < NC; c++) {
+        __m512 z = acc[c][0];
+        for (int a = 1; a < NA; a++) z = _mm512_add_ps(z, acc[c][a]);
+        t[c] = _mm256_add_ps(_mm512_castps512_ps256(z), _mm512_extractf32x8_ps(z, 1));
+    }
+    rowacc_put(ra, NC, r, nr, t, Y, ldy);
+}
+
 AI __m256i dot_u8s8(__m256i acc, __m256i w, const int8_t *a)
 {
     return _mm256_dpbusd_epi32(acc, w, _mm256_loadu_si256((const __m256i *)a));
@@ -757,13 +770,7 @@ AI void mv_f32f16(const bool F16, const int NC, const uint8_t *W, size_t wrow, i
                     w, _mm512_maskz_loadu_ps(km, (const float *)(act + (size_t)c * L->stride) + k),
                     acc[c][0]);
         }
-        __m256 t[KERN_MV_COLS];
-        for (int c = 0; c < NC; c++) {
-            __m512 z = acc[c][0];
-            for (int a = 1; a < NA; a++) z = _mm512_add_ps(z, acc[c][a]);
-            t[c] = _mm256_add_ps(_mm512_castps512_ps256(z), _mm512_extractf32x8_ps(z, 1));
-        }
-        rowacc_put(&ra, NC, r, nr, t, Y, ldy);
+        rowacc_put_zmm(&ra, NC, NA, r, nr, acc, Y, ldy);
     }
 }
 
@@ -852,13 +859,7 @@ mv_bf16_dp(const int NC, const uint8_t *W, size_t wrow, int64_t nr, const uint8_
                                              (__m512bh)_mm512_maskz_loadu_epi16(km, x + k));
             }
         }
-        __m256 t[KERN_MV_COLS];
-        for (int c = 0; c < NC; c++) {
-            __m512 z = acc[c][0];
-            for (int a = 1; a < NA; a++) z = _mm512_add_ps(z, acc[c][a]);
-            t[c] = _mm256_add_ps(_mm512_castps512_ps256(z), _mm512_extractf32x8_ps(z, 1));
-        }
-        rowacc_put(&ra, NC, r, nr, t, Y, ldy);
+        rowacc_put_zmm(&ra, NC, NA, r, nr, acc, Y, ldy);
     }
 }
 
@@ -924,6 +925,27 @@ AI void gemm_repack(const int T, const uint8_t *W, size_t wrow, int64_t nr, int6
     }
 }
 
+/* Results of a tile of 32 rows for NC activation rows, rows 0-15 in v0[c] and 16-31 in v1[c],
+ * into (add: added to) Y rows [0, nr). */
+AI void store_tile32(const int NC, const __m512 *v0, const __m512 *v1, float *Y, int64_t ldy,
+                     int64_t nr, bool add)
+{
+    const __mmask16 k0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
+    const __mmask16 k1 = nr >= 32   ? (__mmask16)0xffff
+                         : nr <= 16 ? 0
+                                    : (__mmask16)((1u << (nr - 16)) - 1);
+    for (int c = 0; c < NC; c++) {
+        float *y = Y + c * ldy;
+        __m512 a = v0[c], b = v1[c];
+        if (add) {
+            a = _mm512_add_ps(a, _mm512_maskz_loadu_ps(k0, y));
+            b = _mm512_add_ps(b, _mm512_maskz_loadu_ps(k1, y + 16));
+        }
+        _mm512_mask_storeu_ps(y, k0, a);
+        _mm512_mask_storeu_ps(y + 16, k1, b);
+    }
+}
+
 /* NC activation rows against the repacked tile (nblk scale blocks starting at block j0 of the
  * act rows); adds to or stores into Y rows [0, nr). */
 AI void gemm_micro(const int T, const int NC, const uint8_t *tile, int nblk, int64_t j0,
@@ -980,20 +1002,7 @@ AI void gemm_micro(const int T, const int NC, const uint8_t *tile, int nblk, int
             }
         }
     }
-    const __mmask16 k0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
-    const __mmask16 k1 = nr >= 32   ? (__mmask16)0xffff
-                         : nr <= 16 ? 0
-                                    : (__mmask16)((1u << (nr - 16)) - 1);
-    for (int c = 0; c < NC; c++) {
-        float *y = Y + c * ldy;
-        __m512 v0 = facc[0][c], v1 = facc[1][c];
-        if (add) {
-            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(k0, y));
-            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(k1, y + 16));
-        }
-        _mm512_mask_storeu_ps(y, k0, v0);
-        _mm512_mask_storeu_ps(y + 16, k1, v1);
-    }
+    store_tile32(NC, facc[0], facc[1], Y, ldy, nr, add);
 }
 
 static size_t gemm_scratch(uint32_t wtype, int64_t n)
@@ -1073,25 +1082,6 @@ AI void fgemm_repack(const int T, const uint8_t *W, size_t wrow, int64_t nr, int
     }
 }
 
-AI void fgemm_store(const int NC, __m512 (*acc)[FGEMM_NC], float *Y, int64_t ldy, int64_t nr,
-                    bool add)
-{
-    const __mmask16 k0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
-    const __mmask16 k1 = nr >= 32   ? (__mmask16)0xffff
-                         : nr <= 16 ? 0
-                                    : (__mmask16)((1u << (nr - 16)) - 1);
-    for (int c = 0; c < NC; c++) {
-        float *y = Y + c * ldy;
-        __m512 v0 = acc[0][c], v1 = acc[1][c];
-        if (add) {
-            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(k0, y));
-            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(k1, y + 16));
-        }
-        _mm512_mask_storeu_ps(y, k0, v0);
-        _mm512_mask_storeu_ps(y + 16, k1, v1);
-    }
-}
-
 /* f32 tile x NC act rows (f32 values starting at value k0) */
 AI void fgemm_micro_f32(const int NC, const uint32_t *tile, int nk, int64_t k0, const uint8_t *act,
                         const struct kern_act *L, float *Y, int64_t ldy, int64_t nr, bool add)
@@ -1111,7 +1101,7 @@ AI void fgemm_micro_f32(const int NC, const uint32_t *tile, int nk, int64_t k0, 
             acc[1][c] = _mm512_fmadd_ps(w1, xv, acc[1][c]);
         }
     }
-    fgemm_store(NC, acc, Y, ldy, nr, add);
+    store_tile32(NC, acc[0], acc[1], Y, ldy, nr, add);
 }
 
 static inline __attribute__((always_inline)) BF16_TARGET void
@@ -1133,54 +1123,47 @@ fgemm_micro_bf16(const int NC, const uint32_t *tile, int nk, int64_t k0, const u
             acc[1][c] = _mm512_dpbf16_ps(acc[1][c], (__m512bh)w1, (__m512bh)xv);
         }
     }
-    fgemm_store(NC, acc, Y, ldy, nr, add);
+    store_tile32(NC, acc[0], acc[1], Y, ldy, nr, add);
 }
 
-#define FGEMM_COLS(MICRO)                                                                          \
+/* The float gemm's loop: tiles of 32 rows x FGEMM_KC dwords, each repacked once and run against
+ * all nc activation rows, FGEMM_NC, 4 or 1 at a time. A macro, not a function: the BF16
+ * microkernel needs a caller compiled for AVX512_BF16, which the F32/F16 path must not need. */
+#define FGEMM_LOOP(T, MICRO)                                                                       \
     do {                                                                                           \
-        int64_t c = 0;                                                                             \
-        for (; c + FGEMM_NC <= nc; c += FGEMM_NC)                                                  \
-            MICRO(FGEMM_NC, tile, nk, d0, act + (size_t)c * L->stride, L, Y + c * ldy + r0, ldy,   \
-                  rows, add);                                                                      \
-        for (; c + 4 <= nc; c += 4)                                                                \
-            MICRO(4, tile, nk, d0, act + (size_t)c * L->stride, L, Y + c * ldy + r0, ldy, rows,    \
-                  add);                                                                            \
-        for (; c < nc; c++)                                                                        \
-            MICRO(1, tile, nk, d0, act + (size_t)c * L->stride, L, Y + c * ldy + r0, ldy, rows,    \
-                  add);                                                                            \
+        uint32_t *tile = scratch;                                                                  \
+        const int64_t nd = T == BT_BF16 ? (L->n + 1) / 2 : L->n; /* dwords per row */              \
+        for (int64_t r0 = 0; r0 < nr; r0 += 32) {                                                  \
+            const int64_t rows = nr - r0 < 32 ? nr - r0 : 32;                                      \
+            for (int64_t d0 = 0; d0 < nd; d0 += FGEMM_KC) {                                        \
+                const int nk = nd - d0 < FGEMM_KC ? (int)(nd - d0) : FGEMM_KC;                     \
+                fgemm_repack(T, W + (size_t)r0 * wrow, wrow, rows, L->n, d0, nk, tile);            \
+                const bool add = d0 > 0;                                                           \
+                int64_t c = 0;                                                                     \
+                for (; c + FGEMM_NC <= nc; c += FGEMM_NC)                                          \
+                    MICRO(FGEMM_NC, tile, nk, d0, act + (size_t)c * L->stride, L,                  \
+                          Y + c * ldy + r0, ldy, rows, add);                                       \
+                for (; c + 4 <= nc; c += 4)                                                        \
+                    MICRO(4, tile, nk, d0, act + (size_t)c * L->stride, L, Y + c * ldy + r0, ldy,  \
+                          rows, add);                                                              \
+                for (; c < nc; c++)                                                                \
+                    MICRO(1, tile, nk, d0, act + (size_t)c * L->stride, L, Y + c * ldy + r0, ldy,  \
+                          rows, add);                                                              \
+            }                                                                                      \
+        }                                                                                          \
     } while (0)
 
 AI void fgemm(const int T, const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
               const struct kern_act *L, int64_t nc, float *Y, int64_t ldy, void *scratch)
 {
-    uint32_t *tile = scratch;
-    const int64_t nd = T == BT_BF16 ? (L->n + 1) / 2 : L->n; /* dwords per row */
-    for (int64_t r0 = 0; r0 < nr; r0 += 32) {
-        const int64_t rows = nr - r0 < 32 ? nr - r0 : 32;
-        for (int64_t d0 = 0; d0 < nd; d0 += FGEMM_KC) {
-            const int nk = nd - d0 < FGEMM_KC ? (int)(nd - d0) : FGEMM_KC;
-            fgemm_repack(T, W + (size_t)r0 * wrow, wrow, rows, L->n, d0, nk, tile);
-            const bool add = d0 > 0;
-            FGEMM_COLS(fgemm_micro_f32);
-        }
-    }
+    FGEMM_LOOP(T, fgemm_micro_f32);
 }
 
 static BF16_TARGET void fgemm_bf16(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
                                    const struct kern_act *L, int64_t nc, float *Y, int64_t ldy,
                                    void *scratch)
 {
-    uint32_t *tile = scratch;
-    const int64_t nd = (L->n + 1) / 2;
-    for (int64_t r0 = 0; r0 < nr; r0 += 32) {
-        const int64_t rows = nr - r0 < 32 ? nr - r0 : 32;
-        for (int64_t d0 = 0; d0 < nd; d0 += FGEMM_KC) {
-            const int nk = nd - d0 < FGEMM_KC ? (int)(nd - d0) : FGEMM_KC;
-            fgemm_repack(BT_BF16, W + (size_t)r0 * wrow, wrow, rows, L->n, d0, nk, tile);
-            const bool add = d0 > 0;
-            FGEMM_COLS(fgemm_micro_bf16);
-        }
-    }
+    FGEMM_LOOP(BT_BF16, fgemm_micro_bf16);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -1199,8 +1182,6 @@ static void read_stream(const void *buf, size_t bytes, float *sink)
     a = _mm512_xor_si512(_mm512_xor_si512(a, b), _mm512_xor_si512(c, d));
     *sink += (float)(_mm512_reduce_add_epi32(a) & 1);
 }
-
-/* ---------------------------------------------------------------------------------------- */
 
 /* ---------------------------------------------------------------------------------------- */
 /* SwiGLU                                                                                    */
