@@ -311,23 +311,16 @@ AI void mv32(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t n
 /* ---------------------------------------------------------------------------------------- */
 /* matvec, K-quants                                                                          */
 
-AI void unpack_k4(const int T, const uint8_t *blk, int j, __m256i *lo, __m256i *hi)
+AI void unpack_k5_high(const uint8_t *qhp, int j, __m256i *lo, __m256i *hi)
 {
-    const uint8_t *qs = blk + (T == BT_Q4_K ? 16 : 48) + 32 * j;
-    __m256i v = _mm256_loadu_si256((const __m256i *)qs);
-    const __m256i m4 = _mm256_set1_epi8(15);
-    *lo = _mm256_and_si256(v, m4);
-    *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-    if (T == BT_Q5_K) {
-        __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 16));
-        const __m256i b0 = _mm256_set1_epi8((char)(1 << (2 * j)));
-        const __m256i b1 = _mm256_set1_epi8((char)(2 << (2 * j)));
-        const __m256i s16 = _mm256_set1_epi8(16);
-        *lo = _mm256_or_si256(
-            *lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b0), b0), s16));
-        *hi = _mm256_or_si256(
-            *hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), s16));
-    }
+    __m256i qh = _mm256_loadu_si256((const __m256i *)qhp);
+    const __m256i b0 = _mm256_set1_epi8((char)(1 << (2 * j)));
+    const __m256i b1 = _mm256_set1_epi8((char)(2 << (2 * j)));
+    const __m256i s16 = _mm256_set1_epi8(16);
+    *lo = _mm256_or_si256(*lo,
+                          _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b0), b0), s16));
+    *hi = _mm256_or_si256(*hi,
+                          _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), s16));
 }
 
 AI void mv_k45(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t nr,
@@ -539,8 +532,7 @@ AI void gemm_repack(const int T, const uint8_t *W, size_t wrow, int64_t nr, int6
 {
     const size_t tbs = gemm_tbs(T);
     const int B = gemm_B(T);
-    float *dw0 = (float *)(tile + (size_t)B * 8);
-    gemm_unpack_rows(T, W, wrow, nr, g0, ng, tmp, dw0, dw0 + 8);
+    gemm_unpack_rows(T, W, wrow, nr, g0, ng, tile, tmp);
     for (int g = 0; g < ng; g++) {
         __m256i R[8], O[8];
         for (int i = 0; i < 8; i++) R[i] = tmp[i * GEMM_KC + g];

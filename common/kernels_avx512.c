@@ -568,22 +568,14 @@ AI void mv32(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t n
 /* ---------------------------------------------------------------------------------------- */
 /* matvec, K-quants                                                                          */
 
-/* 64 values of chunk j (0..3) of a Q4_K/Q5_K super-block: lo = sub-block 2j, hi = 2j + 1 */
-AI void unpack_k4(const int T, const uint8_t *blk, int j, __m256i *lo, __m256i *hi)
+AI void unpack_k5_high(const uint8_t *qhp, int j, __m256i *lo, __m256i *hi)
 {
-    const uint8_t *qs = blk + (T == BT_Q4_K ? 16 : 48) + 32 * j;
-    __m256i v = _mm256_loadu_si256((const __m256i *)qs);
-    const __m256i m4 = _mm256_set1_epi8(15);
-    *lo = _mm256_and_si256(v, m4);
-    *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-    if (T == BT_Q5_K) {
-        __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 16));
-        const __m256i s16 = _mm256_set1_epi8(16);
-        __mmask32 k0 = _mm256_test_epi8_mask(qh, _mm256_set1_epi8((char)(1 << (2 * j))));
-        __mmask32 k1 = _mm256_test_epi8_mask(qh, _mm256_set1_epi8((char)(2 << (2 * j))));
-        *lo = _mm256_mask_add_epi8(*lo, k0, *lo, s16);
-        *hi = _mm256_mask_add_epi8(*hi, k1, *hi, s16);
-    }
+    __m256i qh = _mm256_loadu_si256((const __m256i *)qhp);
+    const __m256i s16 = _mm256_set1_epi8(16);
+    __mmask32 k0 = _mm256_test_epi8_mask(qh, _mm256_set1_epi8((char)(1 << (2 * j))));
+    __mmask32 k1 = _mm256_test_epi8_mask(qh, _mm256_set1_epi8((char)(2 << (2 * j))));
+    *lo = _mm256_mask_add_epi8(*lo, k0, *lo, s16);
+    *hi = _mm256_mask_add_epi8(*hi, k1, *hi, s16);
 }
 
 /* Q4_K / Q5_K: the 6-bit sub-block scales are applied in integers (two sub-blocks' dot
@@ -908,8 +900,7 @@ AI void gemm_repack(const int T, const uint8_t *W, size_t wrow, int64_t nr, int6
 {
     const size_t tbs = gemm_tbs(T);
     const int B = gemm_B(T);
-    float *dw0 = (float *)(tile + (size_t)B * 32);
-    gemm_unpack_rows(T, W, wrow, nr, g0, ng, tmp, dw0, dw0 + 32);
+    gemm_unpack_rows(T, W, wrow, nr, g0, ng, tile, tmp);
     for (int g = 0; g < ng; g++) {
         for (int rv = 0; rv < 2; rv++) {
             __m256i R[16];

@@ -105,8 +105,8 @@ AI void unpack_q6k(const uint8_t *blk, int h, __m256i *v)
 
 /* one 32-value block as 32 bytes, natural order (q + off, see kernels_isa.h) */
 AI __m256i unpack32(const int T, const uint8_t *blk);
-/* 64 values of chunk j (0..3) of a Q4_K/Q5_K super-block: lo = sub-block 2j, hi = 2j + 1 */
-AI void unpack_k4(const int T, const uint8_t *blk, int j, __m256i *lo, __m256i *hi);
+/* Q5_K: add 16 to lo[l] where bit 2j of qh[l] is set, to hi[l] where bit 2j + 1 is (unpack_k4) */
+AI void unpack_k5_high(const uint8_t *qh, int j, __m256i *lo, __m256i *hi);
 
 /* matvec, NC (1, 2 or 4) activation rows: as kern_mv_fn */
 AI void mv32(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t nr,
@@ -118,7 +118,8 @@ AI void mv_q6k(const int NC, const uint8_t *W, size_t wrow, int64_t nr, const ui
 AI void mv_float(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t nr,
                  const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy);
 
-/* bytes of one scale block in the gemm tile */
+/* bytes of one scale block in the gemm tile: B/4 steps of 4 bytes of each of the GEMM_ROWS rows,
+ * then dw[GEMM_ROWS] and (at least for the types with a min) mw[GEMM_ROWS] */
 AI size_t gemm_tbs(const int T);
 /* Repack rows [0, nr) (nr <= GEMM_ROWS; the rest are zero) of groups g0 .. g0 + ng - 1 into tile;
  * tmp: GEMM_ROWS x GEMM_KC vectors (gemm_unpack_rows) */
@@ -132,6 +133,17 @@ AI void gemm_micro(const int T, const int NC, const uint8_t *tile, int nblk, int
 /* gemm of the float types F32 and F16: as kern_gemm_fn */
 AI void fgemm(const int T, const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
               const struct kern_act *L, int64_t nc, float *Y, int64_t ldy, void *scratch);
+
+/* 64 values of chunk j (0..3) of a Q4_K/Q5_K super-block: lo = sub-block 2j, hi = 2j + 1 */
+AI void unpack_k4(const int T, const uint8_t *blk, int j, __m256i *lo, __m256i *hi)
+{
+    const uint8_t *qs = blk + (T == BT_Q4_K ? 16 : 48) + 32 * j;
+    __m256i v = _mm256_loadu_si256((const __m256i *)qs);
+    const __m256i m4 = _mm256_set1_epi8(15);
+    *lo = _mm256_and_si256(v, m4);
+    *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    if (T == BT_Q5_K) unpack_k5_high(blk + 16, j, lo, hi);
+}
 
 /* ---------------------------------------------------------------------------------------- */
 /* gemm, quantised types: tiles of GEMM_ROWS weight rows x GEMM_KC groups of 32 values        */
@@ -191,12 +203,13 @@ AI void gemm_unpack_row(const int T, const uint8_t *row, int64_t g0, int ng, __m
 }
 
 /* The first half of gemm_repack: rows [0, nr) of the tile unpacked into tmp[GEMM_ROWS][GEMM_KC],
- * their scales into dw0[r], mw0[r] of each scale block; rows nr .. GEMM_ROWS - 1 zero. */
+ * their scales into the tile's dw and mw slots (gemm_tbs); rows nr .. GEMM_ROWS - 1 zero. */
 AI void gemm_unpack_rows(const int T, const uint8_t *W, size_t wrow, int64_t nr, int64_t g0, int ng,
-                         __m256i *tmp, float *dw0, float *mw0)
+                         uint8_t *tile, __m256i *tmp)
 {
     const size_t tbs = gemm_tbs(T);
     const int nblk = ng * 32 / gemm_B(T);
+    float *dw0 = (float *)(tile + (size_t)gemm_B(T) * GEMM_ROWS), *mw0 = dw0 + GEMM_ROWS;
     for (int r = 0; r < GEMM_ROWS; r++) {
         if (r < nr) {
             gemm_unpack_row(T, W + (size_t)r * wrow, g0, ng, tmp + r * GEMM_KC, dw0 + r, mw0 + r);
