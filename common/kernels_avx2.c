@@ -136,65 +136,48 @@ static void quant_q8_01(const float *x, uint8_t *dst, const struct kern_act *L)
     }
 }
 
-static void quant_q8_k(const float *x, uint8_t *dst, const struct kern_act *L)
+/* quant_q8_k's hooks (kernels_x86.h) */
+AI float q8k_absmax(const float *x)
 {
-    int8_t *q = (int8_t *)dst;
-    float *d = (float *)(dst + L->off_d), *s = (float *)(dst + L->off_s);
-    int32_t *corr = (int32_t *)(dst + L->off_corr);
-    const int per = QK_K / L->B, B = L->B;
     const __m256 sign = _mm256_set1_ps(-0.0f);
-    for (int64_t i = 0; i < L->n / QK_K; i++, x += QK_K, q += QK_K) {
-        __m256 am = _mm256_setzero_ps();
-        for (int k = 0; k < 32; k++)
-            am = _mm256_max_ps(am, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * k)));
-        const float amax = hmax256(am);
-        float *dd = d + i * per, *ss = s + i * per;
-        int32_t *cc = corr + i * per;
-        if (amax == 0.0f) {
-            memset(q, 0, QK_K);
-            for (int j = 0; j < per; j++) dd[j] = ss[j] = 0.0f, cc[j] = 0;
-            continue;
-        }
-        float max = 0.0f;
-        const __m256 vam = _mm256_set1_ps(amax);
-        for (int k = 0; k < 32; k++) {
-            int m = _mm256_movemask_ps(
-                _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * k)), vam, _CMP_EQ_OQ));
-            if (m) {
-                max = x[8 * k + __builtin_ctz((unsigned)m)];
-                break;
-            }
-        }
-        const float iscale = -127.f / max;
-        const float dq = 1 / iscale;
-        const __m256 vis = _mm256_set1_ps(iscale);
-        const __m256i v127 = _mm256_set1_epi32(127);
-        int sum16[16];
-        for (int k = 0; k < 8; k++) {
-            __m256i iv[4];
-            for (int u = 0; u < 4; u++)
-                iv[u] = _mm256_min_epi32(
-                    _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 32 * k + 8 * u), vis)),
-                    v127);
-            __m256i q8 = pack_i8(iv[0], iv[1], iv[2], iv[3]);
-            _mm256_storeu_si256((__m256i *)(q + 32 * k), q8);
-            __m256i s16 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q8),
-                                            _mm256_set1_epi16(1));
-            /* lanes 0-3: first 16 values, 4-7: second 16 */
-            __m128i lo = _mm256_castsi256_si128(s16), hi = _mm256_extracti128_si256(s16, 1);
-            lo = _mm_add_epi32(lo, _mm_shuffle_epi32(lo, 0x4e));
-            hi = _mm_add_epi32(hi, _mm_shuffle_epi32(hi, 0x4e));
-            lo = _mm_add_epi32(lo, _mm_shuffle_epi32(lo, 0xb1));
-            hi = _mm_add_epi32(hi, _mm_shuffle_epi32(hi, 0xb1));
-            sum16[2 * k] = _mm_cvtsi128_si32(lo);
-            sum16[2 * k + 1] = _mm_cvtsi128_si32(hi);
-        }
-        for (int j = 0; j < per; j++) {
-            int sum = B == 16 ? sum16[j] : sum16[2 * j] + sum16[2 * j + 1];
-            dd[j] = dq;
-            ss[j] = dq * (float)sum;
-            cc[j] = -L->off * sum;
-        }
+    __m256 am = _mm256_setzero_ps();
+    for (int k = 0; k < 32; k++)
+        am = _mm256_max_ps(am, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * k)));
+    return hmax256(am);
+}
+
+AI float q8k_first_of_abs(const float *x, float amax)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f), vam = _mm256_set1_ps(amax);
+    for (int k = 0; k < 32; k++) {
+        int m = _mm256_movemask_ps(
+            _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * k)), vam, _CMP_EQ_OQ));
+        if (m) return x[8 * k + __builtin_ctz((unsigned)m)];
+    }
+    return 0.0f;
+}
+
+AI void q8k_quantize(const float *x, float iscale, int8_t *q, int *sum16)
+{
+    const __m256 vis = _mm256_set1_ps(iscale);
+    const __m256i v127 = _mm256_set1_epi32(127);
+    for (int k = 0; k < 8; k++) {
+        __m256i iv[4];
+        for (int u = 0; u < 4; u++)
+            iv[u] = _mm256_min_epi32(
+                _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 32 * k + 8 * u), vis)), v127);
+        __m256i q8 = pack_i8(iv[0], iv[1], iv[2], iv[3]);
+        _mm256_storeu_si256((__m256i *)(q + 32 * k), q8);
+        __m256i s16 =
+            _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q8), _mm256_set1_epi16(1));
+        /* lanes 0-3: first 16 values, 4-7: second 16 */
+        __m128i lo = _mm256_castsi256_si128(s16), hi = _mm256_extracti128_si256(s16, 1);
+        lo = _mm_add_epi32(lo, _mm_shuffle_epi32(lo, 0x4e));
+        hi = _mm_add_epi32(hi, _mm_shuffle_epi32(hi, 0x4e));
+        lo = _mm_add_epi32(lo, _mm_shuffle_epi32(lo, 0xb1));
+        hi = _mm_add_epi32(hi, _mm_shuffle_epi32(hi, 0xb1));
+        sum16[2 * k] = _mm_cvtsi128_si32(lo);
+        sum16[2 * k + 1] = _mm_cvtsi128_si32(hi);
     }
 }
 

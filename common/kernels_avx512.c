@@ -215,57 +215,39 @@ static void quant_q8_01(const float *x, uint8_t *dst, const struct kern_act *L)
     }
 }
 
-static void quant_q8_k(const float *x, uint8_t *dst, const struct kern_act *L)
+/* quant_q8_k's hooks (kernels_x86.h) */
+AI float q8k_absmax(const float *x)
 {
-    int8_t *q = (int8_t *)dst;
-    float *d = (float *)(dst + L->off_d), *s = (float *)(dst + L->off_s);
-    int32_t *corr = (int32_t *)(dst + L->off_corr);
-    const int per = QK_K / L->B;
-    for (int64_t i = 0; i < L->n / QK_K; i++, x += QK_K, q += QK_K) {
-        __m512 am = _mm512_setzero_ps();
-        for (int k = 0; k < 16; k++)
-            am = _mm512_max_ps(am, _mm512_abs_ps(_mm512_loadu_ps(x + 16 * k)));
-        const float amax = _mm512_reduce_max_ps(am);
-        float *dd = d + i * per, *ss = s + i * per;
-        int32_t *cc = corr + i * per;
-        if (amax == 0.0f) {
-            memset(q, 0, QK_K);
-            for (int j = 0; j < per; j++) dd[j] = ss[j] = 0.0f, cc[j] = 0;
-            continue;
-        }
-        /* the first value of largest magnitude, with its sign */
-        float max = 0.0f;
-        const __m512 vam = _mm512_set1_ps(amax);
-        for (int k = 0; k < 16; k++) {
-            __mmask16 m =
-                _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(x + 16 * k)), vam, _CMP_EQ_OQ);
-            if (m) {
-                max = x[16 * k + __builtin_ctz(m)];
-                break;
-            }
-        }
-        const float iscale = -127.f / max;
-        const float dq = 1 / iscale;
-        const __m512 vis = _mm512_set1_ps(iscale);
-        const __m512i v127 = _mm512_set1_epi32(127);
-        __m512i v[16];
-        for (int k = 0; k < 16; k++) {
-            /* nearest_int: round to nearest even, as cvtps does by default */
-            __m512i t = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + 16 * k), vis));
-            t = _mm512_min_epi32(t, v127);
-            __m128i b8 = _mm512_cvtsepi32_epi8(t);
-            _mm_storeu_si128((__m128i *)(q + 16 * k), b8);
-            v[k] = _mm512_cvtepi8_epi32(b8);
-        }
-        int sum16[16] __attribute__((aligned(64)));
-        _mm512_store_si512(sum16, reduce16(v, 1));
-        for (int j = 0; j < per; j++) {
-            int sum = L->B == 16 ? sum16[j] : sum16[2 * j] + sum16[2 * j + 1];
-            dd[j] = dq;
-            ss[j] = dq * (float)sum;
-            cc[j] = -L->off * sum;
-        }
+    __m512 am = _mm512_setzero_ps();
+    for (int k = 0; k < 16; k++) am = _mm512_max_ps(am, _mm512_abs_ps(_mm512_loadu_ps(x + 16 * k)));
+    return _mm512_reduce_max_ps(am);
+}
+
+AI float q8k_first_of_abs(const float *x, float amax)
+{
+    const __m512 vam = _mm512_set1_ps(amax);
+    for (int k = 0; k < 16; k++) {
+        __mmask16 m =
+            _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(x + 16 * k)), vam, _CMP_EQ_OQ);
+        if (m) return x[16 * k + __builtin_ctz(m)];
     }
+    return 0.0f;
+}
+
+AI void q8k_quantize(const float *x, float iscale, int8_t *q, int *sum16)
+{
+    const __m512 vis = _mm512_set1_ps(iscale);
+    const __m512i v127 = _mm512_set1_epi32(127);
+    __m512i v[16];
+    for (int k = 0; k < 16; k++) {
+        /* nearest_int: round to nearest even, as cvtps does by default */
+        __m512i t = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + 16 * k), vis));
+        t = _mm512_min_epi32(t, v127);
+        __m128i b8 = _mm512_cvtsepi32_epi8(t);
+        _mm_storeu_si128((__m128i *)(q + 16 * k), b8);
+        v[k] = _mm512_cvtepi8_epi32(b8);
+    }
+    _mm512_store_si512(sum16, reduce16(v, 1));
 }
 
 static void quant_f16(const float *x, uint8_t *dst, const struct kern_act *L)

@@ -49,6 +49,46 @@ AI uint32_t ld32(const uint8_t *p)
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* activation conversion (bit-identical to the reference quantisers in quant.c)              */
+
+/* hooks for quant_q8_k, over the QK_K values of a super-block: the largest |x|; the first value
+ * of that magnitude, with its sign; the values times iscale to q (round to nearest even, at most
+ * 127) and the sums of q over each 16 into sum16[16] (64-byte aligned) */
+AI float q8k_absmax(const float *x);
+AI float q8k_first_of_abs(const float *x, float amax);
+AI void q8k_quantize(const float *x, float iscale, int8_t *q, int *sum16);
+
+/* Q8_K act rows (kern_quant_fn), as quant.c's q_q8_K: d = max / -127 (max: the value of largest
+ * magnitude), q = nearest(x * -127 / max) */
+static void quant_q8_k(const float *x, uint8_t *dst, const struct kern_act *L)
+{
+    int8_t *q = (int8_t *)dst;
+    float *d = (float *)(dst + L->off_d), *s = (float *)(dst + L->off_s);
+    int32_t *corr = (int32_t *)(dst + L->off_corr);
+    const int per = QK_K / L->B, B = L->B;
+    for (int64_t i = 0; i < L->n / QK_K; i++, x += QK_K, q += QK_K) {
+        const float amax = q8k_absmax(x);
+        float *dd = d + i * per, *ss = s + i * per;
+        int32_t *cc = corr + i * per;
+        if (amax == 0.0f) {
+            memset(q, 0, QK_K);
+            for (int j = 0; j < per; j++) dd[j] = ss[j] = 0.0f, cc[j] = 0;
+            continue;
+        }
+        const float iscale = -127.f / q8k_first_of_abs(x, amax);
+        const float dq = 1 / iscale;
+        int sum16[16] __attribute__((aligned(64)));
+        q8k_quantize(x, iscale, q, sum16);
+        for (int j = 0; j < per; j++) {
+            int sum = B == 16 ? sum16[j] : sum16[2 * j] + sum16[2 * j + 1];
+            dd[j] = dq;
+            ss[j] = dq * (float)sum;
+            cc[j] = -L->off * sum;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* weight blocks                                                                             */
 
 /* bytes of a block of the 32-value types */
