@@ -191,13 +191,6 @@ static void quant_f16(const float *x, uint8_t *dst, const struct kern_act *L)
     for (; i < L->n; i++) y[i] = _cvtsh_ss(_cvtss_sh(x[i], 0));
 }
 
-static void quant_bf16(const float *x, uint8_t *dst, const struct kern_act *L)
-{
-    uint16_t *y = (uint16_t *)dst;
-    for (int64_t i = 0; i < L->n; i++) y[i] = bt_f32_to_bf16(x[i]);
-    if (L->n & 1) y[L->n] = 0; /* gemm kernels read values in pairs */
-}
-
 /* ---------------------------------------------------------------------------------------- */
 /* weights of the 32-blocks as bytes, natural order (unsigned q + off; Q8_0 signed)          */
 
@@ -720,10 +713,10 @@ static void swiglu(float *g, const float *u, int64_t n)
 
 static const struct kern_ops ops = {
     .name = "avx2",
+    /* BF16 act rows: kernels.c's scalar conversion (this file had a copy of it) */
     .quant =
         {
             [KACT_F16] = quant_f16,
-            [KACT_BF16] = quant_bf16,
             [KACT_Q8_0] = quant_q8_01,
             [KACT_Q8_1] = quant_q8_01,
             [KACT_Q8_K] = quant_q8_k,
