@@ -175,159 +175,148 @@ static void q_bf16(const float *src, void *dst, int64_t n)
 
 /* ---------------------------------------------------------------- 32-element blocks */
 
+/* The value of largest magnitude among x[n] (the first one on ties), with its sign; *amax gets
+ * its magnitude. 0 and 0 for all-zero (or all-NaN) x. */
+static inline float signed_absmax(const float *x, int n, float *amax)
+{
+    float am = 0.0f, max = 0.0f;
+    for (int j = 0; j < n; j++) {
+        if (am < fabsf(x[j])) {
+            am = fabsf(x[j]);
+            max = x[j];
+        }
+    }
+    *amax = am;
+    return max;
+}
+
+/* Quants L[32] into a Q4_0 / Q4_1 block (qh NULL, L < 16) or a Q5_0 / Q5_1 block (L < 32): low
+ * nibbles of qs hold values 0..15, high nibbles 16..31, bit j of qh the fifth bit of value j. */
+static inline void pack_32(const int *L, uint8_t *qs, uint8_t *qh)
+{
+    uint32_t h = 0;
+    for (int j = 0; j < 16; j++) {
+        qs[j] = (uint8_t)((L[j] & 0x0f) | ((L[j + 16] & 0x0f) << 4));
+        h |= (uint32_t)(L[j] >> 4) << j;
+        h |= (uint32_t)(L[j + 16] >> 4) << (j + 16);
+    }
+    if (qh) memcpy(qh, &h, sizeof(h));
+}
+
+/* y[32] of one block packed as pack_32 does: (q - off) * d, or q * d + m for the types with a
+ * min. Kept in this shape (both values of a byte of qs, no array of quants in between): where d
+ * and m are both NaN, the operand order the compiler picks decides which of them comes out. */
+static inline void deq_32(const uint8_t *qs, const uint8_t *qh, float d, int off, bool has_min,
+                          float m, float *y)
+{
+    uint32_t h = 0;
+    if (qh) memcpy(&h, qh, sizeof(h));
+    for (int j = 0; j < 16; j++) {
+        const int q0 = (qs[j] & 0x0f) | (int)((h >> j) & 1u) << 4;
+        const int q1 = (qs[j] >> 4) | (int)((h >> (j + 16)) & 1u) << 4;
+        y[j] = has_min ? (float)q0 * d + m : (float)(q0 - off) * d;
+        y[j + 16] = has_min ? (float)q1 * d + m : (float)(q1 - off) * d;
+    }
+}
+
+/* Q4_0 / Q5_0 (nq = 16 / 32 levels): d = max / -(nq / 2), L = trunc(x / d + nq / 2 + 0.5) in
+ * [0, nq - 1]. Returns d. */
+static inline float quant_sym_32(const float *x, int nq, int *L)
+{
+    float amax;
+    const float max = signed_absmax(x, 32, &amax);
+    const float d = max / (float)-(nq / 2);
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const float o = (float)(nq / 2) + 0.5f;
+    for (int j = 0; j < 32; j++) L[j] = trunc_clamp(x[j] * id + o, 0, nq - 1);
+    return d;
+}
+
+/* Q4_1 / Q5_1 (nq = 16 / 32 levels): d = (max - min) / (nq - 1), L = trunc((x - min) / d + 0.5)
+ * in [0, nq - 1]. Returns d, the min in *m. */
+static inline float quant_asym_32(const float *x, int nq, float *m, int *L)
+{
+    float min = 3.40282347e+38f, max = -3.40282347e+38f;
+    for (int j = 0; j < 32; j++) {
+        if (x[j] < min) min = x[j];
+        if (x[j] > max) max = x[j];
+    }
+    const float d = (max - min) / (float)(nq - 1);
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (int j = 0; j < 32; j++) L[j] = trunc_clamp((x[j] - min) * id + 0.5f, 0, nq - 1);
+    *m = min;
+    return d;
+}
+
 static void deq_q4_0(const void *src, float *y, int64_t nb)
 {
     const block_q4_0 *x = src;
-    for (int64_t i = 0; i < nb; i++, y += QK4_0) {
-        const float d = FP16(x[i].d);
-        for (int j = 0; j < QK4_0 / 2; j++) {
-            const int x0 = (x[i].qs[j] & 0x0f) - 8;
-            const int x1 = (x[i].qs[j] >> 4) - 8;
-            y[j] = (float)x0 * d;
-            y[j + QK4_0 / 2] = (float)x1 * d;
-        }
-    }
+    for (int64_t i = 0; i < nb; i++, y += QK4_0)
+        deq_32(x[i].qs, NULL, FP16(x[i].d), 8, false, 0, y);
 }
 
 static void q_q4_0(const float *x, void *dst, int64_t nb)
 {
     block_q4_0 *y = dst;
+    int L[QK4_0];
     for (int64_t i = 0; i < nb; i++, x += QK4_0) {
-        float amax = 0.0f, max = 0.0f;
-        for (int j = 0; j < QK4_0; j++) {
-            if (amax < fabsf(x[j])) {
-                amax = fabsf(x[j]);
-                max = x[j];
-            }
-        }
-        const float d = max / -8;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[i].d = TO16(d);
-        for (int j = 0; j < QK4_0 / 2; j++) {
-            const int xi0 = trunc_clamp(x[j] * id + 8.5f, 0, 15);
-            const int xi1 = trunc_clamp(x[j + QK4_0 / 2] * id + 8.5f, 0, 15);
-            y[i].qs[j] = (uint8_t)(xi0 | (xi1 << 4));
-        }
+        y[i].d = TO16(quant_sym_32(x, 16, L));
+        pack_32(L, y[i].qs, NULL);
     }
 }
 
 static void deq_q4_1(const void *src, float *y, int64_t nb)
 {
     const block_q4_1 *x = src;
-    for (int64_t i = 0; i < nb; i++, y += QK4_1) {
-        const float d = FP16(x[i].d);
-        const float m = FP16(x[i].m);
-        for (int j = 0; j < QK4_1 / 2; j++) {
-            y[j] = (float)(x[i].qs[j] & 0x0f) * d + m;
-            y[j + QK4_1 / 2] = (float)(x[i].qs[j] >> 4) * d + m;
-        }
-    }
+    for (int64_t i = 0; i < nb; i++, y += QK4_1)
+        deq_32(x[i].qs, NULL, FP16(x[i].d), 0, true, FP16(x[i].m), y);
 }
 
 static void q_q4_1(const float *x, void *dst, int64_t nb)
 {
     block_q4_1 *y = dst;
+    int L[QK4_1];
     for (int64_t i = 0; i < nb; i++, x += QK4_1) {
-        float min = 3.40282347e+38f, max = -3.40282347e+38f;
-        for (int j = 0; j < QK4_1; j++) {
-            if (x[j] < min) min = x[j];
-            if (x[j] > max) max = x[j];
-        }
-        const float d = (max - min) / 15;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[i].d = TO16(d);
-        y[i].m = TO16(min);
-        for (int j = 0; j < QK4_1 / 2; j++) {
-            const int xi0 = trunc_clamp((x[j] - min) * id + 0.5f, 0, 15);
-            const int xi1 = trunc_clamp((x[j + QK4_1 / 2] - min) * id + 0.5f, 0, 15);
-            y[i].qs[j] = (uint8_t)(xi0 | (xi1 << 4));
-        }
+        float m;
+        y[i].d = TO16(quant_asym_32(x, 16, &m, L));
+        y[i].m = TO16(m);
+        pack_32(L, y[i].qs, NULL);
     }
 }
 
 static void deq_q5_0(const void *src, float *y, int64_t nb)
 {
     const block_q5_0 *x = src;
-    for (int64_t i = 0; i < nb; i++, y += QK5_0) {
-        const float d = FP16(x[i].d);
-        uint32_t qh;
-        memcpy(&qh, x[i].qh, sizeof(qh));
-        for (int j = 0; j < QK5_0 / 2; j++) {
-            const int h0 = (int)((qh >> j) & 1u) << 4;
-            const int h1 = (int)((qh >> (j + 16)) & 1u) << 4;
-            const int x0 = ((x[i].qs[j] & 0x0f) | h0) - 16;
-            const int x1 = ((x[i].qs[j] >> 4) | h1) - 16;
-            y[j] = (float)x0 * d;
-            y[j + QK5_0 / 2] = (float)x1 * d;
-        }
-    }
+    for (int64_t i = 0; i < nb; i++, y += QK5_0)
+        deq_32(x[i].qs, x[i].qh, FP16(x[i].d), 16, false, 0, y);
 }
 
 static void q_q5_0(const float *x, void *dst, int64_t nb)
 {
     block_q5_0 *y = dst;
+    int L[QK5_0];
     for (int64_t i = 0; i < nb; i++, x += QK5_0) {
-        float amax = 0.0f, max = 0.0f;
-        for (int j = 0; j < QK5_0; j++) {
-            if (amax < fabsf(x[j])) {
-                amax = fabsf(x[j]);
-                max = x[j];
-            }
-        }
-        const float d = max / -16;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[i].d = TO16(d);
-        uint32_t qh = 0;
-        for (int j = 0; j < QK5_0 / 2; j++) {
-            const int xi0 = trunc_clamp(x[j] * id + 16.5f, 0, 31);
-            const int xi1 = trunc_clamp(x[j + QK5_0 / 2] * id + 16.5f, 0, 31);
-            y[i].qs[j] = (uint8_t)((xi0 & 0x0f) | ((xi1 & 0x0f) << 4));
-            qh |= (uint32_t)(xi0 >> 4) << j;
-            qh |= (uint32_t)(xi1 >> 4) << (j + QK5_0 / 2);
-        }
-        memcpy(y[i].qh, &qh, sizeof(qh));
+        y[i].d = TO16(quant_sym_32(x, 32, L));
+        pack_32(L, y[i].qs, y[i].qh);
     }
 }
 
 static void deq_q5_1(const void *src, float *y, int64_t nb)
 {
     const block_q5_1 *x = src;
-    for (int64_t i = 0; i < nb; i++, y += QK5_1) {
-        const float d = FP16(x[i].d);
-        const float m = FP16(x[i].m);
-        uint32_t qh;
-        memcpy(&qh, x[i].qh, sizeof(qh));
-        for (int j = 0; j < QK5_1 / 2; j++) {
-            const int h0 = (int)((qh >> j) & 1u) << 4;
-            const int h1 = (int)((qh >> (j + 16)) & 1u) << 4;
-            y[j] = (float)((x[i].qs[j] & 0x0f) | h0) * d + m;
-            y[j + QK5_1 / 2] = (float)((x[i].qs[j] >> 4) | h1) * d + m;
-        }
-    }
+    for (int64_t i = 0; i < nb; i++, y += QK5_1)
+        deq_32(x[i].qs, x[i].qh, FP16(x[i].d), 0, true, FP16(x[i].m), y);
 }
 
 static void q_q5_1(const float *x, void *dst, int64_t nb)
 {
     block_q5_1 *y = dst;
+    int L[QK5_1];
     for (int64_t i = 0; i < nb; i++, x += QK5_1) {
-        float min = 3.40282347e+38f, max = -3.40282347e+38f;
-        for (int j = 0; j < QK5_1; j++) {
-            if (x[j] < min) min = x[j];
-            if (x[j] > max) max = x[j];
-        }
-        const float d = (max - min) / 31;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[i].d = TO16(d);
-        y[i].m = TO16(min);
-        uint32_t qh = 0;
-        for (int j = 0; j < QK5_1 / 2; j++) {
-            const int xi0 = trunc_clamp((x[j] - min) * id + 0.5f, 0, 31);
-            const int xi1 = trunc_clamp((x[j + QK5_1 / 2] - min) * id + 0.5f, 0, 31);
-            y[i].qs[j] = (uint8_t)((xi0 & 0x0f) | ((xi1 & 0x0f) << 4));
-            qh |= (uint32_t)(xi0 >> 4) << j;
-            qh |= (uint32_t)(xi1 >> 4) << (j + QK5_1 / 2);
-        }
-        memcpy(y[i].qh, &qh, sizeof(qh));
+        float m;
+        y[i].d = TO16(quant_asym_32(x, 32, &m, L));
+        y[i].m = TO16(m);
+        pack_32(L, y[i].qs, y[i].qh);
     }
 }
 
