@@ -320,55 +320,6 @@ static void q_q5_1(const float *x, void *dst, int64_t nb)
     }
 }
 
-static void deq_q8_0(const void *src, float *y, int64_t nb)
-{
-    const block_q8_0 *x = src;
-    for (int64_t i = 0; i < nb; i++, y += QK8_0) {
-        const float d = FP16(x[i].d);
-        for (int j = 0; j < QK8_0; j++) y[j] = (float)x[i].qs[j] * d;
-    }
-}
-
-static void q_q8_0(const float *x, void *dst, int64_t nb)
-{
-    block_q8_0 *y = dst;
-    for (int64_t i = 0; i < nb; i++, x += QK8_0) {
-        float amax = 0.0f;
-        for (int j = 0; j < QK8_0; j++) amax = QMAX(amax, fabsf(x[j]));
-        const float d = amax / 127;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[i].d = TO16(d);
-        for (int j = 0; j < QK8_0; j++) y[i].qs[j] = round_i8(x[j] * id);
-    }
-}
-
-static void deq_q8_1(const void *src, float *y, int64_t nb)
-{
-    const block_q8_1 *x = src;
-    for (int64_t i = 0; i < nb; i++, y += QK8_1) {
-        const float d = FP16(x[i].d);
-        for (int j = 0; j < QK8_1; j++) y[j] = (float)x[i].qs[j] * d;
-    }
-}
-
-static void q_q8_1(const float *x, void *dst, int64_t nb)
-{
-    block_q8_1 *y = dst;
-    for (int64_t i = 0; i < nb; i++, x += QK8_1) {
-        float amax = 0.0f;
-        for (int j = 0; j < QK8_1; j++) amax = QMAX(amax, fabsf(x[j]));
-        const float d = amax / 127;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[i].d = TO16(d);
-        int sum = 0;
-        for (int j = 0; j < QK8_1; j++) {
-            y[i].qs[j] = round_i8(x[j] * id);
-            sum += y[i].qs[j];
-        }
-        y[i].s = TO16((float)sum * d);
-    }
-}
-
 /* The x86 AVX/AVX2 activation quantisers of ggml's CPU backend: id = 127 / amax, and
  * _mm256_round_ps(_MM_ROUND_NEAREST) rounds halves to even; the int32 -> int8 packing saturates. */
 static inline int8_t rne_i8(float v)
@@ -379,35 +330,72 @@ static inline int8_t rne_i8(float v)
     return (int8_t)bt_nearest_int(v);
 }
 
-static void q_q8_0_cpu(const float *x, void *dst, int64_t nb)
+/* One block of 32 values to int8 with d = amax / 127: as the reference (q = round(x / d), ties
+ * away from zero) or, with cpu, as ggml's x86 CPU backend (q = x * (127 / amax), ties to even;
+ * bt_quantize_row_cpu). Returns d; *sum gets the sum of the q. */
+static inline __attribute__((always_inline)) float quant_q8_32(const float *x, bool cpu, int8_t *q,
+                                                               int *sum)
+{
+    float amax = 0.0f;
+    for (int j = 0; j < 32; j++) amax = QMAX(amax, fabsf(x[j]));
+    const float d = amax / 127;
+    const float id = cpu ? (amax != 0.0f ? 127.f / amax : 0.0f) : (d != 0.0f ? 1.0f / d : 0.0f);
+    int s = 0;
+    for (int j = 0; j < 32; j++) {
+        q[j] = cpu ? rne_i8(x[j] * id) : round_i8(x[j] * id);
+        s += q[j];
+    }
+    *sum = s;
+    return d;
+}
+
+/* y[n] = q * d */
+static inline void deq_i8(const int8_t *q, float d, float *y, int n)
+{
+    for (int j = 0; j < n; j++) y[j] = (float)q[j] * d;
+}
+
+static void deq_q8_0(const void *src, float *y, int64_t nb)
+{
+    const block_q8_0 *x = src;
+    for (int64_t i = 0; i < nb; i++, y += QK8_0) deq_i8(x[i].qs, FP16(x[i].d), y, QK8_0);
+}
+
+static inline void q8_0_blocks(const float *x, void *dst, int64_t nb, bool cpu)
 {
     block_q8_0 *y = dst;
     for (int64_t i = 0; i < nb; i++, x += QK8_0) {
-        float amax = 0.0f;
-        for (int j = 0; j < QK8_0; j++) amax = QMAX(amax, fabsf(x[j]));
-        const float d = amax / 127.f;
-        const float id = amax != 0.0f ? 127.f / amax : 0.0f;
-        y[i].d = TO16(d);
-        for (int j = 0; j < QK8_0; j++) y[i].qs[j] = rne_i8(x[j] * id);
+        int sum;
+        y[i].d = TO16(quant_q8_32(x, cpu, y[i].qs, &sum));
     }
 }
 
-static void q_q8_1_cpu(const float *x, void *dst, int64_t nb)
+static void q_q8_0(const float *x, void *dst, int64_t nb)
+{
+    q8_0_blocks(x, dst, nb, false);
+}
+
+static void deq_q8_1(const void *src, float *y, int64_t nb)
+{
+    const block_q8_1 *x = src;
+    for (int64_t i = 0; i < nb; i++, y += QK8_1) deq_i8(x[i].qs, FP16(x[i].d), y, QK8_1);
+}
+
+/* s = sum(q) * d, rounded to f16 */
+static inline void q8_1_blocks(const float *x, void *dst, int64_t nb, bool cpu)
 {
     block_q8_1 *y = dst;
     for (int64_t i = 0; i < nb; i++, x += QK8_1) {
-        float amax = 0.0f;
-        for (int j = 0; j < QK8_1; j++) amax = QMAX(amax, fabsf(x[j]));
-        const float d = amax / 127.f;
-        const float id = amax != 0.0f ? 127.f / amax : 0.0f;
+        int sum;
+        const float d = quant_q8_32(x, cpu, y[i].qs, &sum);
         y[i].d = TO16(d);
-        int sum = 0;
-        for (int j = 0; j < QK8_1; j++) {
-            y[i].qs[j] = rne_i8(x[j] * id);
-            sum += y[i].qs[j];
-        }
-        y[i].s = TO16(d * (float)sum);
+        y[i].s = TO16((float)sum * d);
     }
+}
+
+static void q_q8_1(const float *x, void *dst, int64_t nb)
+{
+    q8_1_blocks(x, dst, nb, false);
 }
 
 /* ---------------------------------------------------------------- K-quant helpers */
@@ -988,8 +976,7 @@ static void q_q6_K(const float *x, void *dst, int64_t nb)
 static void deq_q8_K(const void *src, float *y, int64_t nb)
 {
     const block_q8_K *x = src;
-    for (int64_t i = 0; i < nb; i++, y += QK_K)
-        for (int j = 0; j < QK_K; j++) y[j] = x[i].d * (float)x[i].qs[j];
+    for (int64_t i = 0; i < nb; i++, y += QK_K) deq_i8(x[i].qs, x[i].d, y, QK_K);
 }
 
 static void q_q8_K(const float *x, void *dst, int64_t nb)
@@ -1130,6 +1117,7 @@ int bt_quantize_row_cpu(uint32_t type, const float *src, void *dst, int64_t n)
 {
     if (type != BT_Q8_0 && type != BT_Q8_1) return bt_quantize_row(type, src, dst, n);
     if (n < 0 || n % QK8_0 != 0 || (n > 0 && (!src || !dst))) return BT_EINVAL;
-    if (n > 0) (type == BT_Q8_0 ? q_q8_0_cpu : q_q8_1_cpu)(src, dst, n / QK8_0);
+    if (n > 0 && type == BT_Q8_0) q8_0_blocks(src, dst, n / QK8_0, true);
+    if (n > 0 && type == BT_Q8_1) q8_1_blocks(src, dst, n / QK8_1, true);
     return BT_OK;
 }
