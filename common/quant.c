@@ -141,6 +141,21 @@ static inline int8_t round_i8(float v)
     return (int8_t)r;
 }
 
+/* The value of largest magnitude among x[n] (the first one on ties), with its sign; *amax gets
+ * its magnitude. 0 and 0 for all-zero (or all-NaN) x. */
+static inline float signed_absmax(const float *x, int n, float *amax)
+{
+    float am = 0.0f, max = 0.0f;
+    for (int j = 0; j < n; j++) {
+        if (am < fabsf(x[j])) {
+            am = fabsf(x[j]);
+            max = x[j];
+        }
+    }
+    *amax = am;
+    return max;
+}
+
 /* ---------------------------------------------------------------- plain types */
 
 static void deq_f32(const void *src, float *dst, int64_t n)
@@ -174,21 +189,6 @@ static void q_bf16(const float *src, void *dst, int64_t n)
 }
 
 /* ---------------------------------------------------------------- 32-element blocks */
-
-/* The value of largest magnitude among x[n] (the first one on ties), with its sign; *amax gets
- * its magnitude. 0 and 0 for all-zero (or all-NaN) x. */
-static inline float signed_absmax(const float *x, int n, float *amax)
-{
-    float am = 0.0f, max = 0.0f;
-    for (int j = 0; j < n; j++) {
-        if (am < fabsf(x[j])) {
-            am = fabsf(x[j]);
-            max = x[j];
-        }
-    }
-    *amax = am;
-    return max;
-}
 
 /* Quants L[32] into a Q4_0 / Q4_1 block (qh NULL, L < 16) or a Q5_0 / Q5_1 block (L < 32): low
  * nibbles of qs hold values 0..15, high nibbles 16..31, bit j of qh the fifth bit of value j. */
@@ -404,14 +404,8 @@ static void q_q8_1(const float *x, void *dst, int64_t nb)
  * search over the scale; returns the scale. ggml's make_qx_quants with rmse_type 1, no qw. */
 static float make_qx_quants(int n, int nmax, const float *x, int8_t *L)
 {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        const float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
+    float amax;
+    const float max = signed_absmax(x, n, &amax);
     if (amax < GROUP_MAX_EPS) {
         for (int i = 0; i < n; i++) L[i] = 0;
         return 0.f;
@@ -454,14 +448,8 @@ static float make_qx_quants(int n, int nmax, const float *x, int8_t *L)
 /* ggml's make_q3_quants with do_rmse: L[i] in [0, 2 nmax) (offset nmax). */
 static float make_q3_quants(int n, int nmax, const float *x, int8_t *L)
 {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        const float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
+    float amax;
+    const float max = signed_absmax(x, n, &amax);
     if (amax < GROUP_MAX_EPS) {
         for (int i = 0; i < n; i++) L[i] = 0;
         return 0.f;
@@ -589,6 +577,16 @@ static inline void get_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t
     }
 }
 
+/* d * scale and dmin * min of sub-block j of a Q4_K / Q5_K super-block */
+static inline void k4_scale_min(const uint8_t *scales, int j, float d, float dmin, float *dj,
+                                float *mj)
+{
+    uint8_t sc, m;
+    get_scale_min_k4(j, scales, &sc, &m);
+    *dj = d * (float)sc;
+    *mj = dmin * (float)m;
+}
+
 /* Shared first half of Q4_K / Q5_K: per-sub-block scales and mins, packed into y->scales,
  * then the quants L[QK_K] in [0, nmax] recomputed from the rounded scales. */
 static void quant_k4_scales(const float *x, int nmax, float rmin, int nstep, uint8_t *scales_out,
@@ -638,6 +636,16 @@ static void quant_k4_scales(const float *x, int nmax, float rmin, int nstep, uin
             L[32 * j + ii] = (uint8_t)QMAX(0, QMIN(nmax, l));
         }
     }
+}
+
+/* 2-bit quants L[QK_K] (0..3) into qs[QK_K / 4] as Q2_K and Q3_K store them: byte l of each 32
+ * holds values l, l + 32, l + 64, l + 96 of its 128 */
+static void pack_2bit(const uint8_t *L, uint8_t *qs)
+{
+    for (int j = 0; j < QK_K; j += 128)
+        for (int l = 0; l < 32; l++)
+            qs[j / 4 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) |
+                                      (L[j + l + 96] << 6));
 }
 
 /* ---------------------------------------------------------------- Q2_K */
@@ -706,10 +714,7 @@ static void q_q2_K(const float *x, void *dst, int64_t nb)
                 L[16 * j + ii] = (uint8_t)QMAX(0, QMIN(3, l));
             }
         }
-        for (int j = 0; j < QK_K; j += 128)
-            for (int l = 0; l < 32; l++)
-                y[i].qs[j / 4 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 2) |
-                                               (L[j + l + 64] << 4) | (L[j + l + 96] << 6));
+        pack_2bit(L, y[i].qs);
     }
 }
 
@@ -758,15 +763,10 @@ static void q_q3_K(const float *x, void *dst, int64_t nb)
     int8_t L[QK_K];
     float scales[QK_K / 16];
     for (int64_t i = 0; i < nb; i++, x += QK_K) {
-        float max_scale = 0, amax = 0;
-        for (int j = 0; j < QK_K / 16; j++) {
+        for (int j = 0; j < QK_K / 16; j++)
             scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j);
-            const float scale = fabsf(scales[j]);
-            if (scale > amax) {
-                amax = scale;
-                max_scale = scales[j];
-            }
-        }
+        float amax;
+        const float max_scale = signed_absmax(scales, QK_K / 16, &amax);
         memset(y[i].scales, 0, 12);
         if (max_scale != 0.0f) {
             const float iscale = -32.f / max_scale;
@@ -807,10 +807,7 @@ static void q_q3_K(const float *x, void *dst, int64_t nb)
                 hm = (uint8_t)(hm << 1);
             }
         }
-        for (int j = 0; j < QK_K; j += 128)
-            for (int l = 0; l < 32; l++)
-                y[i].qs[j / 4 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 2) |
-                                               (L[j + l + 64] << 4) | (L[j + l + 96] << 6));
+        pack_2bit((const uint8_t *)L, y[i].qs);
     }
 }
 
@@ -824,11 +821,9 @@ static void deq_q4_K(const void *src, float *y, int64_t nb)
         const float d = FP16(x[i].d);
         const float min = FP16(x[i].dmin);
         for (int j = 0, is = 0; j < QK_K; j += 64, is += 2, q += 32) {
-            uint8_t sc, m;
-            get_scale_min_k4(is, x[i].scales, &sc, &m);
-            const float d1 = d * (float)sc, m1 = min * (float)m;
-            get_scale_min_k4(is + 1, x[i].scales, &sc, &m);
-            const float d2 = d * (float)sc, m2 = min * (float)m;
+            float d1, m1, d2, m2;
+            k4_scale_min(x[i].scales, is, d, min, &d1, &m1);
+            k4_scale_min(x[i].scales, is + 1, d, min, &d2, &m2);
             for (int l = 0; l < 32; l++) *y++ = d1 * (float)(q[l] & 0x0f) - m1;
             for (int l = 0; l < 32; l++) *y++ = d2 * (float)(q[l] >> 4) - m2;
         }
@@ -857,11 +852,9 @@ static void deq_q5_K(const void *src, float *y, int64_t nb)
         const float min = FP16(x[i].dmin);
         uint8_t u1 = 1, u2 = 2;
         for (int j = 0, is = 0; j < QK_K; j += 64, is += 2, ql += 32) {
-            uint8_t sc, m;
-            get_scale_min_k4(is, x[i].scales, &sc, &m);
-            const float d1 = d * (float)sc, m1 = min * (float)m;
-            get_scale_min_k4(is + 1, x[i].scales, &sc, &m);
-            const float d2 = d * (float)sc, m2 = min * (float)m;
+            float d1, m1, d2, m2;
+            k4_scale_min(x[i].scales, is, d, min, &d1, &m1);
+            k4_scale_min(x[i].scales, is + 1, d, min, &d2, &m2);
             for (int l = 0; l < 32; l++)
                 *y++ = d1 * (float)((ql[l] & 0x0f) + (qh[l] & u1 ? 16 : 0)) - m1;
             for (int l = 0; l < 32; l++)
@@ -933,15 +926,10 @@ static void q_q6_K(const float *x, void *dst, int64_t nb)
     int8_t L[QK_K];
     float scales[QK_K / 16];
     for (int64_t i = 0; i < nb; i++, x += QK_K) {
-        float max_scale = 0, max_abs_scale = 0;
-        for (int ib = 0; ib < QK_K / 16; ib++) {
-            const float scale = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib);
-            scales[ib] = scale;
-            if (fabsf(scale) > max_abs_scale) {
-                max_abs_scale = fabsf(scale);
-                max_scale = scale;
-            }
-        }
+        for (int ib = 0; ib < QK_K / 16; ib++)
+            scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib);
+        float max_abs_scale;
+        const float max_scale = signed_absmax(scales, QK_K / 16, &max_abs_scale);
         if (max_abs_scale < GROUP_MAX_EPS) {
             memset(&y[i], 0, sizeof(y[i]));
             continue;
@@ -983,14 +971,8 @@ static void q_q8_K(const float *x, void *dst, int64_t nb)
 {
     block_q8_K *y = dst;
     for (int64_t i = 0; i < nb; i++, x += QK_K) {
-        float max = 0, amax = 0;
-        for (int j = 0; j < QK_K; j++) {
-            const float ax = fabsf(x[j]);
-            if (ax > amax) {
-                amax = ax;
-                max = x[j];
-            }
-        }
+        float amax;
+        const float max = signed_absmax(x, QK_K, &amax);
         if (amax == 0.0f) {
             /* ggml leaves bsums unset here; zero is what they would sum to */
             memset(&y[i], 0, sizeof(y[i]));
