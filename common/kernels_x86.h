@@ -1,14 +1,15 @@
 /* kernels_x86: the code that kernels_avx2.c and kernels_avx512.c share, included once by each.
  * Everything here is static (inline), so it is compiled in each file with that file's -m flags
  * (meson.build): the same source, an AVX2 and an AVX-512 build of it. Only the parts that do not
- * depend on the vector width live here: scalar loads, the unpacking of weight blocks into 32-byte
- * vectors (both files work on __m256i there), the gemm's loop over tiles and the entry points
- * that dispatch on the weight type and the number of activation rows.
+ * depend on the vector width live here: scalar loads, the Q8_K activation quantiser's steps, the
+ * unpacking of weight blocks into 32-byte vectors (both files work on __m256i there), the gemm's
+ * loop over tiles and the entry points that dispatch on the weight type and the number of
+ * activation rows.
  *
  * The including file defines, before the #include:
  *   GEMM_ROWS  weight rows per gemm tile (one vector of 32-bit lanes, or two)
- * and, anywhere in the file, the kernels declared under "hooks" below (the parts that differ in
- * vector width or instructions). Not for use outside kernels_avx2.c / kernels_avx512.c. */
+ * and, anywhere in the file, the functions declared under "hooks" below (the parts that differ
+ * in vector width or instructions). Not for use outside kernels_avx2.c / kernels_avx512.c. */
 #ifndef BATON_KERNELS_X86_H
 #define BATON_KERNELS_X86_H
 
@@ -23,6 +24,47 @@
 #endif
 
 #define AI static inline __attribute__((always_inline))
+
+/* ---------------------------------------------------------------------------------------- */
+/* hooks: defined by the including file                                                      */
+
+/* for quant_q8_k, over the QK_K values of a super-block: the largest |x|; the first value
+ * of that magnitude, with its sign; the values times iscale to q (round to nearest even, at most
+ * 127) and the sums of q over each 16 into sum16[16] (64-byte aligned) */
+AI float q8k_absmax(const float *x);
+AI float q8k_first_of_abs(const float *x, float amax);
+AI void q8k_quantize(const float *x, float iscale, int8_t *q, int *sum16);
+
+/* one 32-value block as 32 bytes, natural order (q + off, see kernels_isa.h) */
+AI __m256i unpack32(const int T, const uint8_t *blk);
+/* Q5_K: add 16 to lo[l] where bit 2j of qh[l] is set, to hi[l] where bit 2j + 1 is (unpack_k4) */
+AI void unpack_k5_high(const uint8_t *qh, int j, __m256i *lo, __m256i *hi);
+
+/* matvec, NC (1, 2 or 4) activation rows: as kern_mv_fn */
+AI void mv32(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t nr,
+             const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy);
+AI void mv_k45(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t nr,
+               const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy);
+AI void mv_q6k(const int NC, const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
+               const struct kern_act *L, float *Y, int64_t ldy);
+AI void mv_float(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t nr,
+                 const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy);
+
+/* bytes of one scale block in the gemm tile: B/4 steps of 4 bytes of each of the GEMM_ROWS rows,
+ * then dw[GEMM_ROWS] and (at least for the types with a min) mw[GEMM_ROWS] */
+AI size_t gemm_tbs(const int T);
+/* Repack rows [0, nr) (nr <= GEMM_ROWS; the rest are zero) of groups g0 .. g0 + ng - 1 into tile;
+ * tmp: GEMM_ROWS x GEMM_KC vectors (gemm_unpack_rows) */
+AI void gemm_repack(const int T, const uint8_t *W, size_t wrow, int64_t nr, int64_t g0, int ng,
+                    uint8_t *tile, __m256i *tmp);
+/* NC activation rows against the repacked tile (nblk scale blocks starting at block j0 of the
+ * act rows); adds to or stores into Y rows [0, nr). */
+AI void gemm_micro(const int T, const int NC, const uint8_t *tile, int nblk, int64_t j0,
+                   const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy, int64_t nr,
+                   bool add);
+/* gemm of the float types F32 and F16: as kern_gemm_fn */
+AI void fgemm(const int T, const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
+              const struct kern_act *L, int64_t nc, float *Y, int64_t ldy, void *scratch);
 
 /* ---------------------------------------------------------------------------------------- */
 /* scalar loads                                                                              */
@@ -50,13 +92,6 @@ AI uint32_t ld32(const uint8_t *p)
 
 /* ---------------------------------------------------------------------------------------- */
 /* activation conversion (bit-identical to the reference quantisers in quant.c)              */
-
-/* hooks for quant_q8_k, over the QK_K values of a super-block: the largest |x|; the first value
- * of that magnitude, with its sign; the values times iscale to q (round to nearest even, at most
- * 127) and the sums of q over each 16 into sum16[16] (64-byte aligned) */
-AI float q8k_absmax(const float *x);
-AI float q8k_first_of_abs(const float *x, float amax);
-AI void q8k_quantize(const float *x, float iscale, int8_t *q, int *sum16);
 
 /* Q8_K act rows (kern_quant_fn), as quant.c's q_q8_K: d = max / -127 (max: the value of largest
  * magnitude), q = nearest(x * -127 / max) */
@@ -139,40 +174,6 @@ AI void unpack_q6k(const uint8_t *blk, int h, __m256i *v)
     v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
                            _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30));
 }
-
-/* ---------------------------------------------------------------------------------------- */
-/* hooks: defined by the including file                                                      */
-
-/* one 32-value block as 32 bytes, natural order (q + off, see kernels_isa.h) */
-AI __m256i unpack32(const int T, const uint8_t *blk);
-/* Q5_K: add 16 to lo[l] where bit 2j of qh[l] is set, to hi[l] where bit 2j + 1 is (unpack_k4) */
-AI void unpack_k5_high(const uint8_t *qh, int j, __m256i *lo, __m256i *hi);
-
-/* matvec, NC (1, 2 or 4) activation rows: as kern_mv_fn */
-AI void mv32(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t nr,
-             const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy);
-AI void mv_k45(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t nr,
-               const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy);
-AI void mv_q6k(const int NC, const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
-               const struct kern_act *L, float *Y, int64_t ldy);
-AI void mv_float(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t nr,
-                 const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy);
-
-/* bytes of one scale block in the gemm tile: B/4 steps of 4 bytes of each of the GEMM_ROWS rows,
- * then dw[GEMM_ROWS] and (at least for the types with a min) mw[GEMM_ROWS] */
-AI size_t gemm_tbs(const int T);
-/* Repack rows [0, nr) (nr <= GEMM_ROWS; the rest are zero) of groups g0 .. g0 + ng - 1 into tile;
- * tmp: GEMM_ROWS x GEMM_KC vectors (gemm_unpack_rows) */
-AI void gemm_repack(const int T, const uint8_t *W, size_t wrow, int64_t nr, int64_t g0, int ng,
-                    uint8_t *tile, __m256i *tmp);
-/* NC activation rows against the repacked tile (nblk scale blocks starting at block j0 of the
- * act rows); adds to or stores into Y rows [0, nr). */
-AI void gemm_micro(const int T, const int NC, const uint8_t *tile, int nblk, int64_t j0,
-                   const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy, int64_t nr,
-                   bool add);
-/* gemm of the float types F32 and F16: as kern_gemm_fn */
-AI void fgemm(const int T, const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
-              const struct kern_act *L, int64_t nc, float *Y, int64_t ldy, void *scratch);
 
 /* 64 values of chunk j (0..3) of a Q4_K/Q5_K super-block: lo = sub-block 2j, hi = 2j + 1 */
 AI void unpack_k4(const int T, const uint8_t *blk, int j, __m256i *lo, __m256i *hi)
