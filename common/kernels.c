@@ -95,6 +95,18 @@ static inline void kscale(const uint8_t *s, int j, int *sc, int *m)
     }
 }
 
+/* dw, mw of the 8 sub-blocks of a Q4_K/Q5_K super-block (scales: its 12 packed bytes) */
+static inline void unpack_k4_scales(const uint8_t *scales, float d, float dmin, float *dw,
+                                    float *mw)
+{
+    for (int j = 0; j < 8; j++) {
+        int sc, m;
+        kscale(scales, j, &sc, &m);
+        dw[j] = d * (float)sc;
+        mw[j] = -dmin * (float)m;
+    }
+}
+
 static void unpack_q4_k(const uint8_t *blk, int8_t *q, float *dw, float *mw)
 {
     const block_q4_K *b = (const block_q4_K *)blk;
@@ -106,12 +118,7 @@ static void unpack_q4_k(const uint8_t *blk, int8_t *q, float *dw, float *mw)
             q[64 * j + 32 + l] = (int8_t)(qs[l] >> 4);
         }
     }
-    for (int j = 0; j < 8; j++) {
-        int sc, m;
-        kscale(b->scales, j, &sc, &m);
-        dw[j] = d * (float)sc;
-        mw[j] = -dmin * (float)m;
-    }
+    unpack_k4_scales(b->scales, d, dmin, dw, mw);
 }
 
 static void unpack_q5_k(const uint8_t *blk, int8_t *q, float *dw, float *mw)
@@ -125,12 +132,7 @@ static void unpack_q5_k(const uint8_t *blk, int8_t *q, float *dw, float *mw)
             q[64 * j + 32 + l] = (int8_t)((qs[l] >> 4) | (((b->qh[l] >> (2 * j + 1)) & 1) << 4));
         }
     }
-    for (int j = 0; j < 8; j++) {
-        int sc, m;
-        kscale(b->scales, j, &sc, &m);
-        dw[j] = d * (float)sc;
-        mw[j] = -dmin * (float)m;
-    }
+    unpack_k4_scales(b->scales, d, dmin, dw, mw);
 }
 
 static void unpack_q6_k(const uint8_t *blk, int8_t *q, float *dw, float *mw)

@@ -5,39 +5,18 @@
  * pairs summed to int16 without saturation for weights below 64) and vpmaddwd; weights are
  * brought to unsigned bytes q + off (off = 8 for Q4_0, 16 for Q5_0, 32 for Q6_K, 0 for types with
  * a min); Q8_0 keeps signed weights and uses the sign trick (|w| x sign(a, w)) instead.
- * Structure as in kernels_avx512.c. Thread-safe: pure functions of their arguments. */
-#include "kernels_isa.h"
+ * Structure as in kernels_avx512.c; what the two share (helpers, the gemm loop, the entry points)
+ * is in kernels_x86.h. Thread-safe: pure functions of their arguments. */
+#define GEMM_ROWS 8 /* weight rows per gemm tile: one vector */
+#include "kernels_x86.h"
 
 #include <immintrin.h>
 #include <math.h>
 #include <stdbool.h>
 #include <string.h>
 
-#define AI static inline __attribute__((always_inline))
-
 /* ---------------------------------------------------------------------------------------- */
 /* helpers                                                                                   */
-
-AI float h2f(const uint8_t *p)
-{
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return _cvtsh_ss(h);
-}
-
-AI uint64_t ld16(const uint8_t *p)
-{
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return h;
-}
-
-AI uint32_t ld32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
 
 AI __m256 gather_f16(const uint8_t *p, size_t bs, int g)
 {
@@ -157,65 +136,48 @@ static void quant_q8_01(const float *x, uint8_t *dst, const struct kern_act *L)
     }
 }
 
-static void quant_q8_k(const float *x, uint8_t *dst, const struct kern_act *L)
+/* quant_q8_k's hooks (kernels_x86.h) */
+AI float q8k_absmax(const float *x)
 {
-    int8_t *q = (int8_t *)dst;
-    float *d = (float *)(dst + L->off_d), *s = (float *)(dst + L->off_s);
-    int32_t *corr = (int32_t *)(dst + L->off_corr);
-    const int per = QK_K / L->B, B = L->B;
     const __m256 sign = _mm256_set1_ps(-0.0f);
-    for (int64_t i = 0; i < L->n / QK_K; i++, x += QK_K, q += QK_K) {
-        __m256 am = _mm256_setzero_ps();
-        for (int k = 0; k < 32; k++)
-            am = _mm256_max_ps(am, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * k)));
-        const float amax = hmax256(am);
-        float *dd = d + i * per, *ss = s + i * per;
-        int32_t *cc = corr + i * per;
-        if (amax == 0.0f) {
-            memset(q, 0, QK_K);
-            for (int j = 0; j < per; j++) dd[j] = ss[j] = 0.0f, cc[j] = 0;
-            continue;
-        }
-        float max = 0.0f;
-        const __m256 vam = _mm256_set1_ps(amax);
-        for (int k = 0; k < 32; k++) {
-            int m = _mm256_movemask_ps(
-                _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * k)), vam, _CMP_EQ_OQ));
-            if (m) {
-                max = x[8 * k + __builtin_ctz((unsigned)m)];
-                break;
-            }
-        }
-        const float iscale = -127.f / max;
-        const float dq = 1 / iscale;
-        const __m256 vis = _mm256_set1_ps(iscale);
-        const __m256i v127 = _mm256_set1_epi32(127);
-        int sum16[16];
-        for (int k = 0; k < 8; k++) {
-            __m256i iv[4];
-            for (int u = 0; u < 4; u++)
-                iv[u] = _mm256_min_epi32(
-                    _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 32 * k + 8 * u), vis)),
-                    v127);
-            __m256i q8 = pack_i8(iv[0], iv[1], iv[2], iv[3]);
-            _mm256_storeu_si256((__m256i *)(q + 32 * k), q8);
-            __m256i s16 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q8),
-                                            _mm256_set1_epi16(1));
-            /* lanes 0-3: first 16 values, 4-7: second 16 */
-            __m128i lo = _mm256_castsi256_si128(s16), hi = _mm256_extracti128_si256(s16, 1);
-            lo = _mm_add_epi32(lo, _mm_shuffle_epi32(lo, 0x4e));
-            hi = _mm_add_epi32(hi, _mm_shuffle_epi32(hi, 0x4e));
-            lo = _mm_add_epi32(lo, _mm_shuffle_epi32(lo, 0xb1));
-            hi = _mm_add_epi32(hi, _mm_shuffle_epi32(hi, 0xb1));
-            sum16[2 * k] = _mm_cvtsi128_si32(lo);
-            sum16[2 * k + 1] = _mm_cvtsi128_si32(hi);
-        }
-        for (int j = 0; j < per; j++) {
-            int sum = B == 16 ? sum16[j] : sum16[2 * j] + sum16[2 * j + 1];
-            dd[j] = dq;
-            ss[j] = dq * (float)sum;
-            cc[j] = -L->off * sum;
-        }
+    __m256 am = _mm256_setzero_ps();
+    for (int k = 0; k < 32; k++)
+        am = _mm256_max_ps(am, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * k)));
+    return hmax256(am);
+}
+
+AI float q8k_first_of_abs(const float *x, float amax)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f), vam = _mm256_set1_ps(amax);
+    for (int k = 0; k < 32; k++) {
+        int m = _mm256_movemask_ps(
+            _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * k)), vam, _CMP_EQ_OQ));
+        if (m) return x[8 * k + __builtin_ctz((unsigned)m)];
+    }
+    return 0.0f;
+}
+
+AI void q8k_quantize(const float *x, float iscale, int8_t *q, int *sum16)
+{
+    const __m256 vis = _mm256_set1_ps(iscale);
+    const __m256i v127 = _mm256_set1_epi32(127);
+    for (int k = 0; k < 8; k++) {
+        __m256i iv[4];
+        for (int u = 0; u < 4; u++)
+            iv[u] = _mm256_min_epi32(
+                _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 32 * k + 8 * u), vis)), v127);
+        __m256i q8 = pack_i8(iv[0], iv[1], iv[2], iv[3]);
+        _mm256_storeu_si256((__m256i *)(q + 32 * k), q8);
+        __m256i s16 =
+            _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q8), _mm256_set1_epi16(1));
+        /* lanes 0-3: first 16 values, 4-7: second 16 */
+        __m128i lo = _mm256_castsi256_si128(s16), hi = _mm256_extracti128_si256(s16, 1);
+        lo = _mm_add_epi32(lo, _mm_shuffle_epi32(lo, 0x4e));
+        hi = _mm_add_epi32(hi, _mm_shuffle_epi32(hi, 0x4e));
+        lo = _mm_add_epi32(lo, _mm_shuffle_epi32(lo, 0xb1));
+        hi = _mm_add_epi32(hi, _mm_shuffle_epi32(hi, 0xb1));
+        sum16[2 * k] = _mm_cvtsi128_si32(lo);
+        sum16[2 * k + 1] = _mm_cvtsi128_si32(hi);
     }
 }
 
@@ -229,27 +191,8 @@ static void quant_f16(const float *x, uint8_t *dst, const struct kern_act *L)
     for (; i < L->n; i++) y[i] = _cvtsh_ss(_cvtss_sh(x[i], 0));
 }
 
-static void quant_bf16(const float *x, uint8_t *dst, const struct kern_act *L)
-{
-    uint16_t *y = (uint16_t *)dst;
-    for (int64_t i = 0; i < L->n; i++) y[i] = bt_f32_to_bf16(x[i]);
-    if (L->n & 1) y[L->n] = 0; /* gemm kernels read values in pairs */
-}
-
 /* ---------------------------------------------------------------------------------------- */
 /* weights of the 32-blocks as bytes, natural order (unsigned q + off; Q8_0 signed)          */
-
-AI size_t bsize32(const int T)
-{
-    return T == BT_Q4_0 ? 18 : T == BT_Q4_1 ? 20 : T == BT_Q5_0 ? 22 : T == BT_Q5_1 ? 24 : 34;
-}
-
-AI __m256i nibbles32(const uint8_t *qs)
-{
-    __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
-    return _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4)),
-                            _mm256_set1_epi8(15));
-}
 
 /* bit i of m (32 bits) -> byte i = 16 or 0 */
 AI __m256i bits_to_16(uint32_t m)
@@ -344,38 +287,16 @@ AI void mv32(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t n
 /* ---------------------------------------------------------------------------------------- */
 /* matvec, K-quants                                                                          */
 
-AI void kscales(const uint8_t *s, uint64_t *sc, uint64_t *mn)
+AI void unpack_k5_high(const uint8_t *qhp, int j, __m256i *lo, __m256i *hi)
 {
-    uint32_t a = ld32(s), b = ld32(s + 4), c = ld32(s + 8);
-    uint32_t sc_lo = a & 0x3f3f3f3fu, mn_lo = b & 0x3f3f3f3fu;
-    uint32_t sc_hi = (c & 0x0f0f0f0fu) | ((a >> 6) & 0x03030303u) << 4;
-    uint32_t mn_hi = ((c >> 4) & 0x0f0f0f0fu) | ((b >> 6) & 0x03030303u) << 4;
-    *sc = sc_lo | (uint64_t)sc_hi << 32;
-    *mn = mn_lo | (uint64_t)mn_hi << 32;
-}
-
-AI __m256 u8x8_to_ps(uint64_t v)
-{
-    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)v)));
-}
-
-AI void unpack_k4(const int T, const uint8_t *blk, int j, __m256i *lo, __m256i *hi)
-{
-    const uint8_t *qs = blk + (T == BT_Q4_K ? 16 : 48) + 32 * j;
-    __m256i v = _mm256_loadu_si256((const __m256i *)qs);
-    const __m256i m4 = _mm256_set1_epi8(15);
-    *lo = _mm256_and_si256(v, m4);
-    *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-    if (T == BT_Q5_K) {
-        __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 16));
-        const __m256i b0 = _mm256_set1_epi8((char)(1 << (2 * j)));
-        const __m256i b1 = _mm256_set1_epi8((char)(2 << (2 * j)));
-        const __m256i s16 = _mm256_set1_epi8(16);
-        *lo = _mm256_or_si256(
-            *lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b0), b0), s16));
-        *hi = _mm256_or_si256(
-            *hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), s16));
-    }
+    __m256i qh = _mm256_loadu_si256((const __m256i *)qhp);
+    const __m256i b0 = _mm256_set1_epi8((char)(1 << (2 * j)));
+    const __m256i b1 = _mm256_set1_epi8((char)(2 << (2 * j)));
+    const __m256i s16 = _mm256_set1_epi8(16);
+    *lo = _mm256_or_si256(*lo,
+                          _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b0), b0), s16));
+    *hi = _mm256_or_si256(*hi,
+                          _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), s16));
 }
 
 AI void mv_k45(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t nr,
@@ -424,23 +345,6 @@ AI void mv_k45(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t
         for (int c = 0; c < NC; c++)
             Y[c * ldy + r] = hsum256(_mm256_add_ps(cacc[c], _mm256_add_ps(acc[c][0], acc[c][1])));
     }
-}
-
-AI void unpack_q6k(const uint8_t *blk, int h, __m256i *v)
-{
-    const uint8_t *ql = blk + 64 * h, *qh = blk + 128 + 32 * h;
-    const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);
-    __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
-    __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
-    __m256i hb = _mm256_loadu_si256((const __m256i *)qh);
-    v[0] =
-        _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m30));
-    v[1] =
-        _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m30));
-    v[2] =
-        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hb, m30));
-    v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                           _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30));
 }
 
 AI void mv_q6k(const int NC, const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
@@ -569,109 +473,14 @@ AI void mv_float(const int T, const int NC, const uint8_t *W, size_t wrow, int64
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* matvec entry points                                                                       */
-
-/* 1, 2 or 4 activation rows per pass (3 = 2 + 1: fewer variants, less code) */
-#define MV_ENTRY(name, call)                                                                       \
-    static void name(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,                \
-                     const struct kern_act *L, int nc, float *Y, int64_t ldy)                      \
-    {                                                                                              \
-        if (nc >= 4) {                                                                             \
-            call(4);                                                                               \
-            return;                                                                                \
-        }                                                                                          \
-        if (nc >= 2) {                                                                             \
-            call(2);                                                                               \
-            act += 2 * L->stride;                                                                  \
-            Y += 2 * ldy;                                                                          \
-            nc -= 2;                                                                               \
-        }                                                                                          \
-        if (nc == 1) call(1);                                                                      \
-    }
-
-#define C_Q4_0(NC) mv32(BT_Q4_0, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_Q4_1(NC) mv32(BT_Q4_1, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_Q5_0(NC) mv32(BT_Q5_0, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_Q5_1(NC) mv32(BT_Q5_1, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_Q8_0(NC) mv32(BT_Q8_0, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_Q4_K(NC) mv_k45(BT_Q4_K, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_Q5_K(NC) mv_k45(BT_Q5_K, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_Q6_K(NC) mv_q6k(NC, W, wrow, nr, act, L, Y, ldy)
-#define C_F32(NC)  mv_float(BT_F32, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_F16(NC)  mv_float(BT_F16, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_BF16(NC) mv_float(BT_BF16, NC, W, wrow, nr, act, L, Y, ldy)
-
-MV_ENTRY(mv_q4_0, C_Q4_0)
-MV_ENTRY(mv_q4_1, C_Q4_1)
-MV_ENTRY(mv_q5_0, C_Q5_0)
-MV_ENTRY(mv_q5_1, C_Q5_1)
-MV_ENTRY(mv_q8_0, C_Q8_0)
-MV_ENTRY(mv_q4_k, C_Q4_K)
-MV_ENTRY(mv_q5_k, C_Q5_K)
-MV_ENTRY(mv_q6_k, C_Q6_K)
-MV_ENTRY(mv_f32, C_F32)
-MV_ENTRY(mv_f16, C_F16)
-MV_ENTRY(mv_bf16, C_BF16)
-
-/* ---------------------------------------------------------------------------------------- */
 /* gemm: 8 weight rows (one vector) x many activation rows; see kernels_avx512.c             */
 
-#define GEMM_ROWS 8
-#define GEMM_KC   16 /* 32-value groups per k-chunk (a multiple of 8) */
-#define GEMM_NC   4
-#define FGEMM_KC  256
-
-AI int gemm_B(const int T)
-{
-    return T == BT_Q6_K ? 16 : 32;
-}
-
-AI bool gemm_min(const int T)
-{
-    return T == BT_Q4_1 || T == BT_Q5_1 || T == BT_Q4_K || T == BT_Q5_K;
-}
+#define FGEMM_KC 256
 
 /* bytes of one scale block in the tile: B/4 steps x 32 bytes, then dw[8], mw[8] */
 AI size_t gemm_tbs(const int T)
 {
     return (size_t)gemm_B(T) * 8 + 64;
-}
-
-AI void gemm_unpack_row(const int T, const uint8_t *row, int64_t g0, int ng, __m256i *out,
-                        float *dw, float *mw)
-{
-    const size_t tstride = gemm_tbs(T) / 4;
-    if (T == BT_Q4_K || T == BT_Q5_K) {
-        const size_t bs = T == BT_Q4_K ? 144 : 176;
-        for (int g = 0; g < ng; g += 8) {
-            const uint8_t *blk = row + (size_t)((g0 + g) / 8) * bs;
-            const float d = h2f(blk), dmin = h2f(blk + 2);
-            uint64_t sc, mn;
-            kscales(blk + 4, &sc, &mn);
-            for (int j = 0; j < 4; j++) unpack_k4(T, blk, j, &out[g + 2 * j], &out[g + 2 * j + 1]);
-            for (int j = 0; j < 8; j++) {
-                dw[(size_t)(g + j) * tstride] = d * (float)((sc >> (8 * j)) & 0xff);
-                mw[(size_t)(g + j) * tstride] = -dmin * (float)((mn >> (8 * j)) & 0xff);
-            }
-        }
-    } else if (T == BT_Q6_K) {
-        for (int g = 0; g < ng; g += 8) {
-            const uint8_t *blk = row + (size_t)((g0 + g) / 8) * 210;
-            const float d = h2f(blk + 208);
-            unpack_q6k(blk, 0, &out[g]);
-            unpack_q6k(blk, 1, &out[g + 4]);
-            for (int j = 0; j < 16; j++)
-                dw[(size_t)(2 * g + j) * tstride] = d * (float)(int8_t)blk[192 + j];
-        }
-    } else {
-        const size_t bs = bsize32(T);
-        for (int g = 0; g < ng; g++) {
-            const uint8_t *blk = row + (size_t)(g0 + g) * bs;
-            out[g] = unpack32(T, blk);
-            dw[(size_t)g * tstride] = h2f(blk);
-            if (gemm_min(T)) mw[(size_t)g * tstride] = h2f(blk + 2);
-        }
-    }
 }
 
 /* o[s] lane r = dword s of r[r] (8 x 8 dwords) */
@@ -698,17 +507,8 @@ AI void gemm_repack(const int T, const uint8_t *W, size_t wrow, int64_t nr, int6
                     uint8_t *tile, __m256i *tmp /* [8][GEMM_KC] */)
 {
     const size_t tbs = gemm_tbs(T);
-    const int B = gemm_B(T), nblk = ng * 32 / B;
-    float *dw0 = (float *)(tile + (size_t)B * 8), *mw0 = dw0 + 8;
-    for (int r = 0; r < GEMM_ROWS; r++) {
-        if (r < nr) {
-            gemm_unpack_row(T, W + (size_t)r * wrow, g0, ng, tmp + r * GEMM_KC, dw0 + r, mw0 + r);
-        } else {
-            for (int g = 0; g < ng; g++) tmp[r * GEMM_KC + g] = _mm256_setzero_si256();
-            for (int j = 0; j < nblk; j++)
-                dw0[(size_t)j * tbs / 4 + r] = mw0[(size_t)j * tbs / 4 + r] = 0.0f;
-        }
-    }
+    const int B = gemm_B(T);
+    gemm_unpack_rows(T, W, wrow, nr, g0, ng, tile, tmp);
     for (int g = 0; g < ng; g++) {
         __m256i R[8], O[8];
         for (int i = 0; i < 8; i++) R[i] = tmp[i * GEMM_KC + g];
@@ -778,33 +578,6 @@ AI void gemm_micro(const int T, const int NC, const uint8_t *tile, int nblk, int
         }
     }
     gemm_store(NC, facc, Y, ldy, nr, add);
-}
-
-AI void gemm(const int T, const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
-             const struct kern_act *L, int64_t nc, float *Y, int64_t ldy, void *scratch)
-{
-    const int B = gemm_B(T);
-    const int64_t ngroups = L->n / 32;
-    uint8_t *tile = scratch;
-    __m256i *tmp = (__m256i *)((uint8_t *)scratch + gemm_tbs(T) * (GEMM_KC * 32 / 16));
-    for (int64_t r0 = 0; r0 < nr; r0 += GEMM_ROWS) {
-        const int64_t rows = nr - r0 < GEMM_ROWS ? nr - r0 : GEMM_ROWS;
-        for (int64_t g0 = 0; g0 < ngroups; g0 += GEMM_KC) {
-            const int ng = ngroups - g0 < GEMM_KC ? (int)(ngroups - g0) : GEMM_KC;
-            const int nblk = ng * 32 / B;
-            kern_gemm_prefetch(W, wrow, nr, ngroups, GEMM_ROWS, GEMM_KC, r0, g0);
-            gemm_repack(T, W + (size_t)r0 * wrow, wrow, rows, g0, ng, tile, tmp);
-            const bool add = g0 > 0;
-            const int64_t j0 = g0 * 32 / B;
-            int64_t c = 0;
-            for (; c + GEMM_NC <= nc; c += GEMM_NC)
-                gemm_micro(T, GEMM_NC, tile, nblk, j0, act + (size_t)c * L->stride, L,
-                           Y + c * ldy + r0, ldy, rows, add);
-            for (; c < nc; c++)
-                gemm_micro(T, 1, tile, nblk, j0, act + (size_t)c * L->stride, L, Y + c * ldy + r0,
-                           ldy, rows, add);
-        }
-    }
 }
 
 /* float weights: tile [k][16 rows] of f32 */
@@ -888,23 +661,6 @@ static size_t gemm_scratch(uint32_t wtype, int64_t n)
     return (size_t)GEMM_KC * 2 * 320 + (size_t)GEMM_ROWS * GEMM_KC * 32;
 }
 
-#define GEMM_ENTRY(name, F, T)                                                                     \
-    static void name(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,                \
-                     const struct kern_act *L, int64_t nc, float *Y, int64_t ldy, void *scratch)   \
-    {                                                                                              \
-        F(T, W, wrow, nr, act, L, nc, Y, ldy, scratch);                                            \
-    }
-GEMM_ENTRY(gemm_q4_0, gemm, BT_Q4_0)
-GEMM_ENTRY(gemm_q4_1, gemm, BT_Q4_1)
-GEMM_ENTRY(gemm_q5_0, gemm, BT_Q5_0)
-GEMM_ENTRY(gemm_q5_1, gemm, BT_Q5_1)
-GEMM_ENTRY(gemm_q8_0, gemm, BT_Q8_0)
-GEMM_ENTRY(gemm_q4_k, gemm, BT_Q4_K)
-GEMM_ENTRY(gemm_q5_k, gemm, BT_Q5_K)
-GEMM_ENTRY(gemm_q6_k, gemm, BT_Q6_K)
-GEMM_ENTRY(fgemm_f32, fgemm, BT_F32)
-GEMM_ENTRY(fgemm_f16, fgemm, BT_F16)
-
 static void read_stream(const void *buf, size_t bytes, float *sink)
 {
     const __m256i *p = buf;
@@ -957,47 +713,22 @@ static void swiglu(float *g, const float *u, int64_t n)
 
 static const struct kern_ops ops = {
     .name = "avx2",
+    /* BF16 act rows: kernels.c's scalar conversion (this file had a copy of it) */
     .quant =
         {
             [KACT_F16] = quant_f16,
-            [KACT_BF16] = quant_bf16,
             [KACT_Q8_0] = quant_q8_01,
             [KACT_Q8_1] = quant_q8_01,
             [KACT_Q8_K] = quant_q8_k,
         },
-    .mv =
-        {
-            [BT_F32] = mv_f32,
-            [BT_F16] = mv_f16,
-            [BT_BF16] = mv_bf16,
-            [BT_Q4_0] = mv_q4_0,
-            [BT_Q4_1] = mv_q4_1,
-            [BT_Q5_0] = mv_q5_0,
-            [BT_Q5_1] = mv_q5_1,
-            [BT_Q8_0] = mv_q8_0,
-            [BT_Q4_K] = mv_q4_k,
-            [BT_Q5_K] = mv_q5_k,
-            [BT_Q6_K] = mv_q6_k,
-        },
+    .mv = X86_MV_TABLE,
     .act_off =
         {
             [BT_Q4_0] = 8,
             [BT_Q5_0] = 16,
             [BT_Q6_K] = 32,
         },
-    .gemm =
-        {
-            [BT_Q4_0] = gemm_q4_0,
-            [BT_Q4_1] = gemm_q4_1,
-            [BT_Q5_0] = gemm_q5_0,
-            [BT_Q5_1] = gemm_q5_1,
-            [BT_Q8_0] = gemm_q8_0,
-            [BT_Q4_K] = gemm_q4_k,
-            [BT_Q5_K] = gemm_q5_k,
-            [BT_Q6_K] = gemm_q6_k,
-            [BT_F32] = fgemm_f32,
-            [BT_F16] = fgemm_f16,
-        },
+    .gemm = X86_GEMM_TABLE,
     .gemm_rows = 32,
     /* below these batch sizes the 4-column matvec beats the repacking gemm (baton-kbench -t 1
      * -m 8/16/32 on AMD EPYC Zen 3: at m = 8 the matvec is 1.4-2.4x faster for every type) */

@@ -19,38 +19,17 @@
  * zmm holds 4 consecutive bytes of 16 rows; the microkernel broadcasts 4 activation bytes per
  * column and accumulates 2 x 16 rows x 4 columns in registers, the tile reused for all columns.
  * fgemm_*: the same with f32 (F32, F16) or bf16 pairs (BF16) and 8 columns.
- * Thread-safe: pure functions of their arguments. */
-#include "kernels_isa.h"
+ * What this file shares with kernels_avx2.c (helpers, the gemm loop, the entry points mv_* and
+ * gemm_*) is in kernels_x86.h. Thread-safe: pure functions of their arguments. */
+#define GEMM_ROWS 32 /* weight rows per gemm tile: two zmm of 16 lanes */
+#include "kernels_x86.h"
 
 #include <immintrin.h>
 #include <stdbool.h>
 #include <string.h>
 
-#define AI static inline __attribute__((always_inline))
-
 /* ---------------------------------------------------------------------------------------- */
 /* helpers                                                                                   */
-
-AI float h2f(const uint8_t *p)
-{
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return _cvtsh_ss(h);
-}
-
-AI uint64_t ld16(const uint8_t *p)
-{
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return h;
-}
-
-AI uint32_t ld32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
 
 AI __m512i load_words(const uint8_t *p, int nwords)
 {
@@ -112,6 +91,19 @@ AI void rowacc_put(struct rowacc *ra, const int NC, int64_t r, int64_t nr, const
         _mm256_mask_storeu_ps(Y + c * ldy + (r - k), (__mmask8)((2u << k) - 1),
                               reduce8_ps(ra->v[c]));
     }
+}
+
+/* rowacc_put of NC sums of NA zmm accumulators each */
+AI void rowacc_put_zmm(struct rowacc *ra, const int NC, const int NA, int64_t r, int64_t nr,
+                       __m512 (*acc)[4], float *Y, int64_t ldy)
+{
+    __m256 t[KERN_MV_COLS];
+    for (int c = 0; c < NC; c++) {
+        __m512 z = acc[c][0];
+        for (int a = 1; a < NA; a++) z = _mm512_add_ps(z, acc[c][a]);
+        t[c] = _mm256_add_ps(_mm512_castps512_ps256(z), _mm512_extractf32x8_ps(z, 1));
+    }
+    rowacc_put(ra, NC, r, nr, t, Y, ldy);
 }
 
 AI __m256i dot_u8s8(__m256i acc, __m256i w, const int8_t *a)
@@ -223,57 +215,39 @@ static void quant_q8_01(const float *x, uint8_t *dst, const struct kern_act *L)
     }
 }
 
-static void quant_q8_k(const float *x, uint8_t *dst, const struct kern_act *L)
+/* quant_q8_k's hooks (kernels_x86.h) */
+AI float q8k_absmax(const float *x)
 {
-    int8_t *q = (int8_t *)dst;
-    float *d = (float *)(dst + L->off_d), *s = (float *)(dst + L->off_s);
-    int32_t *corr = (int32_t *)(dst + L->off_corr);
-    const int per = QK_K / L->B;
-    for (int64_t i = 0; i < L->n / QK_K; i++, x += QK_K, q += QK_K) {
-        __m512 am = _mm512_setzero_ps();
-        for (int k = 0; k < 16; k++)
-            am = _mm512_max_ps(am, _mm512_abs_ps(_mm512_loadu_ps(x + 16 * k)));
-        const float amax = _mm512_reduce_max_ps(am);
-        float *dd = d + i * per, *ss = s + i * per;
-        int32_t *cc = corr + i * per;
-        if (amax == 0.0f) {
-            memset(q, 0, QK_K);
-            for (int j = 0; j < per; j++) dd[j] = ss[j] = 0.0f, cc[j] = 0;
-            continue;
-        }
-        /* the first value of largest magnitude, with its sign */
-        float max = 0.0f;
-        const __m512 vam = _mm512_set1_ps(amax);
-        for (int k = 0; k < 16; k++) {
-            __mmask16 m =
-                _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(x + 16 * k)), vam, _CMP_EQ_OQ);
-            if (m) {
-                max = x[16 * k + __builtin_ctz(m)];
-                break;
-            }
-        }
-        const float iscale = -127.f / max;
-        const float dq = 1 / iscale;
-        const __m512 vis = _mm512_set1_ps(iscale);
-        const __m512i v127 = _mm512_set1_epi32(127);
-        __m512i v[16];
-        for (int k = 0; k < 16; k++) {
-            /* nearest_int: round to nearest even, as cvtps does by default */
-            __m512i t = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + 16 * k), vis));
-            t = _mm512_min_epi32(t, v127);
-            __m128i b8 = _mm512_cvtsepi32_epi8(t);
-            _mm_storeu_si128((__m128i *)(q + 16 * k), b8);
-            v[k] = _mm512_cvtepi8_epi32(b8);
-        }
-        int sum16[16] __attribute__((aligned(64)));
-        _mm512_store_si512(sum16, reduce16(v, 1));
-        for (int j = 0; j < per; j++) {
-            int sum = L->B == 16 ? sum16[j] : sum16[2 * j] + sum16[2 * j + 1];
-            dd[j] = dq;
-            ss[j] = dq * (float)sum;
-            cc[j] = -L->off * sum;
-        }
+    __m512 am = _mm512_setzero_ps();
+    for (int k = 0; k < 16; k++) am = _mm512_max_ps(am, _mm512_abs_ps(_mm512_loadu_ps(x + 16 * k)));
+    return _mm512_reduce_max_ps(am);
+}
+
+AI float q8k_first_of_abs(const float *x, float amax)
+{
+    const __m512 vam = _mm512_set1_ps(amax);
+    for (int k = 0; k < 16; k++) {
+        __mmask16 m =
+            _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(x + 16 * k)), vam, _CMP_EQ_OQ);
+        if (m) return x[16 * k + __builtin_ctz(m)];
     }
+    return 0.0f;
+}
+
+AI void q8k_quantize(const float *x, float iscale, int8_t *q, int *sum16)
+{
+    const __m512 vis = _mm512_set1_ps(iscale);
+    const __m512i v127 = _mm512_set1_epi32(127);
+    __m512i v[16];
+    for (int k = 0; k < 16; k++) {
+        /* nearest_int: round to nearest even, as cvtps does by default */
+        __m512i t = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + 16 * k), vis));
+        t = _mm512_min_epi32(t, v127);
+        __m128i b8 = _mm512_cvtsepi32_epi8(t);
+        _mm_storeu_si128((__m128i *)(q + 16 * k), b8);
+        v[k] = _mm512_cvtepi8_epi32(b8);
+    }
+    _mm512_store_si512(sum16, reduce16(v, 1));
 }
 
 static void quant_f16(const float *x, uint8_t *dst, const struct kern_act *L)
@@ -319,22 +293,10 @@ static void quant_bf16(const float *x, uint8_t *dst, const struct kern_act *L)
 /* ---------------------------------------------------------------------------------------- */
 /* weights of the 32-blocks as unsigned bytes (q + off), natural order                      */
 
-AI size_t bsize32(const int T)
-{
-    return T == BT_Q4_0 ? 18 : T == BT_Q4_1 ? 20 : T == BT_Q5_0 ? 22 : T == BT_Q5_1 ? 24 : 34;
-}
-
 /* blocks whose scales one gather_dm fetches */
 AI int mv_group(const int T)
 {
     return T == BT_Q4_0 ? 8 : T == BT_Q4_1 ? 7 : T == BT_Q8_0 ? 4 : 6;
-}
-
-AI __m256i nibbles32(const uint8_t *qs)
-{
-    __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
-    return _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4)),
-                            _mm256_set1_epi8(15));
 }
 
 AI __m256i unpack32(const int T, const uint8_t *blk)
@@ -588,38 +550,14 @@ AI void mv32(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t n
 /* ---------------------------------------------------------------------------------------- */
 /* matvec, K-quants                                                                          */
 
-/* the 8 6-bit scales and mins of a Q4_K/Q5_K super-block, as bytes */
-AI void kscales(const uint8_t *s, uint64_t *sc, uint64_t *mn)
+AI void unpack_k5_high(const uint8_t *qhp, int j, __m256i *lo, __m256i *hi)
 {
-    uint32_t a = ld32(s), b = ld32(s + 4), c = ld32(s + 8);
-    uint32_t sc_lo = a & 0x3f3f3f3fu, mn_lo = b & 0x3f3f3f3fu;
-    uint32_t sc_hi = (c & 0x0f0f0f0fu) | ((a >> 6) & 0x03030303u) << 4;
-    uint32_t mn_hi = ((c >> 4) & 0x0f0f0f0fu) | ((b >> 6) & 0x03030303u) << 4;
-    *sc = sc_lo | (uint64_t)sc_hi << 32;
-    *mn = mn_lo | (uint64_t)mn_hi << 32;
-}
-
-AI __m256 u8x8_to_ps(uint64_t v)
-{
-    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)v)));
-}
-
-/* 64 values of chunk j (0..3) of a Q4_K/Q5_K super-block: lo = sub-block 2j, hi = 2j + 1 */
-AI void unpack_k4(const int T, const uint8_t *blk, int j, __m256i *lo, __m256i *hi)
-{
-    const uint8_t *qs = blk + (T == BT_Q4_K ? 16 : 48) + 32 * j;
-    __m256i v = _mm256_loadu_si256((const __m256i *)qs);
-    const __m256i m4 = _mm256_set1_epi8(15);
-    *lo = _mm256_and_si256(v, m4);
-    *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-    if (T == BT_Q5_K) {
-        __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 16));
-        const __m256i s16 = _mm256_set1_epi8(16);
-        __mmask32 k0 = _mm256_test_epi8_mask(qh, _mm256_set1_epi8((char)(1 << (2 * j))));
-        __mmask32 k1 = _mm256_test_epi8_mask(qh, _mm256_set1_epi8((char)(2 << (2 * j))));
-        *lo = _mm256_mask_add_epi8(*lo, k0, *lo, s16);
-        *hi = _mm256_mask_add_epi8(*hi, k1, *hi, s16);
-    }
+    __m256i qh = _mm256_loadu_si256((const __m256i *)qhp);
+    const __m256i s16 = _mm256_set1_epi8(16);
+    __mmask32 k0 = _mm256_test_epi8_mask(qh, _mm256_set1_epi8((char)(1 << (2 * j))));
+    __mmask32 k1 = _mm256_test_epi8_mask(qh, _mm256_set1_epi8((char)(2 << (2 * j))));
+    *lo = _mm256_mask_add_epi8(*lo, k0, *lo, s16);
+    *hi = _mm256_mask_add_epi8(*hi, k1, *hi, s16);
 }
 
 /* Q4_K / Q5_K: the 6-bit sub-block scales are applied in integers (two sub-blocks' dot
@@ -684,24 +622,6 @@ AI void mv_k45(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t
         }
         rowacc_put(&ra, NC, r, nr, t, Y, ldy);
     }
-}
-
-/* 128 values of half h of a Q6_K super-block as 4 x 32 unsigned bytes (q + 32) */
-AI void unpack_q6k(const uint8_t *blk, int h, __m256i *v)
-{
-    const uint8_t *ql = blk + 64 * h, *qh = blk + 128 + 32 * h;
-    const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);
-    __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
-    __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
-    __m256i hb = _mm256_loadu_si256((const __m256i *)qh);
-    v[0] =
-        _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m30));
-    v[1] =
-        _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m30));
-    v[2] =
-        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hb, m30));
-    v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                           _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30));
 }
 
 /* Q6_K: as mv_k45, the int8 scales of the 16-value blocks applied in integers (vpmaddwd on the
@@ -824,13 +744,7 @@ AI void mv_f32f16(const bool F16, const int NC, const uint8_t *W, size_t wrow, i
                     w, _mm512_maskz_loadu_ps(km, (const float *)(act + (size_t)c * L->stride) + k),
                     acc[c][0]);
         }
-        __m256 t[KERN_MV_COLS];
-        for (int c = 0; c < NC; c++) {
-            __m512 z = acc[c][0];
-            for (int a = 1; a < NA; a++) z = _mm512_add_ps(z, acc[c][a]);
-            t[c] = _mm256_add_ps(_mm512_castps512_ps256(z), _mm512_extractf32x8_ps(z, 1));
-        }
-        rowacc_put(&ra, NC, r, nr, t, Y, ldy);
+        rowacc_put_zmm(&ra, NC, NA, r, nr, acc, Y, ldy);
     }
 }
 
@@ -868,6 +782,16 @@ AI void mv_bf16_cvt(const int NC, const uint8_t *W, size_t wrow, int64_t nr, con
         }
         rowacc_put(&ra, NC, r, nr, t, Y, ldy);
     }
+}
+
+/* the float types (BF16 without AVX512_BF16: mv_bf16_dp replaces it where the CPU has it) */
+AI void mv_float(const int T, const int NC, const uint8_t *W, size_t wrow, int64_t nr,
+                 const uint8_t *act, const struct kern_act *L, float *Y, int64_t ldy)
+{
+    if (T == BT_BF16)
+        mv_bf16_cvt(NC, W, wrow, nr, act, L, Y, ldy);
+    else
+        mv_f32f16(T == BT_F16, NC, W, wrow, nr, act, L, Y, ldy);
 }
 
 #define BF16_TARGET __attribute__((target("avx512bf16")))
@@ -909,139 +833,22 @@ mv_bf16_dp(const int NC, const uint8_t *W, size_t wrow, int64_t nr, const uint8_
                                              (__m512bh)_mm512_maskz_loadu_epi16(km, x + k));
             }
         }
-        __m256 t[KERN_MV_COLS];
-        for (int c = 0; c < NC; c++) {
-            __m512 z = acc[c][0];
-            for (int a = 1; a < NA; a++) z = _mm512_add_ps(z, acc[c][a]);
-            t[c] = _mm256_add_ps(_mm512_castps512_ps256(z), _mm512_extractf32x8_ps(z, 1));
-        }
-        rowacc_put(&ra, NC, r, nr, t, Y, ldy);
+        rowacc_put_zmm(&ra, NC, NA, r, nr, acc, Y, ldy);
     }
 }
 
-/* ---------------------------------------------------------------------------------------- */
-/* matvec entry points: dispatch on the column count                                         */
-
-/* 1, 2 or 4 activation rows per pass (3 = 2 + 1: fewer variants, less code) */
-#define MV_ENTRY(name, call)                                                                       \
-    static void name(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,                \
-                     const struct kern_act *L, int nc, float *Y, int64_t ldy)                      \
-    {                                                                                              \
-        if (nc >= 4) {                                                                             \
-            call(4);                                                                               \
-            return;                                                                                \
-        }                                                                                          \
-        if (nc >= 2) {                                                                             \
-            call(2);                                                                               \
-            act += 2 * L->stride;                                                                  \
-            Y += 2 * ldy;                                                                          \
-            nc -= 2;                                                                               \
-        }                                                                                          \
-        if (nc == 1) call(1);                                                                      \
-    }
-
-#define C_Q4_0(NC)  mv32(BT_Q4_0, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_Q4_1(NC)  mv32(BT_Q4_1, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_Q5_0(NC)  mv32(BT_Q5_0, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_Q5_1(NC)  mv32(BT_Q5_1, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_Q8_0(NC)  mv32(BT_Q8_0, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_Q4_K(NC)  mv_k45(BT_Q4_K, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_Q5_K(NC)  mv_k45(BT_Q5_K, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_Q6_K(NC)  mv_q6k(NC, W, wrow, nr, act, L, Y, ldy)
-#define C_F32(NC)   mv_f32f16(false, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_F16(NC)   mv_f32f16(true, NC, W, wrow, nr, act, L, Y, ldy)
-#define C_BF16C(NC) mv_bf16_cvt(NC, W, wrow, nr, act, L, Y, ldy)
 #define C_BF16D(NC) mv_bf16_dp(NC, W, wrow, nr, act, L, Y, ldy)
-
-MV_ENTRY(mv_q4_0, C_Q4_0)
-MV_ENTRY(mv_q4_1, C_Q4_1)
-MV_ENTRY(mv_q5_0, C_Q5_0)
-MV_ENTRY(mv_q5_1, C_Q5_1)
-MV_ENTRY(mv_q8_0, C_Q8_0)
-MV_ENTRY(mv_q4_k, C_Q4_K)
-MV_ENTRY(mv_q5_k, C_Q5_K)
-MV_ENTRY(mv_q6_k, C_Q6_K)
-MV_ENTRY(mv_f32, C_F32)
-MV_ENTRY(mv_f16, C_F16)
-MV_ENTRY(mv_bf16_c, C_BF16C)
-
-static BF16_TARGET void mv_bf16_d(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
-                                  const struct kern_act *L, int nc, float *Y, int64_t ldy)
-{
-    if (nc >= 4) {
-        C_BF16D(4);
-        return;
-    }
-    if (nc >= 2) {
-        C_BF16D(2);
-        act += 2 * L->stride;
-        Y += 2 * ldy;
-        nc -= 2;
-    }
-    if (nc == 1) C_BF16D(1);
-}
+MV_ENTRY_ATTR(mv_bf16_d, C_BF16D, BF16_TARGET)
 
 /* ---------------------------------------------------------------------------------------- */
 /* gemm: 32 weight rows x many activation rows                                               */
 
-#define GEMM_ROWS 32  /* rows per tile: two zmm of 16 lanes */
-#define GEMM_KC   16  /* 32-value groups per k-chunk (a multiple of 8: whole K-quant blocks) */
-#define GEMM_NC   4   /* activation rows per microkernel call */
-#define FGEMM_KC  128 /* float types: k values (BF16: k pairs) per chunk */
-
-AI int gemm_B(const int T)
-{
-    return T == BT_Q6_K ? 16 : 32;
-}
-
-AI bool gemm_min(const int T)
-{
-    return T == BT_Q4_1 || T == BT_Q5_1 || T == BT_Q4_K || T == BT_Q5_K;
-}
+#define FGEMM_KC 128 /* float types: k values (BF16: k pairs) per chunk */
 
 /* bytes of one scale block in the tile: B/4 steps x (2 x 64 bytes), then dw[32], mw[32] */
 AI size_t gemm_tbs(const int T)
 {
     return (size_t)gemm_B(T) * 32 + 128 + (gemm_min(T) ? 128 : 0);
-}
-
-/* Unpack groups g0 .. g0 + ng - 1 (of 32 values) of one row into out[] (q + off as bytes) and
- * the scales of their blocks into dw[], mw[] (stride 32 floats: one slot per tile row). */
-AI void gemm_unpack_row(const int T, const uint8_t *row, int64_t g0, int ng, __m256i *out,
-                        float *dw, float *mw)
-{
-    const size_t tstride = gemm_tbs(T) / 4; /* floats between blocks in the tile */
-    if (T == BT_Q4_K || T == BT_Q5_K) {
-        const size_t bs = T == BT_Q4_K ? 144 : 176;
-        for (int g = 0; g < ng; g += 8) {
-            const uint8_t *blk = row + (size_t)((g0 + g) / 8) * bs;
-            const float d = h2f(blk), dmin = h2f(blk + 2);
-            uint64_t sc, mn;
-            kscales(blk + 4, &sc, &mn);
-            for (int j = 0; j < 4; j++) unpack_k4(T, blk, j, &out[g + 2 * j], &out[g + 2 * j + 1]);
-            for (int j = 0; j < 8; j++) {
-                dw[(size_t)(g + j) * tstride] = d * (float)((sc >> (8 * j)) & 0xff);
-                mw[(size_t)(g + j) * tstride] = -dmin * (float)((mn >> (8 * j)) & 0xff);
-            }
-        }
-    } else if (T == BT_Q6_K) {
-        for (int g = 0; g < ng; g += 8) {
-            const uint8_t *blk = row + (size_t)((g0 + g) / 8) * 210;
-            const float d = h2f(blk + 208);
-            unpack_q6k(blk, 0, &out[g]);
-            unpack_q6k(blk, 1, &out[g + 4]);
-            for (int j = 0; j < 16; j++)
-                dw[(size_t)(2 * g + j) * tstride] = d * (float)(int8_t)blk[192 + j];
-        }
-    } else {
-        const size_t bs = bsize32(T);
-        for (int g = 0; g < ng; g++) {
-            const uint8_t *blk = row + (size_t)(g0 + g) * bs;
-            out[g] = unpack32(T, blk);
-            dw[(size_t)g * tstride] = h2f(blk);
-            if (gemm_min(T)) mw[(size_t)g * tstride] = h2f(blk + 2);
-        }
-    }
 }
 
 /* O[s] lane r = dword s of R[r]: 16 rows of 8 dwords to 8 vectors of 16 rows. */
@@ -1074,19 +881,8 @@ AI void gemm_repack(const int T, const uint8_t *W, size_t wrow, int64_t nr, int6
                     uint8_t *tile, __m256i *tmp /* [32][GEMM_KC] */)
 {
     const size_t tbs = gemm_tbs(T);
-    const int B = gemm_B(T), nblk = ng * 32 / B;
-    float *dw0 = (float *)(tile + (size_t)B * 32), *mw0 = dw0 + 32;
-    for (int r = 0; r < GEMM_ROWS; r++) {
-        if (r < nr) {
-            gemm_unpack_row(T, W + (size_t)r * wrow, g0, ng, tmp + r * GEMM_KC, dw0 + r, mw0 + r);
-        } else {
-            for (int g = 0; g < ng; g++) tmp[r * GEMM_KC + g] = _mm256_setzero_si256();
-            for (int j = 0; j < nblk; j++) {
-                dw0[(size_t)j * tbs / 4 + r] = 0.0f;
-                if (gemm_min(T)) mw0[(size_t)j * tbs / 4 + r] = 0.0f;
-            }
-        }
-    }
+    const int B = gemm_B(T);
+    gemm_unpack_rows(T, W, wrow, nr, g0, ng, tile, tmp);
     for (int g = 0; g < ng; g++) {
         for (int rv = 0; rv < 2; rv++) {
             __m256i R[16];
@@ -1099,6 +895,27 @@ AI void gemm_repack(const int T, const uint8_t *W, size_t wrow, int64_t nr, int6
                     (__m512i *)(tile + (size_t)blk * tbs + (size_t)step * 128 + rv * 64), O[st]);
             }
         }
+    }
+}
+
+/* Results of a tile of 32 rows for NC activation rows, rows 0-15 in v0[c] and 16-31 in v1[c],
+ * into (add: added to) Y rows [0, nr). */
+AI void store_tile32(const int NC, const __m512 *v0, const __m512 *v1, float *Y, int64_t ldy,
+                     int64_t nr, bool add)
+{
+    const __mmask16 k0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
+    const __mmask16 k1 = nr >= 32   ? (__mmask16)0xffff
+                         : nr <= 16 ? 0
+                                    : (__mmask16)((1u << (nr - 16)) - 1);
+    for (int c = 0; c < NC; c++) {
+        float *y = Y + c * ldy;
+        __m512 a = v0[c], b = v1[c];
+        if (add) {
+            a = _mm512_add_ps(a, _mm512_maskz_loadu_ps(k0, y));
+            b = _mm512_add_ps(b, _mm512_maskz_loadu_ps(k1, y + 16));
+        }
+        _mm512_mask_storeu_ps(y, k0, a);
+        _mm512_mask_storeu_ps(y + 16, k1, b);
     }
 }
 
@@ -1158,48 +975,7 @@ AI void gemm_micro(const int T, const int NC, const uint8_t *tile, int nblk, int
             }
         }
     }
-    const __mmask16 k0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
-    const __mmask16 k1 = nr >= 32   ? (__mmask16)0xffff
-                         : nr <= 16 ? 0
-                                    : (__mmask16)((1u << (nr - 16)) - 1);
-    for (int c = 0; c < NC; c++) {
-        float *y = Y + c * ldy;
-        __m512 v0 = facc[0][c], v1 = facc[1][c];
-        if (add) {
-            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(k0, y));
-            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(k1, y + 16));
-        }
-        _mm512_mask_storeu_ps(y, k0, v0);
-        _mm512_mask_storeu_ps(y + 16, k1, v1);
-    }
-}
-
-AI void gemm(const int T, const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
-             const struct kern_act *L, int64_t nc, float *Y, int64_t ldy, void *scratch)
-{
-    const int B = gemm_B(T);
-    const int64_t ngroups = L->n / 32;
-    uint8_t *tile = scratch;
-    __m256i *tmp = (__m256i *)((uint8_t *)scratch + gemm_tbs(T) * (GEMM_KC * 32 / 16));
-    for (int64_t r0 = 0; r0 < nr; r0 += GEMM_ROWS) {
-        const int64_t rows = nr - r0 < GEMM_ROWS ? nr - r0 : GEMM_ROWS;
-        for (int64_t g0 = 0; g0 < ngroups; g0 += GEMM_KC) {
-            const int ng = ngroups - g0 < GEMM_KC ? (int)(ngroups - g0) : GEMM_KC;
-            const int nblk = ng * 32 / B;
-            kern_gemm_prefetch(W, wrow, nr, ngroups, GEMM_ROWS, GEMM_KC, r0, g0);
-            gemm_repack(T, W + (size_t)r0 * wrow, wrow, rows, g0, ng, tile, tmp);
-            const bool add = g0 > 0;
-            const int64_t j0 = g0 * 32 / B;
-            int64_t c = 0;
-            for (; c + GEMM_NC <= nc; c += GEMM_NC)
-                gemm_micro(T, GEMM_NC, tile, nblk, j0, act + (size_t)c * L->stride, L,
-                           Y + c * ldy + r0, ldy, rows, add);
-            /* the rest one by one: keeps the code (and its compile time) small */
-            for (; c < nc; c++)
-                gemm_micro(T, 1, tile, nblk, j0, act + (size_t)c * L->stride, L, Y + c * ldy + r0,
-                           ldy, rows, add);
-        }
-    }
+    store_tile32(NC, facc[0], facc[1], Y, ldy, nr, add);
 }
 
 static size_t gemm_scratch(uint32_t wtype, int64_t n)
@@ -1209,21 +985,6 @@ static size_t gemm_scratch(uint32_t wtype, int64_t n)
     /* tile: at most GEMM_KC * 2 scale blocks of <= 1280 bytes; tmp: 32 rows x GEMM_KC x 32 */
     return (size_t)GEMM_KC * 2 * 1280 + (size_t)GEMM_ROWS * GEMM_KC * 32;
 }
-
-#define GEMM_ENTRY(name, T)                                                                        \
-    static void name(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,                \
-                     const struct kern_act *L, int64_t nc, float *Y, int64_t ldy, void *scratch)   \
-    {                                                                                              \
-        gemm(T, W, wrow, nr, act, L, nc, Y, ldy, scratch);                                         \
-    }
-GEMM_ENTRY(gemm_q4_0, BT_Q4_0)
-GEMM_ENTRY(gemm_q4_1, BT_Q4_1)
-GEMM_ENTRY(gemm_q5_0, BT_Q5_0)
-GEMM_ENTRY(gemm_q5_1, BT_Q5_1)
-GEMM_ENTRY(gemm_q8_0, BT_Q8_0)
-GEMM_ENTRY(gemm_q4_k, BT_Q4_K)
-GEMM_ENTRY(gemm_q5_k, BT_Q5_K)
-GEMM_ENTRY(gemm_q6_k, BT_Q6_K)
 
 /* ---------------------------------------------------------------------------------------- */
 /* gemm for float weights: repacked k-major (f32 for F32/F16, bf16 pairs for BF16)           */
@@ -1294,25 +1055,6 @@ AI void fgemm_repack(const int T, const uint8_t *W, size_t wrow, int64_t nr, int
     }
 }
 
-AI void fgemm_store(const int NC, __m512 (*acc)[FGEMM_NC], float *Y, int64_t ldy, int64_t nr,
-                    bool add)
-{
-    const __mmask16 k0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
-    const __mmask16 k1 = nr >= 32   ? (__mmask16)0xffff
-                         : nr <= 16 ? 0
-                                    : (__mmask16)((1u << (nr - 16)) - 1);
-    for (int c = 0; c < NC; c++) {
-        float *y = Y + c * ldy;
-        __m512 v0 = acc[0][c], v1 = acc[1][c];
-        if (add) {
-            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(k0, y));
-            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(k1, y + 16));
-        }
-        _mm512_mask_storeu_ps(y, k0, v0);
-        _mm512_mask_storeu_ps(y + 16, k1, v1);
-    }
-}
-
 /* f32 tile x NC act rows (f32 values starting at value k0) */
 AI void fgemm_micro_f32(const int NC, const uint32_t *tile, int nk, int64_t k0, const uint8_t *act,
                         const struct kern_act *L, float *Y, int64_t ldy, int64_t nr, bool add)
@@ -1332,7 +1074,7 @@ AI void fgemm_micro_f32(const int NC, const uint32_t *tile, int nk, int64_t k0, 
             acc[1][c] = _mm512_fmadd_ps(w1, xv, acc[1][c]);
         }
     }
-    fgemm_store(NC, acc, Y, ldy, nr, add);
+    store_tile32(NC, acc[0], acc[1], Y, ldy, nr, add);
 }
 
 static inline __attribute__((always_inline)) BF16_TARGET void
@@ -1354,66 +1096,47 @@ fgemm_micro_bf16(const int NC, const uint32_t *tile, int nk, int64_t k0, const u
             acc[1][c] = _mm512_dpbf16_ps(acc[1][c], (__m512bh)w1, (__m512bh)xv);
         }
     }
-    fgemm_store(NC, acc, Y, ldy, nr, add);
+    store_tile32(NC, acc[0], acc[1], Y, ldy, nr, add);
 }
 
-#define FGEMM_COLS(MICRO)                                                                          \
+/* The float gemm's loop: tiles of 32 rows x FGEMM_KC dwords, each repacked once and run against
+ * all nc activation rows, FGEMM_NC, 4 or 1 at a time. A macro, not a function: the BF16
+ * microkernel needs a caller compiled for AVX512_BF16, which the F32/F16 path must not need. */
+#define FGEMM_LOOP(T, MICRO)                                                                       \
     do {                                                                                           \
-        int64_t c = 0;                                                                             \
-        for (; c + FGEMM_NC <= nc; c += FGEMM_NC)                                                  \
-            MICRO(FGEMM_NC, tile, nk, d0, act + (size_t)c * L->stride, L, Y + c * ldy + r0, ldy,   \
-                  rows, add);                                                                      \
-        for (; c + 4 <= nc; c += 4)                                                                \
-            MICRO(4, tile, nk, d0, act + (size_t)c * L->stride, L, Y + c * ldy + r0, ldy, rows,    \
-                  add);                                                                            \
-        for (; c < nc; c++)                                                                        \
-            MICRO(1, tile, nk, d0, act + (size_t)c * L->stride, L, Y + c * ldy + r0, ldy, rows,    \
-                  add);                                                                            \
+        uint32_t *tile = scratch;                                                                  \
+        const int64_t nd = T == BT_BF16 ? (L->n + 1) / 2 : L->n; /* dwords per row */              \
+        for (int64_t r0 = 0; r0 < nr; r0 += 32) {                                                  \
+            const int64_t rows = nr - r0 < 32 ? nr - r0 : 32;                                      \
+            for (int64_t d0 = 0; d0 < nd; d0 += FGEMM_KC) {                                        \
+                const int nk = nd - d0 < FGEMM_KC ? (int)(nd - d0) : FGEMM_KC;                     \
+                fgemm_repack(T, W + (size_t)r0 * wrow, wrow, rows, L->n, d0, nk, tile);            \
+                const bool add = d0 > 0;                                                           \
+                int64_t c = 0;                                                                     \
+                for (; c + FGEMM_NC <= nc; c += FGEMM_NC)                                          \
+                    MICRO(FGEMM_NC, tile, nk, d0, act + (size_t)c * L->stride, L,                  \
+                          Y + c * ldy + r0, ldy, rows, add);                                       \
+                for (; c + 4 <= nc; c += 4)                                                        \
+                    MICRO(4, tile, nk, d0, act + (size_t)c * L->stride, L, Y + c * ldy + r0, ldy,  \
+                          rows, add);                                                              \
+                for (; c < nc; c++)                                                                \
+                    MICRO(1, tile, nk, d0, act + (size_t)c * L->stride, L, Y + c * ldy + r0, ldy,  \
+                          rows, add);                                                              \
+            }                                                                                      \
+        }                                                                                          \
     } while (0)
 
 AI void fgemm(const int T, const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
               const struct kern_act *L, int64_t nc, float *Y, int64_t ldy, void *scratch)
 {
-    uint32_t *tile = scratch;
-    const int64_t nd = T == BT_BF16 ? (L->n + 1) / 2 : L->n; /* dwords per row */
-    for (int64_t r0 = 0; r0 < nr; r0 += 32) {
-        const int64_t rows = nr - r0 < 32 ? nr - r0 : 32;
-        for (int64_t d0 = 0; d0 < nd; d0 += FGEMM_KC) {
-            const int nk = nd - d0 < FGEMM_KC ? (int)(nd - d0) : FGEMM_KC;
-            fgemm_repack(T, W + (size_t)r0 * wrow, wrow, rows, L->n, d0, nk, tile);
-            const bool add = d0 > 0;
-            FGEMM_COLS(fgemm_micro_f32);
-        }
-    }
-}
-
-static void fgemm_f32(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
-                      const struct kern_act *L, int64_t nc, float *Y, int64_t ldy, void *scratch)
-{
-    fgemm(BT_F32, W, wrow, nr, act, L, nc, Y, ldy, scratch);
-}
-
-static void fgemm_f16(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
-                      const struct kern_act *L, int64_t nc, float *Y, int64_t ldy, void *scratch)
-{
-    fgemm(BT_F16, W, wrow, nr, act, L, nc, Y, ldy, scratch);
+    FGEMM_LOOP(T, fgemm_micro_f32);
 }
 
 static BF16_TARGET void fgemm_bf16(const uint8_t *W, size_t wrow, int64_t nr, const uint8_t *act,
                                    const struct kern_act *L, int64_t nc, float *Y, int64_t ldy,
                                    void *scratch)
 {
-    uint32_t *tile = scratch;
-    const int64_t nd = (L->n + 1) / 2;
-    for (int64_t r0 = 0; r0 < nr; r0 += 32) {
-        const int64_t rows = nr - r0 < 32 ? nr - r0 : 32;
-        for (int64_t d0 = 0; d0 < nd; d0 += FGEMM_KC) {
-            const int nk = nd - d0 < FGEMM_KC ? (int)(nd - d0) : FGEMM_KC;
-            fgemm_repack(BT_BF16, W + (size_t)r0 * wrow, wrow, rows, L->n, d0, nk, tile);
-            const bool add = d0 > 0;
-            FGEMM_COLS(fgemm_micro_bf16);
-        }
-    }
+    FGEMM_LOOP(BT_BF16, fgemm_micro_bf16);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -1432,8 +1155,6 @@ static void read_stream(const void *buf, size_t bytes, float *sink)
     a = _mm512_xor_si512(_mm512_xor_si512(a, b), _mm512_xor_si512(c, d));
     *sink += (float)(_mm512_reduce_add_epi32(a) & 1);
 }
-
-/* ---------------------------------------------------------------------------------------- */
 
 /* ---------------------------------------------------------------------------------------- */
 /* SwiGLU                                                                                    */
@@ -1477,20 +1198,7 @@ static struct kern_ops ops = {
             [KACT_Q8_1] = quant_q8_01,
             [KACT_Q8_K] = quant_q8_k,
         },
-    .mv =
-        {
-            [BT_F32] = mv_f32,
-            [BT_F16] = mv_f16,
-            [BT_BF16] = mv_bf16_c,
-            [BT_Q4_0] = mv_q4_0,
-            [BT_Q4_1] = mv_q4_1,
-            [BT_Q5_0] = mv_q5_0,
-            [BT_Q5_1] = mv_q5_1,
-            [BT_Q8_0] = mv_q8_0,
-            [BT_Q4_K] = mv_q4_k,
-            [BT_Q5_K] = mv_q5_k,
-            [BT_Q6_K] = mv_q6_k,
-        },
+    .mv = X86_MV_TABLE, /* BF16: see kern_ops_avx512 */
     .act_off =
         {
             [BT_Q4_0] = 8,
@@ -1503,19 +1211,7 @@ static struct kern_ops ops = {
             [BT_Q4_0] = 4,
             [BT_Q4_1] = 4,
         },
-    .gemm =
-        {
-            [BT_Q4_0] = gemm_q4_0,
-            [BT_Q4_1] = gemm_q4_1,
-            [BT_Q5_0] = gemm_q5_0,
-            [BT_Q5_1] = gemm_q5_1,
-            [BT_Q8_0] = gemm_q8_0,
-            [BT_Q4_K] = gemm_q4_k,
-            [BT_Q5_K] = gemm_q5_k,
-            [BT_Q6_K] = gemm_q6_k,
-            [BT_F32] = fgemm_f32,
-            [BT_F16] = fgemm_f16,
-        },
+    .gemm = X86_GEMM_TABLE,
     .gemm_rows = 64,
     /* measured: below these the matvec kernels (4 rows of X per pass) are faster; Q4_0 and Q6_K
      * at 8 since the matvec prefetches (baton-bench -B 4, TinyLlama Q4_0: 71 -> 108 tokens/s) */

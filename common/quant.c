@@ -141,6 +141,21 @@ static inline int8_t round_i8(float v)
     return (int8_t)r;
 }
 
+/* The value of largest magnitude among x[n] (the first one on ties), with its sign; *amax gets
+ * its magnitude. 0 and 0 for all-zero (or all-NaN) x. */
+static inline float signed_absmax(const float *x, int n, float *amax)
+{
+    float am = 0.0f, max = 0.0f;
+    for (int j = 0; j < n; j++) {
+        if (am < fabsf(x[j])) {
+            am = fabsf(x[j]);
+            max = x[j];
+        }
+    }
+    *amax = am;
+    return max;
+}
+
 /* ---------------------------------------------------------------- plain types */
 
 static void deq_f32(const void *src, float *dst, int64_t n)
@@ -175,208 +190,133 @@ static void q_bf16(const float *src, void *dst, int64_t n)
 
 /* ---------------------------------------------------------------- 32-element blocks */
 
+/* Quants L[32] into a Q4_0 / Q4_1 block (qh NULL, L < 16) or a Q5_0 / Q5_1 block (L < 32): low
+ * nibbles of qs hold values 0..15, high nibbles 16..31, bit j of qh the fifth bit of value j. */
+static inline void pack_32(const int *L, uint8_t *qs, uint8_t *qh)
+{
+    uint32_t h = 0;
+    for (int j = 0; j < 16; j++) {
+        qs[j] = (uint8_t)((L[j] & 0x0f) | ((L[j + 16] & 0x0f) << 4));
+        h |= (uint32_t)(L[j] >> 4) << j;
+        h |= (uint32_t)(L[j + 16] >> 4) << (j + 16);
+    }
+    if (qh) memcpy(qh, &h, sizeof(h));
+}
+
+/* y[32] of one block packed as pack_32 does: (q - off) * d, or q * d + m for the types with a
+ * min. Kept in this shape (both values of a byte of qs, no array of quants in between): where d
+ * and m are both NaN, the operand order the compiler picks decides which of them comes out. */
+static inline void deq_32(const uint8_t *qs, const uint8_t *qh, float d, int off, bool has_min,
+                          float m, float *y)
+{
+    uint32_t h = 0;
+    if (qh) memcpy(&h, qh, sizeof(h));
+    for (int j = 0; j < 16; j++) {
+        const int q0 = (qs[j] & 0x0f) | (int)((h >> j) & 1u) << 4;
+        const int q1 = (qs[j] >> 4) | (int)((h >> (j + 16)) & 1u) << 4;
+        y[j] = has_min ? (float)q0 * d + m : (float)(q0 - off) * d;
+        y[j + 16] = has_min ? (float)q1 * d + m : (float)(q1 - off) * d;
+    }
+}
+
+/* Q4_0 / Q5_0 (nq = 16 / 32 levels): d = max / -(nq / 2), L = trunc(x / d + nq / 2 + 0.5) in
+ * [0, nq - 1]. Returns d. */
+static inline float quant_sym_32(const float *x, int nq, int *L)
+{
+    float amax;
+    const float max = signed_absmax(x, 32, &amax);
+    const float d = max / (float)-(nq / 2);
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const float o = (float)(nq / 2) + 0.5f;
+    for (int j = 0; j < 32; j++) L[j] = trunc_clamp(x[j] * id + o, 0, nq - 1);
+    return d;
+}
+
+/* Q4_1 / Q5_1 (nq = 16 / 32 levels): d = (max - min) / (nq - 1), L = trunc((x - min) / d + 0.5)
+ * in [0, nq - 1]. Returns d, the min in *m. */
+static inline float quant_asym_32(const float *x, int nq, float *m, int *L)
+{
+    float min = 3.40282347e+38f, max = -3.40282347e+38f;
+    for (int j = 0; j < 32; j++) {
+        if (x[j] < min) min = x[j];
+        if (x[j] > max) max = x[j];
+    }
+    const float d = (max - min) / (float)(nq - 1);
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (int j = 0; j < 32; j++) L[j] = trunc_clamp((x[j] - min) * id + 0.5f, 0, nq - 1);
+    *m = min;
+    return d;
+}
+
 static void deq_q4_0(const void *src, float *y, int64_t nb)
 {
     const block_q4_0 *x = src;
-    for (int64_t i = 0; i < nb; i++, y += QK4_0) {
-        const float d = FP16(x[i].d);
-        for (int j = 0; j < QK4_0 / 2; j++) {
-            const int x0 = (x[i].qs[j] & 0x0f) - 8;
-            const int x1 = (x[i].qs[j] >> 4) - 8;
-            y[j] = (float)x0 * d;
-            y[j + QK4_0 / 2] = (float)x1 * d;
-        }
-    }
+    for (int64_t i = 0; i < nb; i++, y += QK4_0)
+        deq_32(x[i].qs, NULL, FP16(x[i].d), 8, false, 0, y);
 }
 
 static void q_q4_0(const float *x, void *dst, int64_t nb)
 {
     block_q4_0 *y = dst;
+    int L[QK4_0];
     for (int64_t i = 0; i < nb; i++, x += QK4_0) {
-        float amax = 0.0f, max = 0.0f;
-        for (int j = 0; j < QK4_0; j++) {
-            if (amax < fabsf(x[j])) {
-                amax = fabsf(x[j]);
-                max = x[j];
-            }
-        }
-        const float d = max / -8;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[i].d = TO16(d);
-        for (int j = 0; j < QK4_0 / 2; j++) {
-            const int xi0 = trunc_clamp(x[j] * id + 8.5f, 0, 15);
-            const int xi1 = trunc_clamp(x[j + QK4_0 / 2] * id + 8.5f, 0, 15);
-            y[i].qs[j] = (uint8_t)(xi0 | (xi1 << 4));
-        }
+        y[i].d = TO16(quant_sym_32(x, 16, L));
+        pack_32(L, y[i].qs, NULL);
     }
 }
 
 static void deq_q4_1(const void *src, float *y, int64_t nb)
 {
     const block_q4_1 *x = src;
-    for (int64_t i = 0; i < nb; i++, y += QK4_1) {
-        const float d = FP16(x[i].d);
-        const float m = FP16(x[i].m);
-        for (int j = 0; j < QK4_1 / 2; j++) {
-            y[j] = (float)(x[i].qs[j] & 0x0f) * d + m;
-            y[j + QK4_1 / 2] = (float)(x[i].qs[j] >> 4) * d + m;
-        }
-    }
+    for (int64_t i = 0; i < nb; i++, y += QK4_1)
+        deq_32(x[i].qs, NULL, FP16(x[i].d), 0, true, FP16(x[i].m), y);
 }
 
 static void q_q4_1(const float *x, void *dst, int64_t nb)
 {
     block_q4_1 *y = dst;
+    int L[QK4_1];
     for (int64_t i = 0; i < nb; i++, x += QK4_1) {
-        float min = 3.40282347e+38f, max = -3.40282347e+38f;
-        for (int j = 0; j < QK4_1; j++) {
-            if (x[j] < min) min = x[j];
-            if (x[j] > max) max = x[j];
-        }
-        const float d = (max - min) / 15;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[i].d = TO16(d);
-        y[i].m = TO16(min);
-        for (int j = 0; j < QK4_1 / 2; j++) {
-            const int xi0 = trunc_clamp((x[j] - min) * id + 0.5f, 0, 15);
-            const int xi1 = trunc_clamp((x[j + QK4_1 / 2] - min) * id + 0.5f, 0, 15);
-            y[i].qs[j] = (uint8_t)(xi0 | (xi1 << 4));
-        }
+        float m;
+        y[i].d = TO16(quant_asym_32(x, 16, &m, L));
+        y[i].m = TO16(m);
+        pack_32(L, y[i].qs, NULL);
     }
 }
 
 static void deq_q5_0(const void *src, float *y, int64_t nb)
 {
     const block_q5_0 *x = src;
-    for (int64_t i = 0; i < nb; i++, y += QK5_0) {
-        const float d = FP16(x[i].d);
-        uint32_t qh;
-        memcpy(&qh, x[i].qh, sizeof(qh));
-        for (int j = 0; j < QK5_0 / 2; j++) {
-            const int h0 = (int)((qh >> j) & 1u) << 4;
-            const int h1 = (int)((qh >> (j + 16)) & 1u) << 4;
-            const int x0 = ((x[i].qs[j] & 0x0f) | h0) - 16;
-            const int x1 = ((x[i].qs[j] >> 4) | h1) - 16;
-            y[j] = (float)x0 * d;
-            y[j + QK5_0 / 2] = (float)x1 * d;
-        }
-    }
+    for (int64_t i = 0; i < nb; i++, y += QK5_0)
+        deq_32(x[i].qs, x[i].qh, FP16(x[i].d), 16, false, 0, y);
 }
 
 static void q_q5_0(const float *x, void *dst, int64_t nb)
 {
     block_q5_0 *y = dst;
+    int L[QK5_0];
     for (int64_t i = 0; i < nb; i++, x += QK5_0) {
-        float amax = 0.0f, max = 0.0f;
-        for (int j = 0; j < QK5_0; j++) {
-            if (amax < fabsf(x[j])) {
-                amax = fabsf(x[j]);
-                max = x[j];
-            }
-        }
-        const float d = max / -16;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[i].d = TO16(d);
-        uint32_t qh = 0;
-        for (int j = 0; j < QK5_0 / 2; j++) {
-            const int xi0 = trunc_clamp(x[j] * id + 16.5f, 0, 31);
-            const int xi1 = trunc_clamp(x[j + QK5_0 / 2] * id + 16.5f, 0, 31);
-            y[i].qs[j] = (uint8_t)((xi0 & 0x0f) | ((xi1 & 0x0f) << 4));
-            qh |= (uint32_t)(xi0 >> 4) << j;
-            qh |= (uint32_t)(xi1 >> 4) << (j + QK5_0 / 2);
-        }
-        memcpy(y[i].qh, &qh, sizeof(qh));
+        y[i].d = TO16(quant_sym_32(x, 32, L));
+        pack_32(L, y[i].qs, y[i].qh);
     }
 }
 
 static void deq_q5_1(const void *src, float *y, int64_t nb)
 {
     const block_q5_1 *x = src;
-    for (int64_t i = 0; i < nb; i++, y += QK5_1) {
-        const float d = FP16(x[i].d);
-        const float m = FP16(x[i].m);
-        uint32_t qh;
-        memcpy(&qh, x[i].qh, sizeof(qh));
-        for (int j = 0; j < QK5_1 / 2; j++) {
-            const int h0 = (int)((qh >> j) & 1u) << 4;
-            const int h1 = (int)((qh >> (j + 16)) & 1u) << 4;
-            y[j] = (float)((x[i].qs[j] & 0x0f) | h0) * d + m;
-            y[j + QK5_1 / 2] = (float)((x[i].qs[j] >> 4) | h1) * d + m;
-        }
-    }
+    for (int64_t i = 0; i < nb; i++, y += QK5_1)
+        deq_32(x[i].qs, x[i].qh, FP16(x[i].d), 0, true, FP16(x[i].m), y);
 }
 
 static void q_q5_1(const float *x, void *dst, int64_t nb)
 {
     block_q5_1 *y = dst;
+    int L[QK5_1];
     for (int64_t i = 0; i < nb; i++, x += QK5_1) {
-        float min = 3.40282347e+38f, max = -3.40282347e+38f;
-        for (int j = 0; j < QK5_1; j++) {
-            if (x[j] < min) min = x[j];
-            if (x[j] > max) max = x[j];
-        }
-        const float d = (max - min) / 31;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[i].d = TO16(d);
-        y[i].m = TO16(min);
-        uint32_t qh = 0;
-        for (int j = 0; j < QK5_1 / 2; j++) {
-            const int xi0 = trunc_clamp((x[j] - min) * id + 0.5f, 0, 31);
-            const int xi1 = trunc_clamp((x[j + QK5_1 / 2] - min) * id + 0.5f, 0, 31);
-            y[i].qs[j] = (uint8_t)((xi0 & 0x0f) | ((xi1 & 0x0f) << 4));
-            qh |= (uint32_t)(xi0 >> 4) << j;
-            qh |= (uint32_t)(xi1 >> 4) << (j + QK5_1 / 2);
-        }
-        memcpy(y[i].qh, &qh, sizeof(qh));
-    }
-}
-
-static void deq_q8_0(const void *src, float *y, int64_t nb)
-{
-    const block_q8_0 *x = src;
-    for (int64_t i = 0; i < nb; i++, y += QK8_0) {
-        const float d = FP16(x[i].d);
-        for (int j = 0; j < QK8_0; j++) y[j] = (float)x[i].qs[j] * d;
-    }
-}
-
-static void q_q8_0(const float *x, void *dst, int64_t nb)
-{
-    block_q8_0 *y = dst;
-    for (int64_t i = 0; i < nb; i++, x += QK8_0) {
-        float amax = 0.0f;
-        for (int j = 0; j < QK8_0; j++) amax = QMAX(amax, fabsf(x[j]));
-        const float d = amax / 127;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[i].d = TO16(d);
-        for (int j = 0; j < QK8_0; j++) y[i].qs[j] = round_i8(x[j] * id);
-    }
-}
-
-static void deq_q8_1(const void *src, float *y, int64_t nb)
-{
-    const block_q8_1 *x = src;
-    for (int64_t i = 0; i < nb; i++, y += QK8_1) {
-        const float d = FP16(x[i].d);
-        for (int j = 0; j < QK8_1; j++) y[j] = (float)x[i].qs[j] * d;
-    }
-}
-
-static void q_q8_1(const float *x, void *dst, int64_t nb)
-{
-    block_q8_1 *y = dst;
-    for (int64_t i = 0; i < nb; i++, x += QK8_1) {
-        float amax = 0.0f;
-        for (int j = 0; j < QK8_1; j++) amax = QMAX(amax, fabsf(x[j]));
-        const float d = amax / 127;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[i].d = TO16(d);
-        int sum = 0;
-        for (int j = 0; j < QK8_1; j++) {
-            y[i].qs[j] = round_i8(x[j] * id);
-            sum += y[i].qs[j];
-        }
-        y[i].s = TO16((float)sum * d);
+        float m;
+        y[i].d = TO16(quant_asym_32(x, 32, &m, L));
+        y[i].m = TO16(m);
+        pack_32(L, y[i].qs, y[i].qh);
     }
 }
 
@@ -390,35 +330,72 @@ static inline int8_t rne_i8(float v)
     return (int8_t)bt_nearest_int(v);
 }
 
-static void q_q8_0_cpu(const float *x, void *dst, int64_t nb)
+/* One block of 32 values to int8 with d = amax / 127: as the reference (q = round(x / d), ties
+ * away from zero) or, with cpu, as ggml's x86 CPU backend (q = x * (127 / amax), ties to even;
+ * bt_quantize_row_cpu). Returns d; *sum gets the sum of the q. */
+static inline __attribute__((always_inline)) float quant_q8_32(const float *x, bool cpu, int8_t *q,
+                                                               int *sum)
+{
+    float amax = 0.0f;
+    for (int j = 0; j < 32; j++) amax = QMAX(amax, fabsf(x[j]));
+    const float d = amax / 127;
+    const float id = cpu ? (amax != 0.0f ? 127.f / amax : 0.0f) : (d != 0.0f ? 1.0f / d : 0.0f);
+    int s = 0;
+    for (int j = 0; j < 32; j++) {
+        q[j] = cpu ? rne_i8(x[j] * id) : round_i8(x[j] * id);
+        s += q[j];
+    }
+    *sum = s;
+    return d;
+}
+
+/* y[n] = q * d */
+static inline void deq_i8(const int8_t *q, float d, float *y, int n)
+{
+    for (int j = 0; j < n; j++) y[j] = (float)q[j] * d;
+}
+
+static void deq_q8_0(const void *src, float *y, int64_t nb)
+{
+    const block_q8_0 *x = src;
+    for (int64_t i = 0; i < nb; i++, y += QK8_0) deq_i8(x[i].qs, FP16(x[i].d), y, QK8_0);
+}
+
+static inline void q8_0_blocks(const float *x, void *dst, int64_t nb, bool cpu)
 {
     block_q8_0 *y = dst;
     for (int64_t i = 0; i < nb; i++, x += QK8_0) {
-        float amax = 0.0f;
-        for (int j = 0; j < QK8_0; j++) amax = QMAX(amax, fabsf(x[j]));
-        const float d = amax / 127.f;
-        const float id = amax != 0.0f ? 127.f / amax : 0.0f;
-        y[i].d = TO16(d);
-        for (int j = 0; j < QK8_0; j++) y[i].qs[j] = rne_i8(x[j] * id);
+        int sum;
+        y[i].d = TO16(quant_q8_32(x, cpu, y[i].qs, &sum));
     }
 }
 
-static void q_q8_1_cpu(const float *x, void *dst, int64_t nb)
+static void q_q8_0(const float *x, void *dst, int64_t nb)
+{
+    q8_0_blocks(x, dst, nb, false);
+}
+
+static void deq_q8_1(const void *src, float *y, int64_t nb)
+{
+    const block_q8_1 *x = src;
+    for (int64_t i = 0; i < nb; i++, y += QK8_1) deq_i8(x[i].qs, FP16(x[i].d), y, QK8_1);
+}
+
+/* s = sum(q) * d, rounded to f16 */
+static inline void q8_1_blocks(const float *x, void *dst, int64_t nb, bool cpu)
 {
     block_q8_1 *y = dst;
     for (int64_t i = 0; i < nb; i++, x += QK8_1) {
-        float amax = 0.0f;
-        for (int j = 0; j < QK8_1; j++) amax = QMAX(amax, fabsf(x[j]));
-        const float d = amax / 127.f;
-        const float id = amax != 0.0f ? 127.f / amax : 0.0f;
+        int sum;
+        const float d = quant_q8_32(x, cpu, y[i].qs, &sum);
         y[i].d = TO16(d);
-        int sum = 0;
-        for (int j = 0; j < QK8_1; j++) {
-            y[i].qs[j] = rne_i8(x[j] * id);
-            sum += y[i].qs[j];
-        }
-        y[i].s = TO16(d * (float)sum);
+        y[i].s = TO16((float)sum * d);
     }
+}
+
+static void q_q8_1(const float *x, void *dst, int64_t nb)
+{
+    q8_1_blocks(x, dst, nb, false);
 }
 
 /* ---------------------------------------------------------------- K-quant helpers */
@@ -427,14 +404,8 @@ static void q_q8_1_cpu(const float *x, void *dst, int64_t nb)
  * search over the scale; returns the scale. ggml's make_qx_quants with rmse_type 1, no qw. */
 static float make_qx_quants(int n, int nmax, const float *x, int8_t *L)
 {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        const float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
+    float amax;
+    const float max = signed_absmax(x, n, &amax);
     if (amax < GROUP_MAX_EPS) {
         for (int i = 0; i < n; i++) L[i] = 0;
         return 0.f;
@@ -477,14 +448,8 @@ static float make_qx_quants(int n, int nmax, const float *x, int8_t *L)
 /* ggml's make_q3_quants with do_rmse: L[i] in [0, 2 nmax) (offset nmax). */
 static float make_q3_quants(int n, int nmax, const float *x, int8_t *L)
 {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        const float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
+    float amax;
+    const float max = signed_absmax(x, n, &amax);
     if (amax < GROUP_MAX_EPS) {
         for (int i = 0; i < n; i++) L[i] = 0;
         return 0.f;
@@ -612,6 +577,16 @@ static inline void get_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t
     }
 }
 
+/* d * scale and dmin * min of sub-block j of a Q4_K / Q5_K super-block */
+static inline void k4_scale_min(const uint8_t *scales, int j, float d, float dmin, float *dj,
+                                float *mj)
+{
+    uint8_t sc, m;
+    get_scale_min_k4(j, scales, &sc, &m);
+    *dj = d * (float)sc;
+    *mj = dmin * (float)m;
+}
+
 /* Shared first half of Q4_K / Q5_K: per-sub-block scales and mins, packed into y->scales,
  * then the quants L[QK_K] in [0, nmax] recomputed from the rounded scales. */
 static void quant_k4_scales(const float *x, int nmax, float rmin, int nstep, uint8_t *scales_out,
@@ -661,6 +636,16 @@ static void quant_k4_scales(const float *x, int nmax, float rmin, int nstep, uin
             L[32 * j + ii] = (uint8_t)QMAX(0, QMIN(nmax, l));
         }
     }
+}
+
+/* 2-bit quants L[QK_K] (0..3) into qs[QK_K / 4] as Q2_K and Q3_K store them: byte l of each 32
+ * holds values l, l + 32, l + 64, l + 96 of its 128 */
+static void pack_2bit(const uint8_t *L, uint8_t *qs)
+{
+    for (int j = 0; j < QK_K; j += 128)
+        for (int l = 0; l < 32; l++)
+            qs[j / 4 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) |
+                                      (L[j + l + 96] << 6));
 }
 
 /* ---------------------------------------------------------------- Q2_K */
@@ -729,10 +714,7 @@ static void q_q2_K(const float *x, void *dst, int64_t nb)
                 L[16 * j + ii] = (uint8_t)QMAX(0, QMIN(3, l));
             }
         }
-        for (int j = 0; j < QK_K; j += 128)
-            for (int l = 0; l < 32; l++)
-                y[i].qs[j / 4 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 2) |
-                                               (L[j + l + 64] << 4) | (L[j + l + 96] << 6));
+        pack_2bit(L, y[i].qs);
     }
 }
 
@@ -781,15 +763,10 @@ static void q_q3_K(const float *x, void *dst, int64_t nb)
     int8_t L[QK_K];
     float scales[QK_K / 16];
     for (int64_t i = 0; i < nb; i++, x += QK_K) {
-        float max_scale = 0, amax = 0;
-        for (int j = 0; j < QK_K / 16; j++) {
+        for (int j = 0; j < QK_K / 16; j++)
             scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j);
-            const float scale = fabsf(scales[j]);
-            if (scale > amax) {
-                amax = scale;
-                max_scale = scales[j];
-            }
-        }
+        float amax;
+        const float max_scale = signed_absmax(scales, QK_K / 16, &amax);
         memset(y[i].scales, 0, 12);
         if (max_scale != 0.0f) {
             const float iscale = -32.f / max_scale;
@@ -830,10 +807,7 @@ static void q_q3_K(const float *x, void *dst, int64_t nb)
                 hm = (uint8_t)(hm << 1);
             }
         }
-        for (int j = 0; j < QK_K; j += 128)
-            for (int l = 0; l < 32; l++)
-                y[i].qs[j / 4 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 2) |
-                                               (L[j + l + 64] << 4) | (L[j + l + 96] << 6));
+        pack_2bit((const uint8_t *)L, y[i].qs);
     }
 }
 
@@ -847,11 +821,9 @@ static void deq_q4_K(const void *src, float *y, int64_t nb)
         const float d = FP16(x[i].d);
         const float min = FP16(x[i].dmin);
         for (int j = 0, is = 0; j < QK_K; j += 64, is += 2, q += 32) {
-            uint8_t sc, m;
-            get_scale_min_k4(is, x[i].scales, &sc, &m);
-            const float d1 = d * (float)sc, m1 = min * (float)m;
-            get_scale_min_k4(is + 1, x[i].scales, &sc, &m);
-            const float d2 = d * (float)sc, m2 = min * (float)m;
+            float d1, m1, d2, m2;
+            k4_scale_min(x[i].scales, is, d, min, &d1, &m1);
+            k4_scale_min(x[i].scales, is + 1, d, min, &d2, &m2);
             for (int l = 0; l < 32; l++) *y++ = d1 * (float)(q[l] & 0x0f) - m1;
             for (int l = 0; l < 32; l++) *y++ = d2 * (float)(q[l] >> 4) - m2;
         }
@@ -880,11 +852,9 @@ static void deq_q5_K(const void *src, float *y, int64_t nb)
         const float min = FP16(x[i].dmin);
         uint8_t u1 = 1, u2 = 2;
         for (int j = 0, is = 0; j < QK_K; j += 64, is += 2, ql += 32) {
-            uint8_t sc, m;
-            get_scale_min_k4(is, x[i].scales, &sc, &m);
-            const float d1 = d * (float)sc, m1 = min * (float)m;
-            get_scale_min_k4(is + 1, x[i].scales, &sc, &m);
-            const float d2 = d * (float)sc, m2 = min * (float)m;
+            float d1, m1, d2, m2;
+            k4_scale_min(x[i].scales, is, d, min, &d1, &m1);
+            k4_scale_min(x[i].scales, is + 1, d, min, &d2, &m2);
             for (int l = 0; l < 32; l++)
                 *y++ = d1 * (float)((ql[l] & 0x0f) + (qh[l] & u1 ? 16 : 0)) - m1;
             for (int l = 0; l < 32; l++)
@@ -956,15 +926,10 @@ static void q_q6_K(const float *x, void *dst, int64_t nb)
     int8_t L[QK_K];
     float scales[QK_K / 16];
     for (int64_t i = 0; i < nb; i++, x += QK_K) {
-        float max_scale = 0, max_abs_scale = 0;
-        for (int ib = 0; ib < QK_K / 16; ib++) {
-            const float scale = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib);
-            scales[ib] = scale;
-            if (fabsf(scale) > max_abs_scale) {
-                max_abs_scale = fabsf(scale);
-                max_scale = scale;
-            }
-        }
+        for (int ib = 0; ib < QK_K / 16; ib++)
+            scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib);
+        float max_abs_scale;
+        const float max_scale = signed_absmax(scales, QK_K / 16, &max_abs_scale);
         if (max_abs_scale < GROUP_MAX_EPS) {
             memset(&y[i], 0, sizeof(y[i]));
             continue;
@@ -999,22 +964,15 @@ static void q_q6_K(const float *x, void *dst, int64_t nb)
 static void deq_q8_K(const void *src, float *y, int64_t nb)
 {
     const block_q8_K *x = src;
-    for (int64_t i = 0; i < nb; i++, y += QK_K)
-        for (int j = 0; j < QK_K; j++) y[j] = x[i].d * (float)x[i].qs[j];
+    for (int64_t i = 0; i < nb; i++, y += QK_K) deq_i8(x[i].qs, x[i].d, y, QK_K);
 }
 
 static void q_q8_K(const float *x, void *dst, int64_t nb)
 {
     block_q8_K *y = dst;
     for (int64_t i = 0; i < nb; i++, x += QK_K) {
-        float max = 0, amax = 0;
-        for (int j = 0; j < QK_K; j++) {
-            const float ax = fabsf(x[j]);
-            if (ax > amax) {
-                amax = ax;
-                max = x[j];
-            }
-        }
+        float amax;
+        const float max = signed_absmax(x, QK_K, &amax);
         if (amax == 0.0f) {
             /* ggml leaves bsums unset here; zero is what they would sum to */
             memset(&y[i], 0, sizeof(y[i]));
@@ -1141,6 +1099,7 @@ int bt_quantize_row_cpu(uint32_t type, const float *src, void *dst, int64_t n)
 {
     if (type != BT_Q8_0 && type != BT_Q8_1) return bt_quantize_row(type, src, dst, n);
     if (n < 0 || n % QK8_0 != 0 || (n > 0 && (!src || !dst))) return BT_EINVAL;
-    if (n > 0) (type == BT_Q8_0 ? q_q8_0_cpu : q_q8_1_cpu)(src, dst, n / QK8_0);
+    if (n > 0 && type == BT_Q8_0) q8_0_blocks(src, dst, n / QK8_0, true);
+    if (n > 0 && type == BT_Q8_1) q8_1_blocks(src, dst, n / QK8_1, true);
     return BT_OK;
 }
