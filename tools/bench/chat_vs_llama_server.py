@@ -14,7 +14,8 @@ are taken against the last engine (llama-server; without --llama-server, the las
         [--baton-old DIR] [--clients 8] [--turns 6] [--max-tokens 32] [--system-words 220]
         [--rounds 2] [--threads 2] [--slots 4] [--ctx 2048] [--json FILE]
 
-Every --baton runs as `BUILD/baton SERVE-ARGS -m MODEL -t T --parallel S -c CTX --queue 256`
+Every --baton runs as `BUILD/baton serve -m MODEL -t T --parallel S -c CTX --queue 256 ARGS`
+(ARGS: the rest of its --baton, which wins over the common options, e.g. "serve --ranks 2 -t 1")
 (--baton-old DIR: the same from another build, e.g. before a change, to compare with);
 llama-server as `llama-server -m MODEL -t T -tb T -np S -c S*CTX --host 127.0.0.1 --port P`
 (its -c is shared by the slots; prompt caching is on by default in it)."""
@@ -55,8 +56,8 @@ def single_load(a, port):
 def one_engine(a, engine):
     label, kind, build, serve = engine
     if kind == "baton":
-        args = [*serve.split()[1:], "-m", a.model, "-t", str(a.threads), "--parallel",
-                str(a.slots), "-c", str(a.ctx), "--queue", "256"]
+        args = ["-m", a.model, "-t", str(a.threads), "--parallel", str(a.slots), "-c",
+                str(a.ctx), "--queue", "256", *serve.split()[1:]]  # its own options win
         srv = start_healthy(build, args, timeout=300, name="chat-vs-baton")
     else:
         srv = llama_server(a.llama_server, a.model, a.threads, a.slots, a.ctx)
