@@ -446,11 +446,31 @@ static bool prompt_done(const struct sched *s, const struct req *r)
     return true;
 }
 
+/* Is a running slot still reading a prompt that shares whole blocks with r's beyond what it has
+ * read so far? r would compute those positions again beside it (many chat clients arriving with
+ * one system prompt): waiting until they are computed lets r take them from the prefix cache,
+ * and on a CPU that is busy anyway r is not served later for it. Only between requests that use
+ * the cache. */
+static bool shares_unread_prefix(const struct sched *s, const struct req *r)
+{
+    if (!r->cache_prompt) return false;
+    for (int i = 0; i < s->n_slots; i++) {
+        const struct slot *sl = &s->slots[i];
+        if (!sl->r || sl->r == r || !sl->prefill || !sl->r->cache_prompt) continue;
+        const struct req *o = sl->r;
+        const int n = r->n_prompt - 1 < o->n_prompt ? r->n_prompt - 1 : o->n_prompt;
+        int common = 0;
+        while (common < n && r->prompt[common] == o->prompt[common]) common++;
+        if (common / KV_BLOCK > sl->n_fed / KV_BLOCK) return true;
+    }
+    return false;
+}
+
 /* Begin the next choice of the queue's oldest request in slot sl: its KV blocks (the prefix
  * cache's hit mapped, the rest reserved). Choices after the first wait until the first has read
- * the prompt, then take it from the cache (only its last token is computed again). false when
- * it has to wait (it stays first in the queue); the request leaves the queue with its last
- * choice. */
+ * the prompt, then take it from the cache (only its last token is computed again); any request
+ * waits while another is reading a prefix it shares (shares_unread_prefix). false when it has to
+ * wait (it stays first in the queue); the request leaves the queue with its last choice. */
 static bool begin_oldest(struct sched *s, struct slot *sl)
 {
     char err[256];
@@ -460,7 +480,7 @@ static bool begin_oldest(struct sched *s, struct slot *sl)
         req_unref(queue_pop(&s->q));
         return true;
     }
-    if (!r || (r->n_admitted > 0 && !prompt_done(s, r))) return false;
+    if (!r || (r->n_admitted > 0 && !prompt_done(s, r)) || shares_unread_prefix(s, r)) return false;
     int64_t total = (int64_t)r->n_prompt + (r->max_tokens > 0 ? r->max_tokens : 1);
     if (total > s->info.n_ctx) total = s->info.n_ctx;
     int rc = s->eng.ops->seq_begin

@@ -13,6 +13,9 @@ on stories260K, 127.0.0.1 only). meson runs each case as its own test (prefix_CA
               equals its uncached reference; a request larger than the cache gets 503
   concurrent  R = 1, 3: 16 concurrent requests sharing one system prompt, each equal to its
               uncached reference
+  shared      8 clients arrive at once with one long system prompt (4 slots, prompts read 16
+              tokens a step): the prompt is computed once, not by every slot beside the others
+              (a request waits while another reads a prefix it shares), outputs unchanged
   n           n = 3 choices with their index (whole and streamed), reproducible with a seed, the
               prompt computed once (the other choices hit it); R = 1, 2
   disconnect  R = 1, 3: a client that leaves a non-streamed request is cancelled within 1 s and
@@ -169,6 +172,44 @@ def test_concurrent(ranks, check):
         check(same == len(prompts), f"{ranks} ranks: {same} of {len(prompts)} concurrent answers "
                                     f"equal their uncached references")
         check(hits > 0, f"{ranks} ranks: {hits} of them took the shared prompt from the cache")
+    finally:
+        job.close()
+
+
+def test_shared(check):
+    job = serve(1, "--prefill-chunk", "16", "--test-step-delay-ms", "20", name="shared")
+    try:
+        system = " ".join([SYSTEM] * 3)
+        prompts = [f"{system} {w}" for w in ENDINGS[:8]]
+
+        def n_tok(text):
+            return len(job.get_json("/tokenize", {"content": text, "add_special": True})[1]
+                       ["tokens"])
+
+        n_sys = n_tok(system)
+        unique = sum(n_tok(p) - n_sys for p in prompts)
+        refs = {p: complete(job, p, cache=False, max_tokens=8)[0] for p in prompts}
+        before = metric(job, "baton_prompt_tokens_total")
+        got, lock = {}, threading.Lock()
+
+        def client(p):
+            t, _ = complete(job, p, max_tokens=8)
+            with lock:
+                got[p] = t
+
+        threads = [threading.Thread(target=client, args=(p,)) for p in prompts]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        computed = metric(job, "baton_prompt_tokens_total") - before
+        bound = n_sys + unique + 16 * len(prompts)  # each may redo the block it diverges in
+        check(computed <= bound, f"{computed} prompt tokens computed for 8 prompts sharing "
+                                 f"{n_sys} (at most {bound}; every slot reading the shared "
+                                 f"prompt would be {4 * n_sys}+)")
+        same = sum(got.get(p) == refs[p] for p in prompts)
+        check(same == len(prompts), f"{same} of {len(prompts)} answers equal their uncached "
+                                    f"references")
     finally:
         job.close()
 

@@ -379,6 +379,7 @@ static void test_batching(void)
     atomic_store(&mk.gate, false); /* all four are in before the first step returns */
     for (int i = 0; i < 4; i++) {
         r[i] = mkreq(20 + i, 100, NULL, true);
+        r[i]->prompt[0] = 101 + i; /* no shared prefix: nobody waits for another's prompt */
         CHECK_INT(sched_submit(s, r[i]), 0);
     }
     CHECK(wait_busy(s, 2, 2));
