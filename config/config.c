@@ -289,13 +289,15 @@ const struct cfg_opt cfg_opts[] = {
      .type = CFG_STR,
      .group = CFG_G_LAUNCH,
      .offset = OFF(launch.hosts),
-     .doc = "`baton serve|run`: spread the ranks over these hosts, h1,h2,... (hydra -hosts; "
-            "not with --hostfile)."},
+     .doc = "`baton serve|run`: spread the ranks over these hosts, h1,h2,... or h1:2,h2:1 (ranks "
+            "per host; hydra -hosts, a host's ranks next to each other; rank 0 on the first, "
+            "which must be this machine; not with --hostfile)."},
     {.name = "hostfile",
      .type = CFG_STR,
      .group = CFG_G_LAUNCH,
      .offset = OFF(launch.hostfile),
-     .doc = "`baton serve|run`: the hosts from this file (hydra -f; not with --hosts)."},
+     .doc = "`baton serve|run`: the hosts from this file, one a line: NAME[:RANKS], or "
+            "`NAME spare` for a spare (not with --hosts)."},
     {.name = "dry-run",
      .type = CFG_BOOL,
      .group = CFG_G_LAUNCH,
@@ -313,6 +315,50 @@ const struct cfg_opt cfg_opts[] = {
             "(rank 0 past MPI_Init, before any model loading); past it the supervisor kills the "
             "job and starts it again (a host unreachable at the start would make it wait "
             "forever)."},
+    {.name = "spare-hosts",
+     .type = CFG_STR,
+     .group = CFG_G_LAUNCH,
+     .offset = OFF(launch.spare_hosts),
+     .doc = "`baton serve`: standby hosts h4,h5,...: when a host is evicted (--evict-after), the "
+            "first spare that answers takes its place with the same ranks and layers. Needs "
+            "--hosts or --hostfile (where a line `NAME spare` marks a spare)."},
+    {.name = "evict-after",
+     .type = CFG_INT,
+     .group = CFG_G_LAUNCH,
+     .offset = OFF(launch.evict_after),
+     .min = 0,
+     .max = 1000,
+     .def = "3",
+     .doc = "`baton serve` with --hosts: a host charged with this many failures of the job in a "
+            "row (its rank's fault, or no answer to a probe when the job did not come up) is "
+            "evicted: a spare takes its place, else the layers are re-split over the other hosts "
+            "(0: never evict)."},
+    {.name = "min-hosts",
+     .type = CFG_INT,
+     .group = CFG_G_LAUNCH,
+     .offset = OFF(launch.min_hosts),
+     .min = 1,
+     .max = 64,
+     .def = "1",
+     .doc = "`baton serve` with --hosts: an eviction that leaves fewer hosts than this in service "
+            "stops the supervisor (exit 1) instead of serving degraded."},
+    {.name = "readmit-interval",
+     .type = CFG_SEC,
+     .group = CFG_G_LAUNCH,
+     .offset = OFF(launch.readmit_interval_ms),
+     .min = 0,
+     .max = 86400000,
+     .def = "60",
+     .doc = "`baton serve` with --hosts: seconds between probes of an evicted host (doubling with "
+            "each eviction of the same host, up to 8x); once it answers it rejoins at the next "
+            "restart, which the supervisor asks for at an idle moment (0: never readmit)."},
+    {.name = "on-evict",
+     .type = CFG_STR,
+     .group = CFG_G_LAUNCH,
+     .offset = OFF(launch.on_evict),
+     .doc = "`baton serve` with --hosts: a shell command run (/bin/sh -c) at each eviction, with "
+            "BATON_EVICTED_HOST, BATON_EVICT_REASON, BATON_HOSTS_IN_SERVICE and "
+            "BATON_SPARES_LEFT in its environment (e.g. to page an operator)."},
 
     /* ---- run: baton run (baton-server --oneshot) ---- */
     {.name = "prompt",

@@ -69,11 +69,16 @@ struct cfg_server {
 
 /* `baton serve|run`: the launcher and supervisor. */
 struct cfg_launch {
-    int64_t ranks;             /* processes of the job, >= 1 */
-    char *hosts;               /* "h1,h2": hydra -hosts; NULL: this host */
-    char *hostfile;            /* hydra -f; NULL: none */
-    bool dry_run;              /* print the mpiexec command line and exit */
-    int64_t launch_timeout_ms; /* the job's start up to MPI_Init on rank 0 */
+    int64_t ranks;               /* processes of the job, >= 1 */
+    char *hosts;                 /* "h1,h2": hydra -hosts; NULL: this host */
+    char *hostfile;              /* hydra -f; NULL: none */
+    bool dry_run;                /* print the mpiexec command line and exit */
+    int64_t launch_timeout_ms;   /* the job's start up to MPI_Init on rank 0 */
+    char *spare_hosts;           /* "h4,h5": standby hosts; NULL: none */
+    int64_t evict_after;         /* failures in a row that evict a host (0: never) */
+    int64_t min_hosts;           /* fewer hosts in service: the supervisor stops */
+    int64_t readmit_interval_ms; /* between probes of an evicted host (0: never) */
+    char *on_evict;              /* shell command run at each eviction; NULL: none */
 };
 
 /* `baton run` (baton-server --oneshot): one prompt's continuation. */

@@ -31,10 +31,12 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "config.h"
 #include "exitcodes.h"
+#include "hosts.h"
 #include "log.h"
 #include "mpicmd.h"
 #include "procs.h"
@@ -91,13 +93,58 @@ static int parse_args(int argc, char **argv, bool *serve, struct mpicmd_argv *pa
     return BT_OK;
 }
 
-/* The supervisor's times from the option table. */
-static struct sup_config sup_config_of(const struct cfg *c, bool serve)
+/* The hosts of --hosts or --hostfile and --spare-hosts, checked against --ranks and
+ * --min-hosts; l->n == 0 without --hosts and --hostfile (everything on this machine). */
+static int load_hosts(const struct cfg *c, struct hosts_list *l, char *err, size_t errsz)
 {
+    const struct cfg_launch *lc = &c->launch;
+    int rc, counts[HOSTS_MAX];
+    l->n = 0;
+    if (lc->hosts && *lc->hosts)
+        rc = hosts_parse_list(l, lc->hosts, false, "option hosts", err, errsz);
+    else if (lc->hostfile && *lc->hostfile)
+        rc = hosts_read_file(l, lc->hostfile, err, errsz);
+    else if (lc->spare_hosts && *lc->spare_hosts)
+        return bt_errf(err, errsz, BT_EINVAL,
+                       "option spare-hosts: needs --hosts or --hostfile (the hosts the spares "
+                       "stand in for)");
+    else
+        return BT_OK;
+    if (rc < 0) return rc;
+    if (lc->spare_hosts && *lc->spare_hosts &&
+        (rc = hosts_parse_list(l, lc->spare_hosts, true, "option spare-hosts", err, errsz)) < 0)
+        return rc;
+    if ((rc = hosts_check(l, err, errsz)) < 0) return rc;
+    int used = hosts_layout(l, (int)lc->ranks, counts);
+    for (int i = 0; i < l->n; i++)
+        if (!l->e[i].spare && counts[i] == 0)
+            bt_warn("host %s gets no rank (--ranks %d): it is not used (a spare belongs in "
+                    "--spare-hosts)",
+                    l->e[i].name, (int)lc->ranks);
+    if (lc->min_hosts > used)
+        return bt_errf(err, errsz, BT_EINVAL,
+                       "option min-hosts: %d is more than the %d host%s that get a rank (--ranks "
+                       "%d over %s)",
+                       (int)lc->min_hosts, used, used == 1 ? "" : "s", (int)lc->ranks,
+                       lc->hosts ? lc->hosts : lc->hostfile);
+    return BT_OK;
+}
+
+/* The supervisor's times and hosts from the option table. A probe of a host is a tiny launch:
+ * it may take half --launch-timeout, at least 1 s, at most 10 s. */
+static struct sup_config sup_config_of(const struct cfg *c, bool serve, const struct hosts_list *l)
+{
+    double launch = (double)c->launch.launch_timeout_ms / 1000.0;
     struct sup_config sc = {
         .once = !serve,
         .drain_timeout = (double)c->server.drain_timeout_ms / 1000.0,
-        .launch_timeout = (double)c->launch.launch_timeout_ms / 1000.0,
+        .launch_timeout = launch,
+        .hosts = l,
+        .ranks = (int)c->launch.ranks,
+        .evict_after = (int)c->launch.evict_after,
+        .min_hosts = (int)c->launch.min_hosts,
+        .readmit_interval = (double)c->launch.readmit_interval_ms / 1000.0,
+        .probe_timeout = fmin(fmax(launch / 2, 1.0), 10.0),
         /* the ranks' own rule for a silent rank 0 (interval x misses x 2), at least 3 s */
         .rank0_silence =
             (double)c->stage.heartbeat_interval_ms * 1e-3 * (double)c->stage.heartbeat_misses * 2,
@@ -142,23 +189,75 @@ static int find_programs(struct programs *p, char *err, size_t errsz)
     return BT_OK;
 }
 
-static int build_cmd(struct mpicmd *cmd, const struct programs *p, const struct cfg *c, bool serve,
-                     const struct mpicmd_argv *pass, char *err, size_t errsz)
+/* What the supervisor carries out: the job's command line (rebuilt from the plan at every start),
+ * the listening socket, and the helpers (probes, --on-evict commands) running now. */
+struct helper {
+    pid_t pid;
+    int host;       /* its host (sup.hosts) */
+    bool probe;     /* else --on-evict */
+    double started; /* bt_now_s() */
+};
+
+#define HELPERS_MAX  (2 * HOSTS_MAX)
+#define HOOK_TIMEOUT 60.0 /* s an --on-evict command may run */
+
+struct launch {
+    struct mpicmd cmd; /* points into itself, spec's strings, hosts and tail */
+    struct mpicmd_spec spec;
+    int ranks;     /* --ranks */
+    int listen_fd; /* serve: handed to rank 0; -1 */
+    bool serve;
+    const char *on_evict;
+    char hosts[HOSTS_MAX * (HOSTS_NAME_MAX + 8)];
+    const char *tail[2];
+    char fleet[HOSTS_MAX * HOSTS_NAME_MAX * 2 + 2048];
+    struct helper helpers[HELPERS_MAX];
+    int n_helpers;
+};
+
+static struct launch L; /* large; the supervisor is single-threaded */
+
+static void spec_init(struct launch *l, const struct programs *p, const struct cfg *c, bool serve,
+                      const struct mpicmd_argv *pass)
 {
     const char *mpiexec = getenv("BATON_MPIEXEC");
-    struct mpicmd_spec spec = {
+    l->spec = (struct mpicmd_spec){
         .mpiexec = mpiexec && *mpiexec ? mpiexec : "mpiexec",
         .serve = serve,
-        .hosts = c->launch.hosts,
-        .hostfile = c->launch.hostfile,
         .ranks = (int)c->launch.ranks,
         .self = p->self,
         .server = p->server,
         .rankd = p->rankd,
         .pass = pass,
     };
-    if (mpicmd_build(cmd, &spec) != BT_OK)
+    l->ranks = (int)c->launch.ranks;
+    l->serve = serve;
+    l->listen_fd = -1;
+    l->on_evict = c->launch.on_evict && *c->launch.on_evict ? c->launch.on_evict : NULL;
+}
+
+/* The command line of the job SUP_ACT_START starts: with hosts, the plan's (NAME:RANKS each,
+ * its rank count, `--split=` for a re-split: even by bytes over the hosts left). */
+static int build_cmd(struct launch *l, const struct sup *s, char *err, size_t errsz)
+{
+    l->spec.hosts = NULL;
+    l->spec.hostfile = NULL;
+    l->spec.tail = NULL;
+    l->spec.ranks = l->ranks;
+    if (s->n_hosts > 0) {
+        if (sup_plan_hosts(s, &s->next, l->hosts, sizeof(l->hosts)) < 0)
+            return bt_errf(err, errsz, BT_EFULL, "the host list is too long");
+        l->spec.hosts = l->hosts;
+        l->spec.ranks = s->next.total;
+        if (s->next.resplit) {
+            l->tail[0] = "--split=";
+            l->tail[1] = NULL;
+            l->spec.tail = l->tail;
+        }
+    }
+    if (mpicmd_build(&l->cmd, &l->spec) != BT_OK)
         return bt_errf(err, errsz, BT_EFULL, "command line too long");
+    if (l->listen_fd >= 0) mpicmd_set_listen_fd(&l->cmd, l->listen_fd);
     return BT_OK;
 }
 
@@ -248,42 +347,178 @@ static int setup_pipes(int *report_rd, char *err, size_t errsz)
     return BT_OK;
 }
 
-/* ---- the supervisor loop ----------------------------------------------------------------------
+/* ---- helpers: probes and --on-evict ----------------------------------------------------------
  */
 
-/* Carry out what the state machine asked for (supervise.h: TERM, KILL, START). */
-static void act(struct sup *s, int acts, char **cmd)
+static void act(struct sup *s, int acts);
+
+static void helper_add(pid_t pid, int host, bool probe)
 {
-    if ((acts & SUP_ACT_TERM) && s->job.rank0 > 0) kill(s->job.rank0, SIGTERM);
-    if (acts & SUP_ACT_KILL) proc_kill_tree(s->job.pid);
-    if (acts & SUP_ACT_START) {
+    if (L.n_helpers >= HELPERS_MAX) { /* cannot happen: one probe per host, one hook per host */
+        proc_kill_tree(pid);
+        return;
+    }
+    L.helpers[L.n_helpers++] = (struct helper){pid, host, probe, bt_now_s()};
+}
+
+/* Start a probe of every host the state machine wants probed: `mpiexec -hosts NAME -n 1 true`
+ * through the job's launcher, output dropped. */
+static void start_probes(struct sup *s)
+{
+    int i;
+    while ((i = sup_probe_take(s)) >= 0) {
+        char *argv[] = {
+            (char *)L.spec.mpiexec, "-hosts", s->hosts[i].name, "-n", "1", "true", NULL};
         char err[256];
         pid_t pid;
-        if (proc_spawn(cmd, &pid, err, sizeof(err)) < 0)
-            sup_on_start_failed(s, err);
-        else
-            sup_on_started(s, pid, bt_now_s());
+        bt_debug("supervisor: probing host %s", s->hosts[i].name);
+        if (proc_spawn_helper(argv, NULL, true, &pid, err, sizeof(err)) < 0) {
+            bt_warn("supervisor: cannot probe host %s: fork: %s", s->hosts[i].name, err);
+            act(s, sup_on_probe(s, i, false, bt_now_s()));
+            continue;
+        }
+        helper_add(pid, i, true);
     }
 }
 
+/* --on-evict for every host the state machine evicted. */
+static void run_alerts(struct sup *s)
+{
+    int i;
+    while ((i = sup_alert_take(s)) >= 0) {
+        if (!L.on_evict) continue;
+        static char e_host[32 + HOSTS_NAME_MAX], e_why[256], e_in[sizeof(L.hosts) + 32],
+            e_spares[64];
+        int spares = 0;
+        size_t at = 0;
+        struct sup_plan p;
+        sup_preview_plan(s, &p); /* what the next start runs */
+        for (int j = 0; j < s->n_hosts; j++) {
+            bool used = false;
+            for (int k = 0; k < p.n; k++) used |= p.host[k] == j;
+            spares += s->hosts[j].spare && s->hosts[j].state == SUP_H_STANDBY && !used;
+        }
+        snprintf(e_host, sizeof(e_host), "BATON_EVICTED_HOST=%s", s->hosts[i].name);
+        snprintf(e_why, sizeof(e_why), "BATON_EVICT_REASON=%s", s->hosts[i].why);
+        snprintf(e_spares, sizeof(e_spares), "BATON_SPARES_LEFT=%d", spares);
+        at = (size_t)snprintf(e_in, sizeof(e_in), "BATON_HOSTS_IN_SERVICE=");
+        for (int k = 0; k < p.n && at + HOSTS_NAME_MAX + 2 < sizeof(e_in); k++)
+            at += (size_t)snprintf(e_in + at, sizeof(e_in) - at, "%s%s", k ? "," : "",
+                                   s->hosts[p.host[k]].name);
+        char *env[] = {e_host, e_why, e_in, e_spares, NULL};
+        char *argv[] = {"/bin/sh", "-c", (char *)L.on_evict, NULL};
+        char err[256];
+        pid_t pid;
+        if (proc_spawn_helper(argv, env, false, &pid, err, sizeof(err)) < 0) {
+            bt_error("supervisor: --on-evict for host %s: fork: %s", s->hosts[i].name, err);
+            continue;
+        }
+        bt_info("supervisor: --on-evict runs for host %s (pid %d)", s->hosts[i].name, (int)pid);
+        helper_add(pid, i, false);
+    }
+}
+
+/* Reap the helpers that ended; kill those past their time (a probe past probe_timeout is a
+ * host that does not answer). */
+static void check_helpers(struct sup *s, double probe_timeout)
+{
+    for (int k = 0; k < L.n_helpers;) {
+        struct helper *h = &L.helpers[k];
+        char err[128];
+        int code = 0, r = proc_reap(h->pid, &code, err, sizeof(err));
+        double now = bt_now_s();
+        bool over = now - h->started > (h->probe ? probe_timeout : HOOK_TIMEOUT);
+        if (r == 0 && !over) {
+            k++;
+            continue;
+        }
+        if (r == 0) { /* over time: kill it, and reap it (SIGKILL ends it at once) */
+            proc_kill_tree(h->pid);
+            if (proc_reap(h->pid, &code, err, sizeof(err)) == 0) {
+                int st;
+                waitpid(h->pid, &st, 0);
+            }
+            code = -1;
+        }
+        if (h->probe) {
+            bt_debug("supervisor: probe of host %s: %s", s->hosts[h->host].name,
+                     code == 0  ? "answered"
+                     : code < 0 ? "no answer in time"
+                                : "failed");
+            int host = h->host;
+            L.helpers[k] = L.helpers[--L.n_helpers]; /* before act: it may start helpers */
+            act(s, sup_on_probe(s, host, code == 0, now));
+            continue;
+        } else if (code != 0) {
+            bt_warn("supervisor: --on-evict for host %s %s", s->hosts[h->host].name,
+                    code < 0 ? "ran too long: killed" : "failed");
+        }
+        L.helpers[k] = L.helpers[--L.n_helpers];
+    }
+}
+
+static void kill_helpers(void)
+{
+    for (int k = 0; k < L.n_helpers; k++) {
+        if (L.helpers[k].probe) proc_kill_tree(L.helpers[k].pid);
+        int code;
+        char err[64];
+        proc_reap(L.helpers[k].pid, &code, err, sizeof(err));
+    }
+    L.n_helpers = 0;
+}
+
+/* ---- the supervisor loop ----------------------------------------------------------------------
+ */
+
+static void start_job(struct sup *s)
+{
+    char err[256];
+    pid_t pid;
+    if (build_cmd(&L, s, err, sizeof(err)) < 0) {
+        sup_on_start_failed(s, err);
+        return;
+    }
+    if (L.serve && s->n_hosts > 0 && sup_fleet_line(s, L.fleet, sizeof(L.fleet)) == BT_OK)
+        setenv("BATON_FLEET", L.fleet, 1); /* rank 0's /health and /metrics (hosts.h) */
+    else
+        unsetenv("BATON_FLEET");
+    if (proc_spawn(L.cmd.argv.v, &pid, err, sizeof(err)) < 0)
+        sup_on_start_failed(s, err);
+    else
+        sup_on_started(s, pid, bt_now_s());
+}
+
+/* Carry out what the state machine asked for (supervise.h: TERM, KILL, START, PROBE, ALERT,
+ * READMIT). */
+static void act(struct sup *s, int acts)
+{
+    if ((acts & SUP_ACT_TERM) && s->job.rank0 > 0) kill(s->job.rank0, SIGTERM);
+    if (acts & SUP_ACT_KILL) proc_kill_tree(s->job.pid);
+    if (acts & SUP_ACT_START) start_job(s);
+    if (acts & SUP_ACT_PROBE) start_probes(s);
+    if (acts & SUP_ACT_ALERT) run_alerts(s);
+    if ((acts & SUP_ACT_READMIT) && s->job.rank0 > 0) kill(s->job.rank0, SIGUSR2);
+}
+
 /* Everything in the report pipe now (it is nonblocking). */
-static void read_reports(struct sup *s, int fd, char **cmd)
+static void read_reports(struct sup *s, int fd)
 {
     char buf[256];
     ssize_t n;
     while ((n = read(fd, buf, sizeof(buf))) > 0)
-        act(s, sup_on_report(s, buf, (size_t)n, bt_now_s()), cmd);
+        act(s, sup_on_report(s, buf, (size_t)n, bt_now_s()));
 }
 
-static void read_signals(struct sup *s, char **cmd)
+static void read_signals(struct sup *s)
 {
     unsigned char sigs[32];
     ssize_t n = read(sig_pipe[0], sigs, sizeof(sigs));
-    for (ssize_t i = 0; i < n; i++) act(s, sup_on_signal(s, sigs[i], bt_now_s()), cmd);
+    for (ssize_t i = 0; i < n; i++) act(s, sup_on_signal(s, sigs[i], bt_now_s()));
 }
 
 /* mpiexec ended? Then the rest of its reports, then the verdict. */
-static void check_reaped(struct sup *s, int report_rd, char **cmd)
+static void check_reaped(struct sup *s, int report_rd)
 {
     char err[128];
     int code, r = proc_reap(s->job.pid, &code, err, sizeof(err));
@@ -292,8 +527,8 @@ static void check_reaped(struct sup *s, int report_rd, char **cmd)
         bt_error("supervisor: %s", err);
         code = BT_EXIT_FAIL;
     }
-    read_reports(s, report_rd, cmd);
-    act(s, sup_on_reaped(s, code, bt_now_s()), cmd);
+    read_reports(s, report_rd);
+    act(s, sup_on_reaped(s, code, bt_now_s()));
 }
 
 /* Wait for a signal, a report or the next deadline (at most POLL_MS). */
@@ -309,56 +544,55 @@ static void wait_event(const struct sup *s, int report_rd)
 }
 
 /* Run the job until the state machine is DONE; its exit code. */
-static int supervise(char **cmd, int report_rd, const struct sup_config *sc)
+static int supervise(struct sup *s, int report_rd)
 {
-    struct sup s;
-    sup_init(&s, sc);
-    act(&s, sup_on_tick(&s, bt_now_s()), cmd);
-    while (s.state != SUP_DONE) {
-        wait_event(&s, report_rd);
-        read_signals(&s, cmd);
-        read_reports(&s, report_rd, cmd);
-        if (sup_has_job(&s)) check_reaped(&s, report_rd, cmd);
-        act(&s, sup_on_tick(&s, bt_now_s()), cmd);
+    act(s, sup_on_tick(s, bt_now_s()));
+    while (s->state != SUP_DONE) {
+        wait_event(s, report_rd);
+        read_signals(s);
+        read_reports(s, report_rd);
+        if (sup_has_job(s)) check_reaped(s, report_rd);
+        check_helpers(s, s->cfg.probe_timeout);
+        act(s, sup_on_tick(s, bt_now_s()));
     }
-    return s.exit_code;
+    kill_helpers();
+    return s->exit_code;
 }
 
 /* ---- main -------------------------------------------------------------------------------------
  */
 
-/* Open the socket (or take the one we were given) and supervise the job until the end. */
-static int serve(struct mpicmd *cmd, int report_rd, const struct cfg *c, int listen_fd)
-{
-    mpicmd_set_listen_fd(cmd, listen_fd);
-    bt_info("supervisor: serving on %s:%d with %d rank%s", c->server.host,
-            bound_port(listen_fd, (int)c->server.port), (int)c->launch.ranks,
-            c->launch.ranks > 1 ? "s" : "");
-    struct sup_config sc = sup_config_of(c, true);
-    return supervise(cmd->argv.v, report_rd, &sc);
-}
-
 static int launch(const struct cfg *c, bool is_serve, const struct mpicmd_argv *pass)
 {
-    static struct mpicmd cmd; /* large; points into itself */
+    static struct hosts_list hosts;
+    static struct sup s; /* large */
     struct programs progs;
     char err[512];
-    int listen_fd = -1, report_rd = -1;
+    int report_rd = -1;
+    if (load_hosts(c, &hosts, err, sizeof(err)) < 0) {
+        fprintf(stderr, "baton: %s\n", err);
+        return BT_EXIT_CONFIG;
+    }
     if (find_programs(&progs, err, sizeof(err)) < 0) {
         fprintf(stderr, "baton: %s\n", err);
         return BT_EXIT_FAIL;
     }
-    if (build_cmd(&cmd, &progs, c, is_serve, pass, err, sizeof(err)) < 0) {
-        fprintf(stderr, "baton: %s\n", err);
-        return BT_EXIT_CONFIG;
-    }
-    if (c->launch.dry_run) {
-        mpicmd_print(&cmd, stdout);
+    spec_init(&L, &progs, c, is_serve, pass);
+    struct sup_config sc = sup_config_of(c, is_serve, &hosts);
+    sup_init(&s, &sc);
+    if (c->launch.dry_run) { /* the first job's command line */
+        struct sup first = s;
+        if (!(sup_on_tick(&first, 0) & SUP_ACT_START) ||
+            build_cmd(&L, &first, err, sizeof(err)) < 0) {
+            fprintf(stderr, "baton: %s\n", err);
+            return BT_EXIT_CONFIG;
+        }
+        mpicmd_print(&L.cmd, stdout);
         return BT_EXIT_OK;
     }
     if (is_serve && c->server.listen_fd >= 0) {
-        listen_fd = (int)c->server.listen_fd; /* we were handed one ourselves */
-    } else if (is_serve && open_listener(c->server.host, (int)c->server.port, &listen_fd, err,
+        L.listen_fd = (int)c->server.listen_fd; /* we were handed one ourselves */
+    } else if (is_serve && open_listener(c->server.host, (int)c->server.port, &L.listen_fd, err,
                                          sizeof(err)) < 0) {
         fprintf(stderr, "baton: %s\n", err);
         return BT_EXIT_CONFIG;
@@ -367,9 +601,11 @@ static int launch(const struct cfg *c, bool is_serve, const struct mpicmd_argv *
         fprintf(stderr, "baton: %s\n", err);
         return BT_EXIT_FAIL;
     }
-    if (is_serve) return serve(&cmd, report_rd, c, listen_fd);
-    struct sup_config sc = sup_config_of(c, false);
-    return supervise(cmd.argv.v, report_rd, &sc);
+    if (is_serve)
+        bt_info("supervisor: serving on %s:%d with %d rank%s", c->server.host,
+                bound_port(L.listen_fd, (int)c->server.port), (int)c->launch.ranks,
+                c->launch.ranks > 1 ? "s" : "");
+    return supervise(&s, report_rd);
 }
 
 int main(int argc, char **argv)

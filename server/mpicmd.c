@@ -13,7 +13,7 @@ int mpicmd_push(struct mpicmd_argv *a, const char *s)
     return BT_OK;
 }
 
-/* One MPMD section: "-n COUNT SELF --wrap [--report] -- BIN [extra...] PASS..." */
+/* One MPMD section: "-n COUNT SELF --wrap [--report] -- BIN [extra...] PASS... TAIL..." */
 static int push_section(struct mpicmd_argv *a, const char *count, const struct mpicmd_spec *sp,
                         bool report, const char *bin, const char *const *extra)
 {
@@ -27,6 +27,7 @@ static int push_section(struct mpicmd_argv *a, const char *count, const struct m
     rc |= mpicmd_push(a, bin);
     for (int i = 0; extra && extra[i]; i++) rc |= mpicmd_push(a, extra[i]);
     for (int i = 0; i < sp->pass->n; i++) rc |= mpicmd_push(a, sp->pass->v[i]);
+    for (int i = 0; sp->tail && sp->tail[i]; i++) rc |= mpicmd_push(a, sp->tail[i]);
     return rc ? BT_EFULL : BT_OK;
 }
 

@@ -1,8 +1,8 @@
 /* mpicmd: the MPMD mpiexec (MPICH hydra) command line of `baton run` and `baton serve`:
  *
  *   MPIEXEC [-disable-auto-cleanup] [-hosts H | -f FILE]
- *       -n 1 BATON --wrap --report -- baton-server (--listen-fd FD | --oneshot) PASS...
- *     [ : -n R-1 BATON --wrap -- baton-rankd PASS... ]
+ *       -n 1 BATON --wrap --report -- baton-server (--listen-fd FD | --oneshot) PASS... TAIL...
+ *     [ : -n R-1 BATON --wrap -- baton-rankd PASS... TAIL... ]
  *
  * serve adds -disable-auto-cleanup: survivors live on after a rank dies, so rank 0 can answer
  * every request and the supervisor restarts the job; run: hydra's cleanup ends everything on a
@@ -34,6 +34,7 @@ struct mpicmd_spec {
     const char *server;             /* baton-server */
     const char *rankd;              /* baton-rankd */
     const struct mpicmd_argv *pass; /* options for every rank */
+    const char *const *tail;        /* NULL or NULL-terminated: after pass, for every rank */
 };
 
 /* The command line; it points into itself and into the spec's strings, so it is not copied. */

@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -15,7 +16,8 @@
 
 #define KILL_MAX 4096 /* processes one kill_tree ends at most */
 
-int proc_spawn(char *const *argv, pid_t *out, char *err, size_t errsz)
+static int spawn(char *const *argv, char *const *env, int quiet, pid_t *out, char *err,
+                 size_t errsz)
 {
     pid_t pid = fork();
     if (pid < 0) return bt_errf(err, errsz, BT_EIO, "%s", strerror(errno));
@@ -23,16 +25,36 @@ int proc_spawn(char *const *argv, pid_t *out, char *err, size_t errsz)
         if (setpgid(0, 0) < 0) /* kill_tree still finds it through /proc */
             fprintf(stderr, "baton: setpgid: %s\n", strerror(errno));
         signal(SIGPIPE, SIG_DFL);
+        for (int i = 0; env && env[i]; i++) putenv(env[i]);
+        if (quiet >= 0) {
+            int fd = open("/dev/null", O_RDWR);
+            if (fd >= 0) {
+                dup2(fd, 0);
+                if (quiet) dup2(fd, 1), dup2(fd, 2);
+                if (fd > 2) close(fd);
+            }
+        }
         execvp(argv[0], argv);
-        fprintf(stderr, "baton: cannot run %s: %s (is MPICH installed?)\n", argv[0],
-                strerror(errno));
+        fprintf(stderr, "baton: cannot run %s: %s%s\n", argv[0], strerror(errno),
+                quiet < 0 ? " (is MPICH installed?)" : "");
         _exit(127);
     }
     /* both sides set it, whichever runs first; EACCES: the child has exec'd (and set it) */
     if (setpgid(pid, pid) < 0 && errno != EACCES && errno != ESRCH)
-        bt_warn("setpgid of mpiexec (pid %d): %s", (int)pid, strerror(errno));
+        bt_warn("setpgid of %s (pid %d): %s", argv[0], (int)pid, strerror(errno));
     *out = pid;
     return BT_OK;
+}
+
+int proc_spawn(char *const *argv, pid_t *out, char *err, size_t errsz)
+{
+    return spawn(argv, NULL, -1, out, err, errsz);
+}
+
+int proc_spawn_helper(char *const *argv, char *const *env, bool quiet, pid_t *out, char *err,
+                      size_t errsz)
+{
+    return spawn(argv, env, quiet ? 1 : 0, out, err, errsz);
 }
 
 int proc_reap(pid_t pid, int *code, char *err, size_t errsz)

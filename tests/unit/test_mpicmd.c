@@ -39,6 +39,18 @@ int main(void)
     mpicmd_set_listen_fd(&cmd, 7);
     CHECK(strstr(printed(&cmd), " --listen-fd 7 -m ") != NULL);
 
+    /* a re-split over fewer hosts (supervise.h): the tail after every section's options */
+    const char *tail[] = {"--split=", NULL};
+    sp.hosts = "h1:1,h3:1";
+    sp.ranks = 2;
+    sp.tail = tail;
+    CHECK_INT(mpicmd_build(&cmd, &sp), BT_OK);
+    CHECK_STR(printed(&cmd),
+              "mpiexec -disable-auto-cleanup -hosts h1:1,h3:1 -n 1 /b/baton --wrap --report -- "
+              "/b/baton-server --listen-fd FD -m model.gguf --split= : -n 1 /b/baton --wrap -- "
+              "/b/baton-rankd -m model.gguf --split=\n");
+    sp.tail = NULL;
+
     /* run, one rank, a hostfile: --oneshot, no cleanup flag, no second section */
     sp.serve = false;
     sp.hosts = NULL;

@@ -2,13 +2,20 @@
  * with made-up times in, states, deadlines, actions and exit codes out. Restart or not per exit
  * code, backoff doubling and its reset after a healthy job, --launch-timeout, rank-0 silence, the
  * drain deadline, signals (a second one, one between jobs), `baton run`, report lines (split,
- * malformed, overlong, stale ones of an ended job). */
+ * malformed, overlong, stale ones of an ended job). The fleet (--hosts, spares): the plan of each
+ * start, failures charged to hosts (a fault report, probes of a job that did not come up), the
+ * run of failures and its reset, eviction to a spare or to a re-split, --min-hosts, --on-evict,
+ * readmission and the restart at an idle moment, spares and re-splits that cannot load, the head
+ * never evicted, --evict-after 0. */
 #include "supervise.h"
 #include "t.h"
 
 #include "log.h"
 
+#include <math.h>
 #include <signal.h>
+#include <stdio.h>
+#include <string.h>
 
 static const struct sup_config SERVE = {
     .once = false, .launch_timeout = 6, .rank0_silence = 3, .drain_timeout = 30};
@@ -452,6 +459,520 @@ static void test_reports(void)
     CHECK_INT(s.job.rank0_code, 137);
 }
 
+/* ---- the fleet ---------------------------------------------------------------------------------
+ */
+
+static struct hosts_list HL;
+
+/* serve over hosts (a comma list) and spares (NULL: none), ranks R; launch 3 s, probes 1.5 s,
+ * readmission every 10 s. */
+static struct sup_config fleet_cfg(const char *hosts, const char *spares, int ranks)
+{
+    char err[256];
+    HL.n = 0;
+    CHECK_INT(hosts_parse_list(&HL, hosts, false, "hosts", err, sizeof(err)), 0);
+    if (spares) CHECK_INT(hosts_parse_list(&HL, spares, true, "spares", err, sizeof(err)), 0);
+    CHECK_INT(hosts_check(&HL, err, sizeof(err)), 0);
+    struct sup_config c = {.once = false,
+                           .launch_timeout = 3,
+                           .rank0_silence = 3,
+                           .drain_timeout = 30,
+                           .hosts = &HL,
+                           .ranks = ranks,
+                           .evict_after = 3,
+                           .min_hosts = 1,
+                           .readmit_interval = 10,
+                           .probe_timeout = 1.5};
+    return c;
+}
+
+/* The hydra -hosts of the plan the next start runs. */
+static const char *plan_of(const struct sup *s)
+{
+    static char buf[512];
+    CHECK_INT(sup_plan_hosts(s, &s->next, buf, sizeof(buf)), 0);
+    return buf;
+}
+
+static int host(const struct sup *s, const char *name)
+{
+    for (int i = 0; i < s->n_hosts; i++)
+        if (!strcmp(s->hosts[i].name, name)) return i;
+    CHECK(0);
+    return 0;
+}
+
+/* Start the due job at now (BACKOFF); its plan must be want. */
+static void fstart(struct sup *s, pid_t pid, double now, const char *want)
+{
+    CHECK_INT(s->state, SUP_BACKOFF);
+    CHECK(sup_on_tick(s, now) & SUP_ACT_START);
+    CHECK_STR(plan_of(s), want);
+    sup_on_started(s, pid, now);
+    CHECK_INT(s->state, SUP_STARTING);
+}
+
+/* The job comes up, serves, and fails with 75 naming rank k ("fault K") after `served` s. */
+static int fault_ends(struct sup *s, int k, double now, double served)
+{
+    char line[64];
+    come_up(s, s->job.pid + 1, now);
+    CHECK_INT(feed(s, "ready\n", now + 0.1), 0);
+    snprintf(line, sizeof(line), "fault %d\nexit 75\n", k);
+    CHECK_INT(feed(s, line, now + served), SUP_ACT_KILL);
+    return sup_on_reaped(s, 75, now + served + 0.05) & ~SUP_ACT_KILL; /* stragglers: always */
+}
+
+/* The job does not come up: the round starts probe_timeout before the launch deadline; the
+ * probes answer (each host named in `fail` fails), the job is killed and reaped. */
+static int launch_fails(struct sup *s, double t0, const char *fail)
+{
+    double round_at = t0 + s->cfg.launch_timeout - s->cfg.probe_timeout;
+    CHECK(sup_deadline(s) <= round_at); /* or a readmission probe before it */
+    CHECK_INT(sup_on_tick(s, round_at - 0.01), 0);
+    CHECK_INT(sup_on_tick(s, round_at), SUP_ACT_PROBE);
+    CHECK(s->job.round);
+    CHECK(sup_deadline(s) <= t0 + s->cfg.launch_timeout);
+    int i, acts = 0;
+    while ((i = sup_probe_take(s)) >= 0) {
+        char needle[80];
+        snprintf(needle, sizeof(needle), ",%s,", s->hosts[i].name);
+        char hay[256];
+        snprintf(hay, sizeof(hay), ",%s,", fail);
+        acts |= sup_on_probe(s, i, strstr(hay, needle) == NULL, round_at + 1.0);
+    }
+    CHECK_INT(acts, 0); /* the job still runs: nothing is charged yet */
+    CHECK_INT(sup_on_tick(s, t0 + s->cfg.launch_timeout + 0.01), SUP_ACT_KILL);
+    CHECK_INT(s->job.killed, SUP_K_LAUNCH);
+    return sup_on_reaped(s, 137, t0 + s->cfg.launch_timeout + 0.1) & ~SUP_ACT_KILL;
+}
+
+/* The plan of each start, the fleet line, the layout of more ranks than hosts. */
+static void test_fleet_plan(void)
+{
+    struct sup s;
+    struct sup_config c = fleet_cfg("h1,h2,h3", "h4,h5", 3);
+    sup_init(&s, &c);
+    CHECK_INT(s.n_hosts, 5);
+    CHECK_INT(s.head, 0);
+    CHECK_INT(s.hosts[3].state, SUP_H_STANDBY);
+    fstart(&s, 100, 0.0, "h1:1,h2:1,h3:1");
+    CHECK(!s.job.plan.resplit && !s.job.plan.standin && s.job.plan.total == 3);
+    char line[1024];
+    CHECK_INT(sup_fleet_line(&s, line, sizeof(line)), 0);
+    CHECK_STR(line, "in=h1,h2,h3;evicted=;spare=h4,h5;ranks=0,1,2;resplit=0");
+    CHECK_STR(sup_host_state_name(SUP_H_STANDIN), "standin");
+
+    /* four ranks over a:2 and b; a host that gets none is unused; rank k -> its host */
+    c = fleet_cfg("a:2,b,c", NULL, 3);
+    sup_init(&s, &c);
+    fstart(&s, 100, 0.0, "a:2,b:1");
+    CHECK_INT(s.hosts[2].state, SUP_H_UNUSED);
+    CHECK_INT(sup_fleet_line(&s, line, sizeof(line)), 0);
+    CHECK_STR(line, "in=a,b;evicted=;spare=;ranks=0,0,1;resplit=0");
+    /* rank 1 is on a, the head: charged to it, never counted */
+    CHECK_INT(fault_ends(&s, 1, 1.0, 2.0), 0);
+    CHECK_INT(s.hosts[0].fails, 0);
+    /* rank 2 is on b */
+    fstart(&s, 200, s.until, "a:2,b:1");
+    CHECK_INT(fault_ends(&s, 2, s.job.started + 0.5, 2.0), 0);
+    CHECK_INT(s.hosts[1].fails, 1);
+
+    /* `baton run` takes the layout, never counts */
+    c = fleet_cfg("a,b", NULL, 2);
+    c.once = true;
+    sup_init(&s, &c);
+    fstart(&s, 100, 0.0, "a:1,b:1");
+    CHECK_INT(feed(&s, "fault 1\nexit 75\n", 1.0), SUP_ACT_KILL);
+    CHECK_INT(sup_on_reaped(&s, 75, 1.1), SUP_ACT_KILL);
+    CHECK_INT(s.state, SUP_DONE);
+    CHECK_INT(s.hosts[1].fails, 0);
+}
+
+/* A host that stays down, with a spare: a fault, then two starts that do not come up; the
+ * probes charge it each time; the third charge evicts it: one error line, the alert, and the
+ * spare in its place with the same ranks. */
+static void test_fleet_spare(void)
+{
+    struct sup s;
+    struct sup_config c = fleet_cfg("h1,h2,h3", "h4", 3);
+    sup_init(&s, &c);
+    int h2 = host(&s, "h2"), h4 = host(&s, "h4");
+    fstart(&s, 100, 0.0, "h1:1,h2:1,h3:1");
+    CHECK_INT(fault_ends(&s, 1, 0.5, 40.0), 0); /* served 40 s: a fresh run of failures */
+    CHECK_INT(s.hosts[h2].fails, 1);
+    CHECK_STR(s.hosts[h2].why, "rank 1 failed (rank 0's fault report)");
+    fstart(&s, 200, s.until, "h1:1,h2:1,h3:1");
+    CHECK_INT(launch_fails(&s, s.job.started, "h2"), 0);
+    CHECK_INT(s.hosts[h2].fails, 2);
+    CHECK_INT(s.hosts[h2].state, SUP_H_SERVING);
+    CHECK_INT(s.hosts[h4].probe, SUP_P_OK); /* the spare was probed in the round */
+    fstart(&s, 300, s.until, "h1:1,h2:1,h3:1");
+    double t3 = s.job.started;
+    CHECK_INT(launch_fails(&s, t3, "h2"), SUP_ACT_ALERT);
+    CHECK_INT(s.hosts[h2].state, SUP_H_EVICTED);
+    CHECK_INT(s.state, SUP_BACKOFF);
+    CHECK_INT(sup_alert_take(&s), h2);
+    CHECK_INT(sup_alert_take(&s), -1);
+    CHECK_NEAR(s.hosts[h2].probe_at, t3 + 3.1 + 10, 1e-9); /* --readmit-interval */
+    fstart(&s, 400, s.until, "h1:1,h4:1,h3:1");
+    CHECK_INT(s.hosts[h4].state, SUP_H_STANDIN);
+    CHECK_INT(s.hosts[h4].stands_for, h2);
+    CHECK(s.job.plan.standin && !s.job.plan.resplit && s.job.plan.total == 3);
+    char line[512];
+    CHECK_INT(sup_fleet_line(&s, line, sizeof(line)), 0);
+    CHECK_STR(line, "in=h1,h4,h3;evicted=h2;spare=;ranks=0,1,2;resplit=0");
+    /* rank 1 now runs on h4: its fault is h4's */
+    CHECK_INT(fault_ends(&s, 1, s.job.started + 0.5, 2.0), 0);
+    CHECK_INT(s.hosts[h4].fails, 1);
+    CHECK_INT(s.hosts[h2].fails, 3); /* unchanged while evicted */
+}
+
+/* The same without a spare: the next start re-splits the layers over h1, h3 (2 ranks). */
+static void test_fleet_resplit(void)
+{
+    struct sup s;
+    struct sup_config c = fleet_cfg("h1,h2,h3", NULL, 3);
+    sup_init(&s, &c);
+    int h2 = host(&s, "h2");
+    fstart(&s, 100, 0.0, "h1:1,h2:1,h3:1");
+    CHECK_INT(fault_ends(&s, 1, 0.5, 5.0), 0);
+    for (int n = 2; n <= 3; n++) {
+        fstart(&s, 100 * n, s.until, "h1:1,h2:1,h3:1");
+        CHECK_INT(launch_fails(&s, s.job.started, "h2"), n == 3 ? SUP_ACT_ALERT : 0);
+    }
+    CHECK_INT(s.hosts[h2].state, SUP_H_EVICTED);
+    fstart(&s, 400, s.until, "h1:1,h3:1");
+    CHECK(s.job.plan.resplit && s.job.plan.total == 2 && !s.job.plan.standin);
+    char line[512];
+    CHECK_INT(sup_fleet_line(&s, line, sizeof(line)), 0);
+    CHECK_STR(line, "in=h1,h3;evicted=h2;spare=;ranks=0,1;resplit=1");
+    /* rank 1 is h3 now */
+    CHECK_INT(fault_ends(&s, 1, s.job.started + 0.5, 2.0), 0);
+    CHECK_INT(s.hosts[host(&s, "h3")].fails, 1);
+
+    /* --min-hosts 3: the eviction stops the supervisor (exit 1) */
+    c = fleet_cfg("h1,h2,h3", NULL, 3);
+    c.min_hosts = 3;
+    sup_init(&s, &c);
+    fstart(&s, 100, 0.0, "h1:1,h2:1,h3:1");
+    for (int n = 1; n <= 3; n++) {
+        CHECK_INT(fault_ends(&s, 2, s.job.started + 0.5, 1.0), n == 3 ? SUP_ACT_ALERT : 0);
+        if (n < 3) fstart(&s, 100 + n, s.until, "h1:1,h2:1,h3:1");
+    }
+    CHECK_INT(s.state, SUP_DONE);
+    CHECK_INT(s.exit_code, 1);
+    CHECK_INT(sup_on_tick(&s, 1000.0), 0); /* nothing more */
+}
+
+/* A host charged once (a kill -9) is not evicted; runs of failures end with a job that served
+ * for SUP_HEALTHY_AFTER; the head is never evicted; --evict-after 0 never evicts. */
+static void test_fleet_counts(void)
+{
+    struct sup s;
+    struct sup_config c = fleet_cfg("h1,h2,h3", "h4", 3);
+    sup_init(&s, &c);
+    int h3 = host(&s, "h3");
+    fstart(&s, 100, 0.0, "h1:1,h2:1,h3:1");
+    CHECK_INT(fault_ends(&s, 2, 0.5, 60.0), 0); /* kill -9 of rank 2 */
+    CHECK_INT(s.hosts[h3].fails, 1);
+    fstart(&s, 200, s.until, "h1:1,h2:1,h3:1");
+    CHECK_INT(fault_ends(&s, 2, s.job.started + 0.5, 20.0), 0); /* short-lived: a run of 2 */
+    CHECK_INT(s.hosts[h3].fails, 2);
+    fstart(&s, 300, s.until, "h1:1,h2:1,h3:1");
+    /* this one served for 30 s: the run ends, the new failure is the first again */
+    CHECK_INT(fault_ends(&s, 2, s.job.started + 0.5, 0.1 + SUP_HEALTHY_AFTER + 1), 0);
+    CHECK_INT(s.hosts[h3].fails, 1);
+    CHECK_INT(s.hosts[h3].state, SUP_H_SERVING);
+    /* not ready at all (it never said "ready"): no reset however long it lived */
+    fstart(&s, 400, s.until, "h1:1,h2:1,h3:1");
+    come_up(&s, 401, s.job.started + 0.5);
+    CHECK_INT(feed(&s, "fault 2\nexit 75\n", s.job.started + 100), SUP_ACT_KILL);
+    CHECK_INT(sup_on_reaped(&s, 75, s.job.started + 100.1), SUP_ACT_KILL);
+    CHECK_INT(s.hosts[h3].fails, 2);
+
+    /* rank 0's faults, a rank 0 killed by a signal or silent: the head, never counted */
+    sup_init(&s, &c);
+    fstart(&s, 100, 0.0, "h1:1,h2:1,h3:1");
+    CHECK_INT(fault_ends(&s, 0, 0.5, 1.0), 0);
+    fstart(&s, 200, s.until, "h1:1,h2:1,h3:1");
+    come_up(&s, 201, s.job.started + 0.5);
+    CHECK_INT(feed(&s, "exit 137\n", s.job.started + 1.0), SUP_ACT_KILL); /* kill -9 of rank 0 */
+    CHECK_INT(sup_on_reaped(&s, 137, s.job.started + 1.1), SUP_ACT_KILL);
+    fstart(&s, 300, s.until, "h1:1,h2:1,h3:1");
+    come_up(&s, 301, s.job.started + 0.5);
+    CHECK_INT(feed(&s, "alive\n", s.job.started + 0.6), 0);
+    CHECK_INT(sup_on_tick(&s, s.job.started + 0.6 + 3.01), SUP_ACT_KILL); /* silent */
+    CHECK_INT(sup_on_reaped(&s, 137, s.job.started + 4), SUP_ACT_KILL);
+    for (int i = 0; i < s.n_hosts; i++) CHECK_INT(s.hosts[i].fails, 0);
+    CHECK_INT(s.hosts[0].state, SUP_H_SERVING);
+    CHECK_INT(sup_alert_take(&s), -1);
+
+    /* --evict-after 0: counted, never evicted */
+    c.evict_after = 0;
+    sup_init(&s, &c);
+    for (int n = 1; n <= 6; n++) {
+        fstart(&s, 100 * n, n == 1 ? 0.0 : s.until, "h1:1,h2:1,h3:1");
+        CHECK_INT(fault_ends(&s, 1, s.job.started + 0.5, 1.0), 0);
+    }
+    CHECK_INT(s.hosts[1].fails, 6);
+    CHECK_INT(s.hosts[1].state, SUP_H_SERVING);
+}
+
+/* Probes: results after the job's end hold the restart back; nobody charged when everyone
+ * answers; a job that ends before MPI is up gets its round then; a spare that does not answer is
+ * not chosen; a job that comes up late forgets its round. */
+static void test_fleet_probes(void)
+{
+    struct sup s;
+    struct sup_config c = fleet_cfg("h1,h2,h3", "h4,h5", 3);
+    sup_init(&s, &c);
+    fstart(&s, 100, 0.0, "h1:1,h2:1,h3:1");
+    /* every host answers: the failed start is charged to nobody */
+    CHECK_INT(launch_fails(&s, 0.0, ""), 0);
+    for (int i = 0; i < s.n_hosts; i++) CHECK_INT(s.hosts[i].fails, 0);
+    CHECK(!s.charge_pending);
+
+    /* the job ends before MPI is up (e.g. the launcher stopped mpiexec): a round now; the
+     * restart waits for it past its backoff */
+    fstart(&s, 200, s.until, "h1:1,h2:1,h3:1");
+    double t = s.job.started;
+    CHECK_INT(sup_on_reaped(&s, 255, t + 0.3), SUP_ACT_PROBE);
+    CHECK(s.charge_pending);
+    int got[5] = {0}, i;
+    while ((i = sup_probe_take(&s)) >= 0) got[i]++;
+    CHECK(!got[0] && got[1] && got[2] && got[3] && got[4]); /* not the head; the spares too */
+    CHECK(isinf(sup_deadline(&s)));                         /* woken by the results */
+    CHECK_INT(sup_on_tick(&s, t + 5), 0);                   /* backoff passed, round not */
+    CHECK_INT(sup_on_probe(&s, 1, true, t + 5.1), 0);
+    CHECK_INT(sup_on_probe(&s, 3, false, t + 5.1), 0); /* spare h4 does not answer */
+    CHECK_INT(sup_on_probe(&s, 4, true, t + 5.1), 0);
+    CHECK_INT(sup_on_probe(&s, 2, false, t + 5.2), 0); /* h3 does not: the round is complete */
+    CHECK(!s.charge_pending);
+    CHECK_INT(s.hosts[2].fails, 1);
+    CHECK_INT(s.hosts[1].fails, 0);
+    CHECK_INT(sup_on_tick(&s, t + 5.3) & SUP_ACT_START, SUP_ACT_START);
+    sup_on_started(&s, 300, t + 5.3);
+
+    /* h3 twice more: evicted; h4 did not answer its probe: h5 takes the place */
+    for (int n = 0; n < 2; n++) {
+        CHECK_INT(sup_on_reaped(&s, 255, s.job.started + 0.3), SUP_ACT_PROBE);
+        int acts = 0;
+        while ((i = sup_probe_take(&s)) >= 0)
+            acts |= sup_on_probe(&s, i, i != 2 && i != 3, s.job.started + 1);
+        CHECK_INT(acts, n == 1 ? SUP_ACT_ALERT : 0);
+        fstart(&s, 400 + n, s.until, n == 1 ? "h1:1,h2:1,h5:1" : "h1:1,h2:1,h3:1");
+    }
+    CHECK_INT(s.hosts[4].state, SUP_H_STANDIN);
+    CHECK_INT(s.hosts[3].state, SUP_H_STANDBY);
+
+    /* a job that comes up after its round started: the round is forgotten; a later fault
+     * naming no rank gets a round of its own */
+    sup_init(&s, &c);
+    fstart(&s, 100, 0.0, "h1:1,h2:1,h3:1");
+    CHECK_INT(sup_on_tick(&s, 1.5), SUP_ACT_PROBE);
+    while ((i = sup_probe_take(&s)) >= 0) sup_on_probe(&s, i, i != 1, 2.0); /* h2 slow */
+    come_up(&s, 101, 2.5);
+    CHECK(!s.job.round);
+    CHECK(isinf(sup_deadline(&s)) || sup_deadline(&s) > 100); /* no launch deadline any more */
+    CHECK_INT(feed(&s, "exit 75\n", 50.0), SUP_ACT_KILL);
+    CHECK_INT(sup_on_reaped(&s, 75, 50.1), SUP_ACT_KILL | SUP_ACT_PROBE);
+    while ((i = sup_probe_take(&s)) >= 0) sup_on_probe(&s, i, true, 50.5);
+    CHECK_INT(s.hosts[1].fails, 0); /* the old result did not count */
+
+    /* a signal while the restart waits for its round: done */
+    sup_init(&s, &c);
+    fstart(&s, 100, 0.0, "h1:1,h2:1,h3:1");
+    CHECK_INT(sup_on_reaped(&s, 255, 0.3), SUP_ACT_PROBE);
+    CHECK_INT(sup_on_signal(&s, SIGTERM, 0.4), 0);
+    CHECK_INT(s.state, SUP_DONE);
+    CHECK_INT(s.exit_code, 0);
+    CHECK_INT(sup_on_probe(&s, 1, false, 0.5), 0);
+}
+
+/* Readmission: the evicted host is probed every --readmit-interval (x2 per earlier eviction);
+ * when it answers, a running job is asked to restart at an idle moment; that planned end is
+ * restarted at once, charged to nobody, with the host back and the spare standing by again. */
+static void test_fleet_readmit(void)
+{
+    struct sup s;
+    struct sup_config c = fleet_cfg("h1,h2,h3", "h4", 3);
+    sup_init(&s, &c);
+    int h2 = host(&s, "h2"), h4 = host(&s, "h4");
+    fstart(&s, 100, 0.0, "h1:1,h2:1,h3:1");
+    for (int n = 1; n <= 3; n++) {
+        CHECK_INT(fault_ends(&s, 1, s.job.started + 0.5, 1.0), n == 3 ? SUP_ACT_ALERT : 0);
+        if (n < 3) fstart(&s, 100 + n, s.until, "h1:1,h2:1,h3:1");
+    }
+    double ev = s.job.started + 1.55; /* reaped: evicted then */
+    CHECK_NEAR(s.hosts[h2].probe_at, ev + 10, 1e-9);
+    fstart(&s, 200, s.until, "h1:1,h4:1,h3:1");
+    come_up(&s, 201, s.job.started + 0.5);
+    CHECK_INT(feed(&s, "ready\n", s.job.started + 0.6), 0);
+    CHECK_NEAR(sup_deadline(&s), ev + 10, 1e-9); /* the probe is the next thing to do */
+    CHECK_INT(sup_on_tick(&s, ev + 9.9), 0);
+    CHECK_INT(sup_on_tick(&s, ev + 10), SUP_ACT_PROBE);
+    CHECK_INT(sup_probe_take(&s), h2);
+    CHECK_INT(sup_probe_take(&s), -1);
+    CHECK_INT(sup_on_tick(&s, ev + 10.5), 0); /* running: not again */
+    CHECK_INT(sup_on_probe(&s, h2, false, ev + 11.5), 0);
+    CHECK_NEAR(s.hosts[h2].probe_at, ev + 21.5, 1e-9);
+    CHECK_INT(sup_on_tick(&s, ev + 21.5), SUP_ACT_PROBE);
+    CHECK_INT(sup_probe_take(&s), h2);
+    /* it answers: the running job is asked once to restart when idle */
+    CHECK_INT(sup_on_probe(&s, h2, true, ev + 22), SUP_ACT_READMIT);
+    CHECK(s.hosts[h2].back);
+    CHECK(s.job.restart_asked);
+    CHECK_INT(sup_on_tick(&s, ev + 23), 0);
+    CHECK(isinf(sup_deadline(&s)));
+    /* rank 0 leaves with 75 at an idle moment: restart at once, no charge, no backoff step */
+    int restarts = s.restarts;
+    double backoff = s.backoff;
+    CHECK_INT(feed(&s, "exit 75\n", ev + 30), SUP_ACT_KILL);
+    CHECK_INT(sup_on_reaped(&s, 75, ev + 30.1), SUP_ACT_KILL);
+    CHECK_INT(s.state, SUP_BACKOFF);
+    CHECK_NEAR(s.until, ev + 30.1, 1e-9);
+    CHECK_INT(s.restarts, restarts);
+    CHECK_NEAR(s.backoff, backoff, 0);
+    fstart(&s, 300, ev + 30.1, "h1:1,h2:1,h3:1");
+    CHECK_INT(s.hosts[h2].state, SUP_H_SERVING);
+    CHECK_INT(s.hosts[h2].fails, 0);
+    CHECK_INT(s.hosts[h4].state, SUP_H_STANDBY);
+    char line[512];
+    CHECK_INT(sup_fleet_line(&s, line, sizeof(line)), 0);
+    CHECK_STR(line, "in=h1,h2,h3;evicted=;spare=h4;ranks=0,1,2;resplit=0");
+
+    /* evicted again: probed every 20 s now */
+    for (int n = 1; n <= 3; n++) {
+        CHECK_INT(fault_ends(&s, 1, s.job.started + 0.5, 1.0), n == 3 ? SUP_ACT_ALERT : 0);
+        if (n < 3) fstart(&s, 400 + n, s.until, "h1:1,h2:1,h3:1");
+    }
+    CHECK_INT(s.hosts[h2].evictions, 2);
+    CHECK_NEAR(s.hosts[h2].probe_at - (s.job.started + 1.55), 20, 1e-9);
+
+    /* the restart asked for ends with a fault instead: charged as any fault */
+    sup_init(&s, &c);
+    fstart(&s, 100, 0.0, "h1:1,h2:1,h3:1");
+    for (int n = 1; n <= 3; n++) {
+        fault_ends(&s, 1, s.job.started + 0.5, 1.0);
+        if (n < 3) fstart(&s, 100 + n, s.until, "h1:1,h2:1,h3:1");
+    }
+    fstart(&s, 200, s.until, "h1:1,h4:1,h3:1");
+    come_up(&s, 201, s.job.started + 0.5);
+    double t = s.hosts[h2].probe_at;
+    CHECK_INT(sup_on_tick(&s, t), SUP_ACT_PROBE);
+    CHECK_INT(sup_probe_take(&s), h2);
+    CHECK_INT(sup_on_probe(&s, h2, true, t + 0.1), SUP_ACT_READMIT);
+    CHECK_INT(feed(&s, "fault 2\nexit 75\n", t + 1), SUP_ACT_KILL);
+    backoff = s.backoff;
+    sup_on_reaped(&s, 75, t + 1.1);
+    CHECK_INT(s.hosts[host(&s, "h3")].fails, 1);
+    CHECK_NEAR(s.until, t + 1.1 + backoff, 1e-9); /* a fault's restart: with backoff */
+    fstart(&s, 300, s.until, "h1:1,h2:1,h3:1");   /* h2 is back all the same */
+
+    /* not running when the host answers: the next start takes it, nobody is asked */
+    sup_init(&s, &c);
+    fstart(&s, 100, 0.0, "h1:1,h2:1,h3:1");
+    for (int n = 1; n <= 3; n++) {
+        fault_ends(&s, 1, s.job.started + 0.5, 1.0);
+        if (n < 3) fstart(&s, 100 + n, s.until, "h1:1,h2:1,h3:1");
+    }
+    t = s.hosts[h2].probe_at;
+    CHECK_INT(sup_on_tick(&s, t) & SUP_ACT_PROBE, SUP_ACT_PROBE); /* in backoff still */
+    CHECK_INT(sup_probe_take(&s), h2);
+    CHECK_INT(sup_on_probe(&s, h2, true, t + 0.1), 0);
+    fstart(&s, 200, t + 0.2, "h1:1,h2:1,h3:1");
+
+    /* --readmit-interval 0: never probed */
+    c.readmit_interval = 0;
+    sup_init(&s, &c);
+    fstart(&s, 100, 0.0, "h1:1,h2:1,h3:1");
+    for (int n = 1; n <= 3; n++) {
+        fault_ends(&s, 1, s.job.started + 0.5, 1.0);
+        if (n < 3) fstart(&s, 100 + n, s.until, "h1:1,h2:1,h3:1");
+    }
+    CHECK(isinf(s.hosts[h2].probe_at));
+    fstart(&s, 200, s.until, "h1:1,h4:1,h3:1");
+    CHECK_INT(sup_on_tick(&s, 1e6) & SUP_ACT_PROBE, 0);
+}
+
+/* A plan that is not the configured layout fails to load (exit 2, "failed K"): a spare standing
+ * in is evicted for good; a re-split that cannot load makes the next starts use every configured
+ * host until the evicted one answers; the configured layout failing is a configuration error. */
+static void test_fleet_load_failures(void)
+{
+    struct sup s;
+    struct sup_config c = fleet_cfg("h1,h2,h3", "h4", 3);
+    sup_init(&s, &c);
+    int h2 = host(&s, "h2"), h4 = host(&s, "h4");
+    fstart(&s, 100, 0.0, "h1:1,h2:1,h3:1");
+    for (int n = 1; n <= 3; n++) {
+        fault_ends(&s, 1, s.job.started + 0.5, 1.0);
+        if (n < 3) fstart(&s, 100 + n, s.until, "h1:1,h2:1,h3:1");
+    }
+    (void)sup_alert_take(&s);
+    fstart(&s, 200, s.until, "h1:1,h4:1,h3:1");
+    /* the spare has no model file: rank 1 fails to load, rank 0 exits 2 */
+    CHECK_INT(feed(&s, "up 1\nfailed 1\nexit 2\n", s.job.started + 0.5), SUP_ACT_KILL);
+    CHECK_INT(sup_on_reaped(&s, 2, s.job.started + 0.6), SUP_ACT_KILL | SUP_ACT_ALERT);
+    CHECK_INT(s.state, SUP_BACKOFF); /* not the end: another plan may load */
+    CHECK_INT(s.hosts[h4].state, SUP_H_EVICTED);
+    CHECK(s.hosts[h4].unfit);
+    CHECK(isinf(s.hosts[h4].probe_at));
+    CHECK_INT(sup_alert_take(&s), h4);
+    fstart(&s, 300, s.until, "h1:1,h3:1");
+    CHECK(s.job.plan.resplit);
+    /* the re-split cannot load on h3 (its larger range): every configured host again */
+    CHECK_INT(feed(&s, "up 1\nfailed 1\nexit 2\n", s.job.started + 0.5), SUP_ACT_KILL);
+    CHECK_INT(sup_on_reaped(&s, 2, s.job.started + 0.6), SUP_ACT_KILL);
+    CHECK_INT(s.state, SUP_BACKOFF);
+    CHECK_INT(s.n_bad, 1);
+    fstart(&s, 400, s.until, "h1:1,h2:1,h3:1");
+    CHECK(s.job.plan.fallback && !s.job.plan.resplit);
+    CHECK_INT(s.job.plan.live, 2);
+    /* h2 is still out: not charged again, nothing evicted */
+    CHECK_INT(launch_fails(&s, s.job.started, "h2"), 0);
+    CHECK_INT(s.hosts[h2].state, SUP_H_EVICTED);
+    CHECK_INT(sup_alert_take(&s), -1);
+    /* h2 answers its readmission probe: the plan is the configured one again */
+    double t = s.hosts[h2].probe_at;
+    CHECK(!isinf(t));
+    CHECK_INT(sup_on_tick(&s, fmax(t, s.until)) & SUP_ACT_PROBE, SUP_ACT_PROBE);
+    CHECK_INT(sup_probe_take(&s), h2);
+    CHECK_INT(sup_on_probe(&s, h2, true, fmax(t, s.until) + 0.1), 0);
+    fstart(&s, 500, fmax(t, s.until) + 0.2, "h1:1,h2:1,h3:1");
+    CHECK(!s.job.plan.fallback);
+    CHECK_INT(s.hosts[h2].state, SUP_H_SERVING);
+
+    /* the configured layout fails to load: a configuration error, as without hosts */
+    sup_init(&s, &c);
+    fstart(&s, 100, 0.0, "h1:1,h2:1,h3:1");
+    CHECK_INT(feed(&s, "up 1\nfailed 2\nexit 2\n", 0.5), SUP_ACT_KILL);
+    CHECK_INT(sup_on_reaped(&s, 2, 0.6), SUP_ACT_KILL);
+    CHECK_INT(s.state, SUP_DONE);
+    CHECK_INT(s.exit_code, 2);
+    /* a mismatch on a regular host of a plan with a spare: its range did not change: fatal */
+    sup_init(&s, &c);
+    fstart(&s, 100, 0.0, "h1:1,h2:1,h3:1");
+    for (int n = 1; n <= 3; n++) {
+        fault_ends(&s, 1, s.job.started + 0.5, 1.0);
+        if (n < 3) fstart(&s, 100 + n, s.until, "h1:1,h2:1,h3:1");
+    }
+    fstart(&s, 200, s.until, "h1:1,h4:1,h3:1");
+    CHECK_INT(feed(&s, "up 1\nfailed 2\nexit 3\n", s.job.started + 0.5), SUP_ACT_KILL);
+    sup_on_reaped(&s, 3, s.job.started + 0.6);
+    CHECK_INT(s.state, SUP_DONE);
+    CHECK_INT(s.exit_code, 3);
+    /* a failed load past --init-timeout (75, "failed K") is a charge like a fault */
+    sup_init(&s, &c);
+    fstart(&s, 100, 0.0, "h1:1,h2:1,h3:1");
+    CHECK_INT(feed(&s, "up 1\nfailed 2\nexit 75\n", 0.5), SUP_ACT_KILL);
+    CHECK_INT(sup_on_reaped(&s, 75, 0.6), SUP_ACT_KILL);
+    CHECK_INT(s.hosts[host(&s, "h3")].fails, 1);
+    /* report lines out of range are ignored */
+    CHECK_INT(feed(&s, "fault 256\nfailed -1\nfault\n", 0.7), 0);
+}
+
 int main(void)
 {
     bt_log_set_tag("launcher");
@@ -464,5 +985,12 @@ int main(void)
     test_signals();
     test_run();
     test_reports();
+    test_fleet_plan();
+    test_fleet_spare();
+    test_fleet_resplit();
+    test_fleet_counts();
+    test_fleet_probes();
+    test_fleet_readmit();
+    test_fleet_load_failures();
     return t_done();
 }
