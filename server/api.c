@@ -964,8 +964,31 @@ int api_detokenize_json(const char *text, size_t len, char **out)
     return finish_json(r, out);
 }
 
+/* "name": [the n strings] */
+static bool add_names(cJSON *o, const char *name, const char *const *v, int n)
+{
+    cJSON *a = cJSON_AddArrayToObject(o, name);
+    for (int i = 0; a && i < n; i++) {
+        cJSON *x = cJSON_CreateString(v[i]);
+        if (!x || !cJSON_AddItemToArray(a, x)) {
+            cJSON_Delete(x);
+            return false;
+        }
+    }
+    return a != NULL;
+}
+
+static bool add_hosts(cJSON *r, const struct api_hosts *h)
+{
+    cJSON *o = cJSON_AddObjectToObject(r, "hosts");
+    return o && add_names(o, "in_service", h->in_service, h->n_in_service) &&
+           add_names(o, "evicted", h->evicted, h->n_evicted) &&
+           add_names(o, "spares", h->spare, h->n_spare) &&
+           cJSON_AddBoolToObject(o, "resplit", h->resplit);
+}
+
 int api_health_json(const char *status, const struct api_rank *ranks, int n, const char *message,
-                    char **out)
+                    const struct api_hosts *hosts, char **out)
 {
     cJSON *r = cJSON_CreateObject();
     bool ok = r && cJSON_AddStringToObject(r, "status", status);
@@ -995,7 +1018,9 @@ int api_health_json(const char *status, const struct api_rank *ranks, int n, con
              add_int(o, "progress", round(k->progress * 1000) / 1000) &&
              add_int(o, "last_heartbeat_ms",
                      k->last_heartbeat_ms < 0 ? -1 : round(k->last_heartbeat_ms));
+        if (ok && k->node) ok = add_strn(o, "node", k->node, strlen(k->node));
     }
+    if (ok && hosts) ok = add_hosts(r, hosts);
     if (!ok) {
         cJSON_Delete(r);
         r = NULL;

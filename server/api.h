@@ -150,9 +150,21 @@ struct api_rank {
     const char *state;           /* "loading", "ready", "failed", "offline" */
     double progress;             /* 0..1 */
     double last_heartbeat_ms;    /* age of the last sign of life; -1 unknown */
+    const char *node;            /* the host it runs on as --hosts names it; NULL unknown */
 };
+/* `baton serve` with --hosts: the hosts (hosts.h's fleet line), each list of n names. */
+struct api_hosts {
+    const char *const *in_service;
+    int n_in_service;
+    const char *const *evicted;
+    int n_evicted;
+    const char *const *spare;
+    int n_spare;
+    bool resplit; /* the layers were re-split over fewer hosts */
+};
+/* hosts: NULL leaves "hosts" out. */
 int api_health_json(const char *status, const struct api_rank *ranks, int n, const char *message,
-                    char **out);
+                    const struct api_hosts *hosts, char **out);
 
 /* Valid UTF-8 (no NUL)? */
 bool api_utf8_valid(const char *s, size_t len);

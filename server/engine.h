@@ -136,6 +136,10 @@ struct eng_ops {
     int (*exit_code)(void *self);
     /* The block table's counters (blocks.h); NULL: none. */
     void (*cache_stats)(void *self, struct blk_stats *out);
+    /* After a failed load: the rank whose failure it was (a rank that could not load, did not
+     * answer the handshake or missed --init-timeout), -1 unknown; NULL: always -1. Read by main
+     * once the scheduler's state is SCHED_FAILED (the scheduler thread is done with it). */
+    int (*failed_rank)(void *self);
 };
 
 struct engine {

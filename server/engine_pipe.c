@@ -86,6 +86,7 @@ struct eng_pipe {
     const struct eng_load_params *lp; /* during load only */
     bool loading, ready, broken;
     int fail_rc;    /* load: the first failure seen in a message (0 none) */
+    int fail_rank;  /* ... the rank it is about, -1 unknown */
     int exit_code;  /* ops->exit_code */
     char fail[768]; /* its text */
     uint64_t hb_next, hb_nonce;
@@ -147,6 +148,15 @@ static void set_fail(struct eng_pipe *e, int rc, int code, const char *fmt, ...)
     e->exit_code = code;
 }
 
+/* The load failure about to be set (set_fail) is rank k's: first wins, as for set_fail. */
+static void fail_rank(struct eng_pipe *e, int k)
+{
+    if (!e->fail_rc) e->fail_rank = k;
+}
+
+/* eng_pipe_leave_fast was called: no MPI_Finalize at the end. */
+static bool leave_fast;
+
 static int send_to(struct eng_pipe *e, int dst, char *err, size_t errsz)
 {
     return xport_send(e->x, dst, &e->out, bt_now_ns() + PIPELINE_SEND_TIMEOUT_NS, err, errsz);
@@ -172,6 +182,7 @@ static void on_handshake(struct eng_pipe *e, int k, const struct proto_handshake
     r->pid = h->pid;
     r->seen = true;
     r->progress = h->progress;
+    fail_rank(e, k); /* whatever fails below is this rank's */
     if (h->proto_version != PROTO_VERSION)
         set_fail(e, BT_EINVAL, BT_EXIT_MISMATCH,
                  "rank %d on host %s: protocol version %u, rank 0 speaks %u (a different baton "
@@ -196,7 +207,9 @@ static void on_handshake(struct eng_pipe *e, int k, const struct proto_handshake
     else if (h->state != PROTO_STATE_FAILED &&
              pipeline_sizes_agree(&e->sizes, &h->sizes, k, r->host, why, sizeof(why)) < 0)
         set_fail(e, BT_EINVAL, BT_EXIT_MISMATCH, "%s", why);
+    if (!e->fail_rc) e->fail_rank = -1; /* nothing failed */
     if (h->state == PROTO_STATE_FAILED) {
+        fail_rank(e, k);
         r->state = ENG_RANK_FAILED;
         set_fail(e, BT_EINVAL, BT_EXIT_CONFIG, "rank %d on host %s failed to load its stage", k,
                  r->host);
@@ -280,9 +293,10 @@ static void on_tokens(struct eng_pipe *e, int k, uint64_t step, const struct pro
 static void on_error(struct eng_pipe *e, int k, uint64_t step, const struct proto_error *pe)
 {
     if (step == 0) { /* not about a batch: a startup failure, or news from a rank */
-        if (e->loading)
+        if (e->loading) {
+            fail_rank(e, k);
             set_fail(e, pe->code, BT_EXIT_CONFIG, "%s", pe->message);
-        else
+        } else
             bt_warn("rank %d: %s", k, pe->message);
         if (e->ranks[k].state == ENG_RANK_LOADING) e->ranks[k].state = ENG_RANK_FAILED;
         return;
@@ -425,6 +439,7 @@ static int recv_one(struct eng_pipe *e, uint64_t deadline)
     if (rc == BT_ETIMEOUT) return rc;
     if (rc == BT_EFORMAT) {
         bt_warn("%s", err);
+        if (e->loading && strstr(err, "protocol version")) fail_rank(e, (int)e->msg.hdr.sender);
         if (e->loading && strstr(err, "protocol version"))
             set_fail(e, BT_EINVAL, BT_EXIT_MISMATCH, "rank %u: %s", e->msg.hdr.sender, err);
         return BT_OK;
@@ -586,6 +601,8 @@ static void await_ranks(struct eng_pipe *e, uint64_t init_deadline)
         uint64_t now = bt_now_ns();
         if (now >= init_deadline) {
             not_ready(e, list, sizeof(list));
+            for (int k = e->size - 1; k >= 1; k--)
+                if (e->ranks[k].state != ENG_RANK_READY) fail_rank(e, k); /* the first */
             set_fail(e, BT_ETIMEOUT, BT_EXIT_RESTART, "%s not ready within --init-timeout %d s",
                      list, e->pc.init_timeout_s);
             return;
@@ -611,6 +628,7 @@ static int accept_ranks(struct eng_pipe *e)
         struct proto_route r = route(e, 0);
         if ((rc = proto_encode_handshake(&e->out, &r, &e->hs, why, sizeof(why))) < 0 ||
             (rc = send_to(e, k, why, sizeof(why))) < 0) {
+            fail_rank(e, k);
             set_fail(e, rc, BT_EXIT_FAIL, "handshake to rank %d: %s", k, why);
             return rc;
         }
@@ -626,7 +644,10 @@ static int pipe_load(void *self, const struct gguf *g, const struct eng_load_par
     e->lp = p;
     e->loading = true;
     e->exit_code = BT_EXIT_CONFIG;
-    if (load_stage0(e, g, p) < 0 || alloc_flights(e) < 0) return load_failed(e, err, errsz);
+    if (load_stage0(e, g, p) < 0 || alloc_flights(e) < 0) {
+        fail_rank(e, 0);
+        return load_failed(e, err, errsz);
+    }
     e->ranks[0].state = ENG_RANK_READY;
     e->ranks[0].progress = 1.0f;
     bt_info("rank 0: layers [%d, %d) ready in %.1f s (weights %.1f MiB with the embedding); "
@@ -1049,7 +1070,8 @@ static void pipe_destroy(void *self)
     if (e->x) {
         char why[256];
         shutdown_ranks(e);
-        if (e->broken || xport_flush(e->x, bt_now_ns() + SHUTDOWN_WAIT_NS, why, sizeof(why)) < 0)
+        if (e->broken || xport_flush(e->x, bt_now_ns() + SHUTDOWN_WAIT_NS, why, sizeof(why)) < 0 ||
+            leave_fast)
             xport_mark_faulted(e->x); /* MPI_Finalize would hang on a dead or stuck rank */
     }
     for (int i = 0; e->fl && i < e->n_fl; i++) {
@@ -1075,6 +1097,17 @@ static void pipe_destroy(void *self)
     free(e);
 }
 
+static int pipe_failed_rank(void *self)
+{
+    struct eng_pipe *e = self;
+    return e && e->fail_rc ? e->fail_rank : -1;
+}
+
+void eng_pipe_leave_fast(void)
+{
+    leave_fast = true;
+}
+
 static int pipe_exit_code(void *self)
 {
     struct eng_pipe *e = self;
@@ -1093,6 +1126,7 @@ static const struct eng_ops pipe_ops = {
     .fault = pipe_fault,
     .exit_code = pipe_exit_code,
     .cache_stats = pipe_cache_stats,
+    .failed_rank = pipe_failed_rank,
 };
 
 bool eng_pipe_wanted(void)
@@ -1114,6 +1148,7 @@ int eng_pipe_new(struct engine *out, int *argc, char ***argv, const struct eng_p
     e->misses = pc->heartbeat_misses > 0 ? pc->heartbeat_misses : 3;
     e->step_ns = pc->step_timeout_ns ? pc->step_timeout_ns : 30 * SEC_NS;
     e->fault_rank = -1;
+    e->fail_rank = -1;
     e->epoch = PIPELINE_EPOCH;
     e->exit_code = BT_EXIT_CONFIG;
     /* before MPI_Init, so MPICH chains its SIGUSR1 (a peer exited) to ours */

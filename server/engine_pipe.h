@@ -58,4 +58,9 @@ int eng_pipe_new(struct engine *out, int *argc, char ***argv, const struct eng_p
  * leaves without MPI_Init makes the others hang in theirs). Returns status. */
 int eng_pipe_early_exit(int status);
 
+/* The engine's end (its destroy) sends SHUTDOWN to the ranks but skips MPI_Finalize, which can
+ * hang for seconds over TCP: for the restart the supervisor asked for, which kills what is left
+ * of the job anyway. Main thread, before the engine is destroyed. */
+void eng_pipe_leave_fast(void);
+
 #endif

@@ -3,6 +3,7 @@
 #include "api.h"
 #include "index_html.h"
 #include "chat.h"
+#include "hosts.h"
 #include "log.h"
 #include "metrics.h"
 #include "request.h"
@@ -20,6 +21,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #define STREAM_BLOCK    (16 * 1024)
 #define RETRY_AFTER     "1"
@@ -34,6 +36,7 @@ struct http {
     struct metrics *m;
     int port;
     int64_t started; /* unix seconds */
+    bool quiesced;   /* http_quiesce: not accepting any more */
 };
 
 enum method { M_GET = 1, M_POST = 2 };
@@ -634,13 +637,35 @@ static enum MHD_Result do_health(struct conn *c)
                                      .progress = k->progress,
                                      .last_heartbeat_ms = k->heartbeat_age_ms};
     }
+    const struct hosts_fleet *f = c->h->c.fleet;
     const char *status = st.state == SCHED_READY     ? "ok"
                          : st.state == SCHED_LOADING ? "loading"
                          : st.state == SCHED_FAILED  ? "error"
                          : st.state == SCHED_FAULTED ? "fault"
                                                      : "stopping";
+    const char *in[HOSTS_MAX], *ev[HOSTS_MAX], *sp[HOSTS_MAX];
+    struct api_hosts hosts = {.in_service = in, .evicted = ev, .spare = sp};
+    char degraded[384];
+    const char *message = st.message[0] ? st.message : NULL;
+    if (f) {
+        for (int i = 0; i < st.n_ranks; i++) ranks[i].node = hosts_fleet_rank(f, er[i].rank);
+        for (int i = 0; i < f->n_in; i++) in[hosts.n_in_service++] = f->in[i];
+        for (int i = 0; i < f->n_evicted; i++) ev[hosts.n_evicted++] = f->evicted[i];
+        for (int i = 0; i < f->n_spare; i++) sp[hosts.n_spare++] = f->spare[i];
+        hosts.resplit = f->resplit;
+    }
+    if (f && f->n_evicted > 0 && st.state == SCHED_READY) { /* serving, on fewer hosts */
+        status = "degraded";
+        snprintf(degraded, sizeof(degraded), "%d host%s evicted (%s%s); %s; %d spare%s left",
+                 f->n_evicted, f->n_evicted > 1 ? "s" : "", f->evicted[0],
+                 f->n_evicted > 1 ? ", ..." : "",
+                 f->resplit ? "the layers are re-split over the hosts left"
+                            : "spares stand in with the same layers",
+                 f->n_spare, f->n_spare == 1 ? "" : "s");
+        if (!message) message = degraded;
+    }
     char *json = NULL;
-    int rc = api_health_json(status, ranks, st.n_ranks, st.message[0] ? st.message : NULL, &json);
+    int rc = api_health_json(status, ranks, st.n_ranks, message, f ? &hosts : NULL, &json);
     free(ranks);
     free(er);
     if (rc < 0) return MHD_NO;
@@ -665,6 +690,12 @@ static enum MHD_Result do_metrics(struct conn *c)
                                 .ranks = er,
                                 .loading = st.state == SCHED_LOADING,
                                 .cache = &st.cache};
+    if (c->h->c.fleet) {
+        g.hosts_known = 1;
+        g.hosts_in_service = c->h->c.fleet->n_in;
+        g.hosts_evicted = c->h->c.fleet->n_evicted;
+        g.hosts_spare = c->h->c.fleet->n_spare;
+    }
     /* count this scrape before rendering so it shows up in itself */
     metrics_request(c->h->m, MR_METRICS, 200);
     int rc = metrics_render(c->h->m, &g, &text);
@@ -955,6 +986,21 @@ int http_start(const struct http_config *c, struct sched *s, struct metrics *m, 
     h->port = di ? di->port : c->port;
     *out = h;
     return BT_OK;
+}
+
+void http_quiesce(struct http *h)
+{
+    if (!h || h->quiesced) return;
+    MHD_socket fd = MHD_quiesce_daemon(h->d);
+    h->quiesced = true;
+    if (fd != MHD_INVALID_SOCKET) close(fd); /* our copy: the supervisor keeps its own */
+}
+
+int http_connections(struct http *h)
+{
+    const union MHD_DaemonInfo *di =
+        h ? MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS) : NULL;
+    return di ? (int)di->num_connections : 0;
 }
 
 int http_pending(struct http *h)

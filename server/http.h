@@ -22,6 +22,7 @@
 struct sched;
 struct metrics;
 struct http;
+struct hosts_fleet;
 
 struct http_config {
     const char *host;
@@ -31,6 +32,9 @@ struct http_config {
     size_t max_body;
     const char *api_key;    /* NULL or "": none */
     const char *model_name; /* shown in /v1/models and responses */
+    /* `baton serve` with --hosts: the hosts in service, evicted and spare (hosts.h; BATON_FLEET),
+     * for /health and /metrics; NULL: none. Borrowed, outlives the server. */
+    const struct hosts_fleet *fleet;
 };
 
 int http_start(const struct http_config *c, struct sched *s, struct metrics *m, struct http **out,
@@ -39,6 +43,11 @@ int http_start(const struct http_config *c, struct sched *s, struct metrics *m, 
 int http_port(const struct http *h);
 /* Generation requests whose response is not completely sent yet (or whose client has not gone). */
 int http_pending(struct http *h);
+/* Accept no new connection from now on (they stay in the listening socket's backlog); the open
+ * ones are served. For the restart the supervisor asks for (lifecycle.h). */
+void http_quiesce(struct http *h);
+/* HTTP connections open now. */
+int http_connections(struct http *h);
 /* Stop serving and free (NULL is fine). Suspended connections must have been resumed (every
  * request answered: sched_stop does that). */
 void http_stop(struct http *h);

@@ -17,7 +17,8 @@ void life_init(struct life *l, const struct life_config *c)
 
 const char *life_state_name(int state)
 {
-    static const char *const names[] = {"running", "draining", "fault-linger", "exit", "exit-now"};
+    static const char *const names[] = {"running",  "draining", "fault-linger", "idle-wait",
+                                        "quiesced", "exit",     "exit-now"};
     return state >= 0 && state <= LIFE_EXIT_NOW ? names[state] : "unknown";
 }
 
@@ -32,6 +33,11 @@ static void to_fault_linger(struct life *l, uint64_t now)
 {
     l->state = LIFE_FAULT_LINGER;
     l->fault_at = now;
+}
+
+static bool idle(const struct life_obs *o)
+{
+    return !o->busy && !o->queued && !o->unsent;
 }
 
 static unsigned running(struct life *l, const struct life_obs *o)
@@ -52,7 +58,31 @@ static unsigned running(struct life *l, const struct life_obs *o)
     } else if (o->sched_state == SCHED_FAILED) {
         bt_error("the model could not be loaded; exiting");
         to_exit(l, o->failed_code); /* a configuration error: the supervisor does not restart */
+    } else if (o->restart && l->state == LIFE_RUNNING) {
+        bt_info("the supervisor asks for a restart (the hosts in service change): at the next "
+                "moment no request runs");
+        l->state = LIFE_IDLE_WAIT;
     }
+    return 0;
+}
+
+/* IDLE_WAIT, QUIESCED: the restart the supervisor asked for. */
+static unsigned idle_restart(struct life *l, const struct life_obs *o)
+{
+    if (o->signal || o->sched_state == SCHED_FAULTED || o->sched_state == SCHED_FAILED)
+        return running(l, o);
+    if (l->state == LIFE_IDLE_WAIT) {
+        if (!idle(o)) return 0;
+        bt_info("no request runs: not accepting connections any more (they wait for the next "
+                "job); restarting");
+        l->state = LIFE_QUIESCED;
+        l->quiesced_at = o->now;
+        return LIFE_DO_QUIESCE;
+    }
+    if (!idle(o) || (o->conns > 0 && o->now < l->quiesced_at + LIFE_QUIESCE_NS)) return 0;
+    bt_info("leaving with code %d for the restart the supervisor asked for", BT_EXIT_RESTART);
+    to_exit(l, BT_EXIT_RESTART);
+    l->planned = true;
     return 0;
 }
 
@@ -109,6 +139,10 @@ unsigned life_step(struct life *l, const struct life_obs *o)
         break;
     case LIFE_FAULT_LINGER:
         fault_linger(l, o);
+        break;
+    case LIFE_IDLE_WAIT:
+    case LIFE_QUIESCED:
+        act |= idle_restart(l, o);
         break;
     default:
         break;

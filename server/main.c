@@ -10,6 +10,7 @@
 #include "engine_local.h"
 #include "engine_pipe.h"
 #include "exitcodes.h"
+#include "hosts.h"
 #include "http.h"
 #include "lifecycle.h"
 #include "log.h"
@@ -99,9 +100,24 @@ static int make_engine(const struct cfg *c, int *argc, char ***argv, struct engi
     return BT_OK;
 }
 
+/* The hosts the supervisor runs the job on (BATON_FLEET, hosts.h), or NULL. */
+static const struct hosts_fleet *read_fleet(void)
+{
+    static struct hosts_fleet f; /* large; read by the HTTP threads until exit */
+    char err[256];
+    const char *line = getenv("BATON_FLEET");
+    if (!line || !*line) return NULL;
+    if (hosts_fleet_parse(&f, line, err, sizeof(err)) < 0) {
+        bt_warn("BATON_FLEET: %s: /health and /metrics show no hosts", err);
+        return NULL;
+    }
+    return &f;
+}
+
 /* The scheduler (which takes the engine) and HTTP, both started. */
 static int start_serving(const struct cfg *c, struct engine eng, struct metrics *m,
-                         const char *alias, uint64_t t_start, struct sched **s, struct http **h)
+                         const char *alias, const struct hosts_fleet *fleet, uint64_t t_start,
+                         struct sched **s, struct http **h)
 {
     char err[1024];
     const struct cfg_stage *st = &c->stage;
@@ -127,7 +143,8 @@ static int start_serving(const struct cfg *c, struct engine eng, struct metrics 
                              .n_threads = (int)sv->http_threads,
                              .max_body = (size_t)sv->max_body,
                              .api_key = sv->api_key,
-                             .model_name = alias};
+                             .model_name = alias,
+                             .fleet = fleet};
     if (sched_create(&sc, eng, m, s, err, sizeof(err)) < 0 ||
         http_start(&hc, *s, m, h, err, sizeof(err)) < 0) {
         bt_error("%s", err);
@@ -144,9 +161,36 @@ static int start_serving(const struct cfg *c, struct engine eng, struct metrics 
     return BT_OK;
 }
 
-/* Live by lifecycle.h until it says exit (returns the code) or exit now (does not return). */
-static int serve(const struct cfg *c, struct sched *s, struct http *h, const sigset_t *sigs)
+/* What rank 0 tells the supervisor beyond "alive" (report.h): "ready" once it serves, the rank of
+ * a pipeline fault ("fault K") or of a failed load ("failed K"), each once, so that the supervisor
+ * can charge the failure to a host (supervise.h). */
+struct told {
+    bool ready, fault, failed;
+};
+
+static void tell_supervisor(struct told *t, const struct sched_stats *st, struct engine eng)
 {
+    char line[32];
+    if (st->state == SCHED_READY && !t->ready) {
+        t->ready = true;
+        report_line("ready");
+    } else if (st->state == SCHED_FAULTED && !t->fault && st->fault_rank >= 0) {
+        t->fault = true;
+        snprintf(line, sizeof(line), "fault %d", st->fault_rank);
+        report_line(line);
+    } else if (st->state == SCHED_FAILED && !t->failed) {
+        t->failed = true;
+        int k = eng.ops && eng.ops->failed_rank ? eng.ops->failed_rank(eng.self) : -1;
+        snprintf(line, sizeof(line), "failed %d", k);
+        if (k >= 0) report_line(line);
+    }
+}
+
+/* Live by lifecycle.h until it says exit (returns the code) or exit now (does not return). */
+static int serve(const struct cfg *c, struct sched *s, struct http *h, struct engine eng,
+                 const sigset_t *sigs)
+{
+    struct told told = {false, false, false};
     struct life l;
     struct life_config lc = {.drain_ns = (uint64_t)c->server.drain_timeout_ms * 1000000ull,
                              .step_timeout_ns = (uint64_t)c->stage.step_timeout_ms * 1000000ull};
@@ -156,8 +200,11 @@ static int serve(const struct cfg *c, struct sched *s, struct http *h, const sig
         int sig = sigtimedwait(sigs, NULL, &ts);
         struct sched_stats st;
         sched_stats(s, &st, NULL, 0);
+        tell_supervisor(&told, &st, eng);
         struct life_obs o = {.now = bt_now_ns(),
                              .signal = sig == SIGINT || sig == SIGTERM ? sig : 0,
+                             .restart = sig == SIGUSR2,
+                             .conns = http_connections(h),
                              .sched_state = st.state,
                              .sched_loop_ns = sched_loop_ns(s),
                              .busy = st.slots_busy,
@@ -167,7 +214,11 @@ static int serve(const struct cfg *c, struct sched *s, struct http *h, const sig
         unsigned act = life_step(&l, &o);
         if (act & LIFE_DO_ALIVE) report_line("alive");
         if (act & LIFE_DO_DRAIN) sched_drain(s);
-        if (l.state == LIFE_EXIT) return l.exit_code;
+        if (act & LIFE_DO_QUIESCE) http_quiesce(h);
+        if (l.state == LIFE_EXIT) {
+            if (l.planned) eng_pipe_leave_fast(); /* SHUTDOWN, no MPI_Finalize to wait on */
+            return l.exit_code;
+        }
         if (l.state == LIFE_EXIT_NOW) { /* no teardown that could wait on a dead rank */
             fflush(NULL);
             _exit(l.exit_code);
@@ -204,6 +255,7 @@ int main(int argc, char **argv)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGUSR2); /* the supervisor: restart at an idle moment (lifecycle.h) */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -216,8 +268,8 @@ int main(int argc, char **argv)
     metrics_init(&m);
     if (make_engine(&c, &argc, &argv, &eng) < 0) goto out;
     report_line("up 1"); /* MPI came up on every host (MPI_Init returns on rank 0 only then) */
-    if (start_serving(&c, eng, &m, alias, t_start, &s, &h) == BT_OK)
-        status = serve(&c, s, h, &sigs);
+    if (start_serving(&c, eng, &m, alias, read_fleet(), t_start, &s, &h) == BT_OK)
+        status = serve(&c, s, h, eng, &sigs);
 out:
     /* answer every request first (this resumes their connections), then stop HTTP */
     sched_stop(s);

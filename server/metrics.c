@@ -232,6 +232,15 @@ int metrics_render(struct metrics *m, const struct metrics_gauges *g, char **out
     for (int i = 0; i < g->n_ranks; i++)
         sb_printf(&b, "baton_rank_up{rank=\"%d\"} %d\n", g->ranks[i].rank,
                   g->ranks[i].state == ENG_RANK_READY);
+    if (g->hosts_known)
+        sb_printf(&b,
+                  "# HELP baton_hosts_in_service Hosts the job runs on (spares standing in "
+                  "included).\n# TYPE baton_hosts_in_service gauge\nbaton_hosts_in_service %d\n"
+                  "# HELP baton_hosts_evicted Hosts evicted after repeated failures.\n"
+                  "# TYPE baton_hosts_evicted gauge\nbaton_hosts_evicted %d\n"
+                  "# HELP baton_hosts_spare Spare hosts standing by.\n"
+                  "# TYPE baton_hosts_spare gauge\nbaton_hosts_spare %d\n",
+                  g->hosts_in_service, g->hosts_evicted, g->hosts_spare);
     if (b.err) {
         free(b.p);
         return b.err;

@@ -54,6 +54,9 @@ struct metrics_gauges {
     const struct eng_rank *ranks;
     int loading;                   /* 1 while loading */
     const struct blk_stats *cache; /* the KV blocks and the prefix cache; NULL: none */
+    /* `baton serve` with --hosts (BATON_FLEET, hosts.h): hosts in service, evicted, spare */
+    int hosts_known; /* 0: no such gauges */
+    int hosts_in_service, hosts_evicted, hosts_spare;
 };
 
 void metrics_init(struct metrics *m);

@@ -411,12 +411,37 @@ static void test_responses(void)
                           .state = "ready",
                           .progress = 1,
                           .last_heartbeat_ms = 12.4};
-    CHECK_INT(api_health_json("ok", &rk, 1, NULL, &s), 0);
+    CHECK_INT(api_health_json("ok", &rk, 1, NULL, NULL, &s), 0);
     j = parse_json(s);
     CHECK_STR(gets_(j, "status"), "ok");
     CHECK_NEAR(getn(j, "ranks.0.layers.1"), 5, 0);
     CHECK_STR(gets_(j, "ranks.0.state"), "ready");
     CHECK_NEAR(getn(j, "ranks.0.last_heartbeat_ms"), 12, 0);
+    CHECK(!cJSON_GetObjectItem(j, "hosts")); /* no fleet: no hosts, no node */
+    CHECK(!cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "ranks"), 0), "node"));
+    cJSON_Delete(j);
+    free(s);
+    /* `baton serve` with --hosts: the hosts, and each rank's host as --hosts names it */
+    const char *in[] = {"h1", "h3"}, *ev[] = {"h2"};
+    struct api_hosts hosts = {.in_service = in,
+                              .n_in_service = 2,
+                              .evicted = ev,
+                              .n_evicted = 1,
+                              .spare = NULL,
+                              .n_spare = 0,
+                              .resplit = true};
+    rk.node = "h3";
+    CHECK_INT(api_health_json("degraded", &rk, 1, "1 host evicted", &hosts, &s), 0);
+    j = parse_json(s);
+    CHECK_STR(gets_(j, "status"), "degraded");
+    CHECK_STR(gets_(j, "message"), "1 host evicted");
+    CHECK_STR(gets_(j, "ranks.0.node"), "h3");
+    CHECK_STR(gets_(j, "hosts.in_service.0"), "h1");
+    CHECK_STR(gets_(j, "hosts.in_service.1"), "h3");
+    CHECK_STR(gets_(j, "hosts.evicted.0"), "h2");
+    cJSON *sp = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "hosts"), "spares");
+    CHECK(cJSON_IsArray(sp) && cJSON_GetArraySize(sp) == 0);
+    CHECK(cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "hosts"), "resplit")));
     cJSON_Delete(j);
     free(s);
     int32_t ids[3] = {1, 7, 9};

@@ -156,10 +156,107 @@ static void test_alive(void)
     CHECK_STR(life_state_name(99), "unknown");
 }
 
+/* The restart the supervisor asks for (SIGUSR2): served on until no request runs, then no new
+ * connection, then out with 75 (planned) once the open connections are gone or LIFE_QUIESCE_NS
+ * passed; requests on open connections are waited for; a signal or a fault still win. */
+static void test_idle_restart(void)
+{
+    struct life l;
+    life_init(&l, &cfg);
+    struct life_obs o = ready(0);
+    o.restart = 1;
+    o.busy = 2;
+    CHECK_INT(life_step(&l, &o) & (LIFE_DO_QUIESCE | LIFE_DO_DRAIN), 0);
+    CHECK_INT(l.state, LIFE_IDLE_WAIT);
+    /* busy, queued or unsent: it serves on (the request is not cut) */
+    for (int i = 0; i < 3; i++) {
+        o = ready((uint64_t)(10 + i) * MS);
+        o.busy = i == 0, o.queued = i == 1, o.unsent = i == 2;
+        CHECK_INT(life_step(&l, &o) & LIFE_DO_QUIESCE, 0);
+        CHECK_INT(l.state, LIFE_IDLE_WAIT);
+    }
+    /* idle: quiesce */
+    o = ready(20 * MS);
+    o.conns = 2;
+    CHECK(life_step(&l, &o) & LIFE_DO_QUIESCE);
+    CHECK_INT(l.state, LIFE_QUIESCED);
+    /* a request on a connection that was open: waited for */
+    o = ready(30 * MS);
+    o.conns = 1;
+    o.busy = 1;
+    CHECK_INT(life_step(&l, &o), 0);
+    CHECK_INT(l.state, LIFE_QUIESCED);
+    /* idle, a connection still open (keep-alive): up to LIFE_QUIESCE_NS */
+    o = ready(20 * MS + LIFE_QUIESCE_NS - 1);
+    o.conns = 1;
+    life_step(&l, &o);
+    CHECK_INT(l.state, LIFE_QUIESCED);
+    o.now = 20 * MS + LIFE_QUIESCE_NS;
+    life_step(&l, &o);
+    CHECK_INT(l.state, LIFE_EXIT);
+    CHECK_INT(l.exit_code, BT_EXIT_RESTART);
+    CHECK(l.planned);
+    /* idle and no connection: at once */
+    life_init(&l, &cfg);
+    o = ready(0);
+    o.restart = 1;
+    life_step(&l, &o);
+    CHECK_INT(l.state, LIFE_IDLE_WAIT);
+    o = ready(100 * MS);
+    CHECK(life_step(&l, &o) & LIFE_DO_QUIESCE);
+    o = ready(200 * MS);
+    life_step(&l, &o);
+    CHECK_INT(l.state, LIFE_EXIT);
+    CHECK(l.planned);
+    CHECK_STR(life_state_name(LIFE_QUIESCED), "quiesced");
+    /* a signal while waiting: the usual drain, not planned */
+    life_init(&l, &cfg);
+    o = ready(0);
+    o.restart = 1;
+    o.busy = 1;
+    life_step(&l, &o);
+    o = ready(10 * MS);
+    o.busy = 1;
+    o.signal = SIGTERM;
+    CHECK(life_step(&l, &o) & LIFE_DO_DRAIN);
+    CHECK_INT(l.state, LIFE_DRAINING);
+    CHECK(!l.planned);
+    /* a fault while quiesced: the fault's linger and exit now */
+    life_init(&l, &cfg);
+    o = ready(0);
+    o.restart = 1;
+    life_step(&l, &o);
+    life_step(&l, &o);
+    CHECK_INT(l.state, LIFE_QUIESCED);
+    o.conns = 1;
+    o.busy = 1;
+    o.sched_state = SCHED_FAULTED;
+    life_step(&l, &o);
+    CHECK_INT(l.state, LIFE_FAULT_LINGER);
+    /* a second SIGUSR2 changes nothing; SIGUSR2 while draining is ignored */
+    life_init(&l, &cfg);
+    o = ready(0);
+    o.restart = 1;
+    o.busy = 1;
+    life_step(&l, &o);
+    life_step(&l, &o);
+    CHECK_INT(l.state, LIFE_IDLE_WAIT);
+    life_init(&l, &cfg);
+    o = ready(0);
+    o.signal = SIGTERM;
+    o.busy = 1;
+    life_step(&l, &o);
+    o.signal = 0;
+    o.restart = 1;
+    life_step(&l, &o);
+    CHECK_INT(l.state, LIFE_DRAINING);
+}
+
 int main(void)
 {
     test_signals();
     test_fault_and_failure();
     test_alive();
+    test_idle_restart();
     return t_done();
 }

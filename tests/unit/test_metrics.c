@@ -63,6 +63,17 @@ int main(void)
         CHECK(!strncmp(line, "baton_", 6));
     }
     free(copy);
+    CHECK(!strstr(text, "baton_hosts_")); /* no fleet: no host gauges */
+    free(text);
+    /* `baton serve` with --hosts: hosts in service, evicted and spare */
+    g.hosts_known = 1;
+    g.hosts_in_service = 3;
+    g.hosts_evicted = 1;
+    g.hosts_spare = 0;
+    CHECK_INT(metrics_render(&m, &g, &text), 0);
+    CHECK(strstr(text, "# TYPE baton_hosts_in_service gauge\nbaton_hosts_in_service 3\n"));
+    CHECK(strstr(text, "# TYPE baton_hosts_evicted gauge\nbaton_hosts_evicted 1\n"));
+    CHECK(strstr(text, "# TYPE baton_hosts_spare gauge\nbaton_hosts_spare 0\n"));
     free(text);
     return t_done();
 }
