@@ -483,6 +483,12 @@ static void start_job(struct sup *s)
         setenv("BATON_FLEET", L.fleet, 1); /* rank 0's /health and /metrics (hosts.h) */
     else
         unsetenv("BATON_FLEET");
+    /* the restart rank 0 was asked for: it takes the connections waiting in the backlog only
+     * once it is ready (server/main.c), so none of them gets 503 "loading" */
+    if (s->planned)
+        setenv("BATON_LISTEN_WHEN_READY", "1", 1);
+    else
+        unsetenv("BATON_LISTEN_WHEN_READY");
     if (proc_spawn(L.cmd.argv.v, &pid, err, sizeof(err)) < 0)
         sup_on_start_failed(s, err);
     else

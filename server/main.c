@@ -114,9 +114,27 @@ static const struct hosts_fleet *read_fleet(void)
     return &f;
 }
 
-/* The scheduler (which takes the engine) and HTTP, both started. */
+/* HTTP on the listening socket; logged. */
+static int open_http(const struct http_config *hc, struct sched *s, struct metrics *m,
+                     struct http **h)
+{
+    char err[1024];
+    if (http_start(hc, s, m, h, err, sizeof(err)) < 0) {
+        bt_error("%s", err);
+        return BT_ERR;
+    }
+    if (hc->listen_fd >= 0)
+        bt_info("listening on fd %d (port %d)", hc->listen_fd, http_port(*h));
+    else
+        bt_info("listening on http://%s:%d", hc->host, http_port(*h));
+    return BT_OK;
+}
+
+/* The scheduler (which takes the engine), started, and HTTP, started unless hold (the restart
+ * the supervisor asked for: serve() opens HTTP once the model is ready, so the requests waiting
+ * in the listening socket's backlog meanwhile are served, not answered 503 "loading"). */
 static int start_serving(const struct cfg *c, struct engine eng, struct metrics *m,
-                         const char *alias, const struct hosts_fleet *fleet, uint64_t t_start,
+                         const struct http_config *hc, bool hold, uint64_t t_start,
                          struct sched **s, struct http **h)
 {
     char err[1024];
@@ -137,23 +155,12 @@ static int start_serving(const struct cfg *c, struct engine eng, struct metrics 
         .test_step_delay_ms = (int)sv->test_step_delay_ms,
         .test_load_delay_ms = st->test_load_delay_rank <= 0 ? (int)st->test_load_delay_ms : 0,
         .t_start_ns = t_start};
-    struct http_config hc = {.host = sv->host,
-                             .port = (int)sv->port,
-                             .listen_fd = (int)sv->listen_fd,
-                             .n_threads = (int)sv->http_threads,
-                             .max_body = (size_t)sv->max_body,
-                             .api_key = sv->api_key,
-                             .model_name = alias,
-                             .fleet = fleet};
-    if (sched_create(&sc, eng, m, s, err, sizeof(err)) < 0 ||
-        http_start(&hc, *s, m, h, err, sizeof(err)) < 0) {
+    if (sched_create(&sc, eng, m, s, err, sizeof(err)) < 0) {
         bt_error("%s", err);
         return BT_ERR;
     }
-    if (sv->listen_fd >= 0)
-        bt_info("listening on fd %d (port %d)", (int)sv->listen_fd, http_port(*h));
-    else
-        bt_info("listening on http://%s:%d", sv->host, http_port(*h));
+    if (!hold && open_http(hc, *s, m, h) < 0) return BT_ERR;
+    if (hold) bt_info("accepting connections once the model is ready (a planned restart)");
     if (sched_start(*s) < 0) {
         bt_error("cannot start the scheduler thread");
         return BT_ERR;
@@ -187,7 +194,8 @@ static void tell_supervisor(struct told *t, const struct sched_stats *st, struct
 }
 
 /* Live by lifecycle.h until it says exit (returns the code) or exit now (does not return). */
-static int serve(const struct cfg *c, struct sched *s, struct http *h, struct engine eng,
+static int serve(const struct cfg *c, struct sched *s, struct http **hp,
+                 const struct http_config *hc, struct metrics *m, struct engine eng,
                  const sigset_t *sigs)
 {
     struct told told = {false, false, false};
@@ -200,6 +208,8 @@ static int serve(const struct cfg *c, struct sched *s, struct http *h, struct en
         int sig = sigtimedwait(sigs, NULL, &ts);
         struct sched_stats st;
         sched_stats(s, &st, NULL, 0);
+        if (!*hp && st.state != SCHED_LOADING && open_http(hc, s, m, hp) < 0) return BT_EXIT_FAIL;
+        struct http *h = *hp;
         tell_supervisor(&told, &st, eng);
         struct life_obs o = {.now = bt_now_ns(),
                              .signal = sig == SIGINT || sig == SIGTERM ? sig : 0,
@@ -268,8 +278,17 @@ int main(int argc, char **argv)
     metrics_init(&m);
     if (make_engine(&c, &argc, &argv, &eng) < 0) goto out;
     report_line("up 1"); /* MPI came up on every host (MPI_Init returns on rank 0 only then) */
-    if (start_serving(&c, eng, &m, alias, read_fleet(), t_start, &s, &h) == BT_OK)
-        status = serve(&c, s, h, eng, &sigs);
+    const char *hold = getenv("BATON_LISTEN_WHEN_READY"); /* the supervisor (launcher.c) */
+    struct http_config hc = {.host = c.server.host,
+                             .port = (int)c.server.port,
+                             .listen_fd = (int)c.server.listen_fd,
+                             .n_threads = (int)c.server.http_threads,
+                             .max_body = (size_t)c.server.max_body,
+                             .api_key = c.server.api_key,
+                             .model_name = alias,
+                             .fleet = read_fleet()};
+    if (start_serving(&c, eng, &m, &hc, hold && !strcmp(hold, "1"), t_start, &s, &h) == BT_OK)
+        status = serve(&c, s, &h, &hc, &m, eng, &sigs);
 out:
     /* answer every request first (this resumes their connections), then stop HTTP */
     sched_stop(s);
