@@ -31,6 +31,52 @@ def test_bad_option(check):
     check("no-such-option" in p.stderr, "the error names the option")
 
 
+def test_host_options(check):
+    """--hosts, --spare-hosts and the hostfile: the first job's command line (--dry-run: hydra
+    gets NAME:RANKS per host, spares none), and a clear error (exit 2) for bad input."""
+    tmp = tempfile.mkdtemp(prefix="baton-sup-")
+    hostfile = os.path.join(tmp, "hosts")
+    with open(hostfile, "w") as f:
+        f.write("# the cluster\nnode1:2\nnode2\nnode3 spare\n")
+
+    def dry(*args):
+        return subprocess.run([LAUNCHER, "serve", "-m", MODEL, "--dry-run", *args],
+                              capture_output=True, text=True, timeout=10)
+
+    try:
+        p = dry("--ranks", "3", "--hosts", "h1,h2,h3", "--spare-hosts", "h4")
+        check(p.returncode == 0 and " -hosts h1:1,h2:1,h3:1 -n 1 " in p.stdout,
+              f"--hosts: one rank per host, the spare unused ({p.stdout.strip()[:120]!r})")
+        p = dry("--ranks", "3", "--hostfile", hostfile)
+        check(p.returncode == 0 and " -hosts node1:2,node2:1 -n 1 " in p.stdout and
+              " -f " not in p.stdout, f"hostfile with a spare ({p.stdout.strip()[:120]!r})")
+        bad = [
+            (["--ranks", "2", "--hosts", "a,b", "--spare-hosts", "b"],
+             "host b is both a regular host and a spare"),
+            (["--ranks", "2", "--hosts", "a,b", "--min-hosts", "3"],
+             "option min-hosts: 3 is more than the 2 hosts that get a rank"),
+            (["--ranks", "2", "--spare-hosts", "b"], "option spare-hosts: needs --hosts"),
+            (["--hosts", "a,b", "--spare-hosts", "c:2"], "with a rank count"),
+            (["--hosts", "a,a"], "host a is named twice"),
+            (["--hosts", "a;b"], "holds ';'"),
+            (["--hosts", "a", "--evict-after", "-1"], "evict-after"),
+            (["--hosts", "a", "--readmit-interval", "x"], "readmit-interval"),
+            (["--hostfile", os.path.join(tmp, "none")], "cannot open"),
+        ]
+        for args, says in bad:
+            p = dry(*args)
+            check(p.returncode == 2 and says in p.stderr,
+                  f"{' '.join(args)}: exit 2 saying {says!r} (rc={p.returncode}, "
+                  f"{p.stderr.strip()[:160]!r})")
+        with open(hostfile, "w") as f:
+            f.write("node1\nnode2 standby\n")
+        p = dry("--hostfile", hostfile)
+        check(p.returncode == 2 and f"{hostfile}:2: expected" in p.stderr,
+              f"a bad hostfile line is named ({p.stderr.strip()[:160]!r})")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def test_config_error_not_restarted(check):
     s = Serve("-m", "/nonexistent/model.gguf", "--ranks", "1", name="sup")
     try:
