@@ -1016,6 +1016,10 @@ int http_port(const struct http *h)
 void http_stop(struct http *h)
 {
     if (!h) return;
+    /* A listening socket handed down by the supervisor is shared with it: MHD_stop_daemon would
+     * shut it down (shutdown(2) on a listening socket stops it listening for every process), so
+     * the next job's clients would be refused. Quiesced, MHD lets it go; we close our copy. */
+    if (h->c.listen_fd >= 0) http_quiesce(h);
     MHD_stop_daemon(h->d);
     free(h);
 }

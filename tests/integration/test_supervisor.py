@@ -142,3 +142,31 @@ def test_restart_after_kill(check):
         check(job and not left, f"no process of the job is left ({len(job)} were running, {left})")
     finally:
         s.close()
+
+
+def test_restart_after_init_timeout(check):
+    """A job whose rank 0 leaves through its normal exit (here past --init-timeout: rank 1 starts
+    loading 3 s late on the first launch only) is restarted, and the listening socket still
+    takes connections: rank 0's HTTP shut the shared socket down for every process before (the
+    next job's clients were refused), found with the spare that cannot load (test_standby.sh)."""
+    tmp = tempfile.mkdtemp(prefix="baton-sup-")
+    fake, state = os.path.join(tmp, "mpiexec"), os.path.join(tmp, "launches")
+    with open(fake, "w") as f:
+        f.write('#!/bin/sh\nn=$(cat "$STATE" 2>/dev/null || echo 0)\necho $((n + 1)) >"$STATE"\n'
+                '[ "$n" -eq 0 ] && export BATON_INIT_TIMEOUT=1 BATON_TEST_LOAD_DELAY_MS=3000 '
+                'BATON_TEST_LOAD_DELAY_RANK=1\nexec mpiexec "$@"\n')
+    os.chmod(fake, 0o755)
+    s = Serve("-m", MODEL, "--ranks", "2", name="sup", env={"BATON_MPIEXEC": fake, "STATE": state})
+    try:
+        check(s.wait_port() is not None, "init timeout: the supervisor reports its port")
+        t0 = time.monotonic()
+        ok = s.wait_ok(timeout=30)
+        dt = time.monotonic() - t0
+        check(ok, f"init timeout: a completion succeeds on the next job ({dt:.2f} s)")
+        check("not ready within --init-timeout 1 s" in s.text() and "restart #1" in s.text(),
+              "init timeout: the first job left for a restart")
+        with open(state) as f:
+            check(f.read().strip() == "2", "init timeout: the job was started twice")
+    finally:
+        s.close()
+        shutil.rmtree(tmp, ignore_errors=True)
