@@ -361,14 +361,21 @@ static void helper_add(pid_t pid, int host, bool probe)
     L.helpers[L.n_helpers++] = (struct helper){pid, host, probe, bt_now_s()};
 }
 
-/* Start a probe of every host the state machine wants probed: `mpiexec -hosts NAME -n 1 true`
- * through the job's launcher, output dropped. */
+/* Start a probe of every host the state machine wants probed: `mpiexec -hosts NAME -n 1
+ * baton-rankd --version` through the job's launcher, output dropped: hydra's proxy must start
+ * there and connect back, as for the job, and baton-rankd must run there. */
 static void start_probes(struct sup *s)
 {
     int i;
     while ((i = sup_probe_take(s)) >= 0) {
-        char *argv[] = {
-            (char *)L.spec.mpiexec, "-hosts", s->hosts[i].name, "-n", "1", "true", NULL};
+        char *argv[] = {(char *)L.spec.mpiexec,
+                        "-hosts",
+                        s->hosts[i].name,
+                        "-n",
+                        "1",
+                        (char *)L.spec.rankd,
+                        "--version",
+                        NULL};
         char err[256];
         pid_t pid;
         bt_debug("supervisor: probing host %s", s->hosts[i].name);
@@ -427,6 +434,7 @@ static void check_helpers(struct sup *s, double probe_timeout)
         char err[128];
         int code = 0, r = proc_reap(h->pid, &code, err, sizeof(err));
         double now = bt_now_s();
+        if (r < 0) code = -1; /* not our child any more: its status unknown */
         bool over = now - h->started > (h->probe ? probe_timeout : HOOK_TIMEOUT);
         if (r == 0 && !over) {
             k++;

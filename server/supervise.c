@@ -103,7 +103,7 @@ static bool evicting(const struct sup *s)
 static bool spare_free(const struct sup *s, int j, const bool *taken)
 {
     const struct sup_host *h = &s->hosts[j];
-    if (!h->spare || taken[j] || h->probe == SUP_P_FAILED) return false;
+    if (!h->spare || taken[j] || h->probe_failed) return false;
     if (h->state == SUP_H_STANDBY) return true;
     return h->state == SUP_H_STANDIN && h->stands_for >= 0 && s->hosts[h->stands_for].back;
 }
@@ -512,13 +512,21 @@ static int maybe_ask_restart(struct sup *s)
 }
 
 /* Readmission probes that are due. */
+/* Hosts probed every --readmit-interval: evicted ones, and spares standing by whose last probe
+ * failed (they are not chosen meanwhile). */
+static bool reprobed(const struct sup_host *h)
+{
+    return (h->state == SUP_H_EVICTED && !h->back) ||
+           (h->spare && h->state == SUP_H_STANDBY && h->probe_failed);
+}
+
 static int due_probes(struct sup *s, double now)
 {
     int acts = 0;
     if (!evicting(s) || s->stopping || s->state == SUP_DONE) return 0;
     for (int i = 0; i < s->n_hosts; i++) {
         struct sup_host *h = &s->hosts[i];
-        if (h->state != SUP_H_EVICTED || h->back || now < h->probe_at) continue;
+        if (!reprobed(h) || now < h->probe_at) continue;
         if (h->probe == SUP_P_WANTED || h->probe == SUP_P_RUNNING) continue;
         h->probe = SUP_P_WANTED;
         h->probe_at = INFINITY; /* set again by the result */
@@ -532,8 +540,7 @@ static double next_probe(const struct sup *s)
     double t = INFINITY;
     if (!evicting(s) || s->stopping) return t;
     for (int i = 0; i < s->n_hosts; i++)
-        if (s->hosts[i].state == SUP_H_EVICTED && !s->hosts[i].back)
-            t = fmin(t, s->hosts[i].probe_at);
+        if (reprobed(&s->hosts[i])) t = fmin(t, s->hosts[i].probe_at);
     return t;
 }
 
@@ -562,8 +569,18 @@ int sup_on_probe(struct sup *s, int i, bool ok, double now)
     int acts = 0;
     if (i < 0 || i >= s->n_hosts) return 0;
     struct sup_host *h = &s->hosts[i];
+    bool was_failed = h->probe_failed;
     h->probe = ok ? SUP_P_OK : SUP_P_FAILED;
+    h->probe_failed = !ok;
     if (s->state == SUP_DONE) return 0;
+    if (h->spare && h->state == SUP_H_STANDBY) { /* a spare standing by */
+        if (!ok && !was_failed)
+            bt_warn("supervisor: spare %s does not answer a probe: not chosen until it does",
+                    h->name);
+        else if (ok && was_failed)
+            bt_info("supervisor: spare %s answers again: standing by", h->name);
+        h->probe_at = ok ? INFINITY : now + readmit_wait(s, h);
+    }
     if (h->state == SUP_H_EVICTED && !h->unfit && !h->back) {
         if (!ok) {
             h->probe_at = now + readmit_wait(s, h);

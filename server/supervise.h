@@ -6,7 +6,8 @@
  *
  * A job is one mpiexec; rank 0's wrapper (`baton --wrap --report`) and rank 0 write lines to the
  * supervisor's pipe: "pid N" and "exit N" (the wrapper: rank 0's pid, its exit status), "up 1",
- * "alive" and "result N" (rank 0, server/report.h).
+ * "alive", "result N", and for the fleet (below) "ready" (it serves), "fault K" (a pipeline fault
+ * of rank K) and "failed K" (rank K kept the model from loading) (rank 0, server/report.h).
  *
  *   state     what is going on                      deadline (serve)       when it passes
  *   BACKOFF   no job; the next starts at deadline   backoff (0 at first)   START -> STARTING
@@ -38,7 +39,10 @@
  *   (`baton run`: then rank 0's "result"). Stopping: DONE 0 (`baton run`: 130). `baton run`:
  *   DONE code. Otherwise sup_verdict(code): 0 -> DONE 0; 2, 3, 127 (configuration, handshake
  *   mismatch, program not found) -> DONE code, no restart; any other -> BACKOFF, restart after
- *   0.25 s, doubling up to 8 s, back to 0.25 s after a job that lived 30 s.
+ *   0.25 s, doubling up to 8 s, back to 0.25 s after a job that lived 30 s. With the fleet: the
+ *   restart rank 0 was asked for (readmission, 75 naming no rank) -> BACKOFF due at once, no
+ *   charge, no backoff step; 2 or 3 of a plan that is not the configured layout -> see below;
+ *   the restart verdict charges a host (below) first.
  *
  * The fleet (`baton serve` with --hosts or --hostfile; docs/faults.md, "A host that stays
  * down"). Every host is regular (it holds ranks in the configured layout, hosts.h) or a spare.
@@ -51,7 +55,9 @@
  *   host state  meaning                               becomes
  *   SERVING     regular host in the plan              EVICTED after --evict-after charges
  *   UNUSED      regular host that gets no rank        -
- *   STANDBY     spare, not in use                     STANDIN when a plan needs it
+ *   STANDBY     spare, not in use (one whose last     STANDIN when a plan needs it
+ *               probe failed is probed again every
+ *               --readmit-interval, not chosen)
  *   STANDIN     spare in service for host stands_for  EVICTED after --evict-after charges;
  *                                                     STANDBY when that host is back
  *   EVICTED     out of service; probed through the    SERVING (regular) or STANDBY (spare)
@@ -63,12 +69,12 @@
  * --init-timeout) charge rank K's host in the job's plan; rank 0 killed by a signal, silent, or
  * a failed load of rank 0 charge the head (logged, never counted); anything else (the job did
  * not come up within --launch-timeout, it ended before MPI was up, a fault naming no rank) is
- * charged to every host of the plan that does not answer a probe (`mpiexec -hosts H -n 1 true`
- * through the same launcher, at most probe_timeout). The probe round of a job that is not up
- * starts probe_timeout before its --launch-timeout, so its results are in when it is killed; a
- * restart waits for a round in progress. The spares standing by are probed in each round too (a
- * spare that did not answer is not chosen). A host's count is of failures in a row: it goes
- * back to 0 when a job that included it served (said "ready") for SUP_HEALTHY_AFTER.
+ * charged to every host of the plan that does not answer a probe (`mpiexec -hosts H -n 1
+ * baton-rankd --version` through the same launcher, at most probe_timeout). The probe round of a
+ * job that is not up starts probe_timeout before its --launch-timeout, so its results are in when
+ * it is killed; a restart waits for a round in progress. The spares standing by are probed in each
+ * round too (a spare that did not answer is not chosen). A host's count is of failures in a row: it
+ * goes back to 0 when a job that included it served (said "ready") for SUP_HEALTHY_AFTER.
  *
  * Eviction: --evict-after charges in a row (0: never) evict a host: one error line, the alert
  * (SUP_ACT_ALERT: the launcher runs --on-evict), and the next start uses the new plan. Fewer
@@ -161,13 +167,14 @@ struct sup_host {
     int stands_for; /* STANDIN: the regular host it replaces; -1 */
     int fails;      /* failures in a row charged to it */
     int evictions;
-    bool unfit;      /* evicted because it could not load its stage: never probed */
-    bool back;       /* evicted regular host that answered: in service from the next start */
-    bool alert;      /* evicted, --on-evict not run yet */
-    double probe_at; /* EVICTED: the next readmission probe */
-    int probe;       /* enum sup_probe: the last probe */
-    bool in_round;   /* the probe belongs to the attribution round */
-    char why[160];   /* the last failure charged to it */
+    bool unfit;        /* evicted because it could not load its stage: never probed */
+    bool back;         /* evicted regular host that answered: in service from the next start */
+    bool alert;        /* evicted, --on-evict not run yet */
+    double probe_at;   /* EVICTED: the next readmission probe */
+    int probe;         /* enum sup_probe: the last probe */
+    bool probe_failed; /* the last probe that ended failed */
+    bool in_round;     /* the probe belongs to the attribution round */
+    char why[160];     /* the last failure charged to it */
 };
 
 /* Where a job runs. */

@@ -8,7 +8,9 @@
 #   other_model.sh --rank CMD...
 #       on the rank's host: on rank R (hydra's PMI_RANK) the value of `-m` becomes FILE, as if
 #       the model file at the same path on that host were another one; then execs CMD (same pid,
-#       same environment). Every other rank runs CMD unchanged.
+#       same environment). Every other rank runs CMD unchanged. With OTHER_HOST=ADDR instead of
+#       OTHER_RANK, the ranks on the host whose eth1 has ADDR (a namespace host of netns.sh:
+#       test_standby.sh's spare without the model file) get FILE.
 #
 # `baton serve` gives every rank the same arguments, and the supervisor reruns the same command
 # line after a fault, so this holds for every job it starts.
@@ -17,7 +19,12 @@ self=$(readlink -f "$0")
 
 if [ "${1:-}" = --rank ]; then
     shift
-    if [ "${PMI_RANK:-}" = "${OTHER_RANK:?other_model.sh: OTHER_RANK is not set}" ]; then
+    [ -n "${OTHER_RANK:-}${OTHER_HOST:-}" ] || { echo "other_model.sh: set OTHER_RANK or OTHER_HOST" >&2; exit 2; }
+    here_addr=
+    [ -n "${OTHER_HOST:-}" ] &&
+        here_addr=$(ip -4 -o addr show dev eth1 2>/dev/null | awk '{ sub("/.*", "", $4); print $4 }')
+    if { [ -n "${OTHER_RANK:-}" ] && [ "${PMI_RANK:-}" = "$OTHER_RANK" ]; } ||
+        { [ -n "${OTHER_HOST:-}" ] && [ "$here_addr" = "$OTHER_HOST" ]; }; then
         args=()
         prev=
         for a in "$@"; do

@@ -765,6 +765,35 @@ static void test_fleet_probes(void)
     }
     CHECK_INT(s.hosts[4].state, SUP_H_STANDIN);
     CHECK_INT(s.hosts[3].state, SUP_H_STANDBY);
+    /* h4, standing by after a failed probe, is probed again every --readmit-interval */
+    CHECK(s.hosts[3].probe_failed);
+    double at = s.hosts[3].probe_at;
+    CHECK(at > s.job.started && at <= s.job.started + 1 + 10);
+    CHECK_INT(sup_on_tick(&s, at) & SUP_ACT_PROBE, SUP_ACT_PROBE);
+    bool h4 = false;
+    while ((i = sup_probe_take(&s)) >= 0) { /* h3's readmission may be due too */
+        h4 |= i == 3;
+        sup_on_probe(&s, i, i == 3, at + 0.1);
+    }
+    CHECK(h4);
+    CHECK(!s.hosts[3].probe_failed && isinf(s.hosts[3].probe_at));
+
+    /* a degraded job (no spare answered) gets the spare once it answers: a restart at an idle
+     * moment */
+    c = fleet_cfg("h1,h2,h3", "h4", 3);
+    sup_init(&s, &c);
+    fstart(&s, 100, 0.0, "h1:1,h2:1,h3:1");
+    for (int n = 1; n <= 3; n++) {
+        CHECK_INT(sup_on_reaped(&s, 255, s.job.started + 0.3) & SUP_ACT_PROBE, SUP_ACT_PROBE);
+        while ((i = sup_probe_take(&s)) >= 0) sup_on_probe(&s, i, i == 2, s.job.started + 1);
+        fstart(&s, 100 + n, s.until, n == 3 ? "h1:1,h3:1" : "h1:1,h2:1,h3:1");
+    }
+    CHECK(s.job.plan.resplit);
+    come_up(&s, 200, s.job.started + 0.5);
+    at = s.hosts[3].probe_at;
+    CHECK_INT(sup_on_tick(&s, at) & SUP_ACT_PROBE, SUP_ACT_PROBE);
+    while ((i = sup_probe_take(&s)) >= 0) CHECK_INT(i == 3 || i == 1, 1);
+    CHECK_INT(sup_on_probe(&s, 3, true, at + 0.1), SUP_ACT_READMIT);
 
     /* a job that comes up after its round started: the round is forgotten; a later fault
      * naming no rank gets a round of its own */

@@ -23,6 +23,9 @@
 #  4. h2's link down for good: the service answers on h1 and h3 with the layers re-split (2 ranks
 #     covering every layer, even by bytes), baton-cli's text; /health "degraded", resplit true.
 #     Then the link back: h2 rejoins (3 ranks again).
+# C. a spare without the model file (other_model.sh as BATON_MPIEXEC gives h4's ranks a missing
+#    file): h2 cut off for good, h4 stands in and cannot load: the supervisor says so, evicts h4
+#    for good (not a configuration error) and runs on h1, h3 re-split, baton-cli's text.
 # Every wait polls a condition against a deadline; every curl has a -m bound. The times from the
 # link's cut to the first correct answer, and from its return to h2 in service, are printed.
 #
@@ -317,8 +320,30 @@ completion 60 30 "$tmp/last.txt" && cmp -s "$tmp/want" "$tmp/last.txt" ||
 echo "ok: h2 back $t_readmit2 s after its link came back, 3 ranks, baton-cli's text"
 stop_serve
 
+# ---- C: a spare that cannot load ---------------------------------------------------------------
+echo "== C. a spare without the model file (other_model.sh gives h4's ranks a missing file)"
+BATON_MPIEXEC="$here/../other_model.sh" OTHER_HOST=$H4 OTHER_MODEL=/nonexistent/model.gguf \
+    serve --spare-hosts "$H4"
+health_is 60 "code == 200 and h['status'] == 'ok' and ready and len(ranks) == 3" ||
+    { log | tail -n 30; fail "/health never showed 3 ready ranks"; }
+ip -n "${ns[2]}" link set eth1 down || fail "cannot set eth1 down in h2"
+t0=$(now)
+answers_again "$t0" "$bound" ||
+    { log | tail -n 40; fail "no correct completion within $bound s of the cut"; }
+t_unfit=$(elapsed "$t0" "$t_ok")
+log | grep -q "error: supervisor: host $H4 evicted: its rank 1 could not load its stage in place of $H2" ||
+    { log | grep -i -e evict -e "failed to load"; fail "the spare's failed load was not reported"; }
+health_is 5 "code == 200 and h['status'] == 'degraded' and ready and hosts['resplit'] and \
+hosts['evicted'] == ['$H2', '$H4'] and hosts['spares'] == [] and nodes == ['$H1', '$H3']" ||
+    fail "/health does not show h2 and the spare evicted, the layers re-split over h1 and h3"
+[ "$(log | grep -c 'job started')" -ge 4 ] || fail "fewer starts than expected"
+echo "ok: the spare could not load (evicted for good, said so); answers again on h1, h3" \
+    "$t_unfit s after the cut, with baton-cli's text"
+ip -n "${ns[2]}" link set eth1 up || fail "cannot set eth1 up in h2"
+stop_serve
+
 echo "measured (--launch-timeout $L, probes 1.5 s, --readmit-interval 3, heartbeats 0.25 s x 4):" \
     "answering again after h2 was cut off for good: $t_spare s with a spare, $t_resplit s" \
-    "without (re-split); h2 back in service $t_readmit s / $t_readmit2 s after its link" \
-    "came back"
+    "without (re-split), $t_unfit s with a spare that cannot load; h2 back in service" \
+    "$t_readmit s / $t_readmit2 s after its link came back"
 echo "PASS"
